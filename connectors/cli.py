@@ -1,0 +1,279 @@
+"""`meterline`: the command line of every process and tool.
+
+Settings are read here, once, and passed inward.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import Settings, SettingsError, load_settings
+
+console = Console(stderr=True)
+app = typer.Typer(
+    help="meterline: usage-based billing for Stripe, on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(
+    help="Run a local single-node Apache Kafka broker (KRaft).", no_args_is_help=True
+)
+topics_app = typer.Typer(help="Create and inspect meterline's topics.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect and validate settings.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+app.add_typer(config_app, name="config")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        fail(str(exc), 2)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- config ---------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate every setting from the environment; report every error at once."""
+    s = settings()
+    table = Table(title="meterline settings")
+    table.add_column("setting")
+    table.add_column("value")
+    for name, value in s.model_dump().items():
+        table.add_row(name, str(value))
+    Console().print(table)
+    console.print("[green]settings are valid[/]")
+
+
+# -- kafka ----------------------------------------------------------------------------
+
+PortOption = Annotated[int, typer.Option("--port", help="Broker port on 127.0.0.1.")]
+
+
+def local_kafka(port: int, s: Settings, data_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    from connectors.kafka.broker import LocalKafka
+
+    return LocalKafka(
+        port=port,
+        data_dir=data_dir or s.data_dir / f"kafka-{port}",
+        version=s.kafka_version,
+        cache_dir=s.cache_dir,
+    )
+
+
+@kafka_app.command("start")
+def kafka_start(
+    port: PortOption = 9092,
+    data_dir: Annotated[Path | None, typer.Option(help="Broker state directory.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+) -> None:
+    """Fetch Kafka (first time), format storage, start the broker detached, wait until ready."""
+    from connectors.kafka.broker import BrokerError
+
+    s = settings()
+    broker = local_kafka(port, s, data_dir)
+    cached = broker.jars.cached
+    started = time.monotonic()
+    try:
+        with console.status(
+            f"starting Apache Kafka {s.kafka_version}"
+            + ("" if cached else " (first run: fetching jars with Maven)")
+        ):
+            status = broker.start(timeout=timeout)
+    except BrokerError as exc:
+        fail(str(exc))
+    console.print(
+        f"[green]Kafka {s.kafka_version} ready[/] at {status.bootstrap} (pid {status.pid}) "
+        f"in {time.monotonic() - started:.1f}s ({'warm' if cached else 'cold'} start); "
+        f"logs: {broker.log_file}"
+    )
+
+
+@kafka_app.command("fetch")
+def kafka_fetch() -> None:
+    """Resolve the broker jars with Maven into the cache (no-op when cached)."""
+    from connectors.kafka.broker import BrokerError, KafkaJars
+
+    s = settings()
+    jars = KafkaJars(s.kafka_version, s.cache_dir)
+    started = time.monotonic()
+    try:
+        with console.status(f"fetching Apache Kafka {s.kafka_version} with Maven"):
+            libs = jars.ensure()
+    except BrokerError as exc:
+        fail(str(exc))
+    console.print(f"Kafka {s.kafka_version} jars in {libs} ({time.monotonic() - started:.1f}s)")
+
+
+@kafka_app.command("stop")
+def kafka_stop(
+    port: PortOption = 9092,
+    data_dir: Annotated[Path | None, typer.Option(help="Broker state directory.")] = None,
+) -> None:
+    """Stop the local broker cleanly."""
+    broker = local_kafka(port, settings(), data_dir)
+    if broker.stop():
+        console.print(f"Kafka on port {port} stopped")
+    else:
+        console.print(f"no Kafka broker running on port {port}")
+
+
+@kafka_app.command("status")
+def kafka_status(
+    port: PortOption = 9092,
+    data_dir: Annotated[Path | None, typer.Option(help="Broker state directory.")] = None,
+) -> None:
+    """Show whether the local broker runs and answers; exit 1 when it does not."""
+    status = local_kafka(port, settings(), data_dir).status()
+    state = "running" if status.running else "stopped"
+    console.print(
+        f"Kafka {state} (pid {status.pid}) at {status.bootstrap}, "
+        f"{'reachable' if status.reachable else 'not reachable'}; data in {status.data_dir}"
+    )
+    if not status.reachable:
+        raise typer.Exit(1)
+
+
+# -- topics ---------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every meterline topic that is missing (idempotent, any cluster)."""
+    from connectors.kafka.admin import create_topics
+    from streams.topics import Topics
+
+    s = settings()
+    outcomes = create_topics(
+        s.kafka_bootstrap_servers, Topics.from_settings(s).all(), s.replication_factor
+    )
+    table = Table(title=f"topics on {s.kafka_bootstrap_servers}")
+    for column in ("topic", "partitions", "outcome"):
+        table.add_column(column)
+    for outcome in outcomes:
+        text = outcome.problem or ("created" if outcome.created else "exists")
+        table.add_row(outcome.name, str(outcome.partitions), text)
+    Console().print(table)
+    if any(o.problem for o in outcomes):
+        raise typer.Exit(1)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Print every topic meterline uses, its key, value and cleanup policy."""
+    from streams.topics import Topics
+
+    s = settings()
+    table = Table(title="meterline topics")
+    for column in ("topic", "partitions", "key", "value", "cleanup"):
+        table.add_column(column)
+    for topic in Topics.from_settings(s).all():
+        cleanup = "compact" if topic.spec.compacted else "delete"
+        table.add_row(topic.name, str(topic.partitions), topic.spec.key, topic.spec.value, cleanup)
+    Console().print(table)
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+@app.command()
+def worker() -> None:
+    """Run the faust worker (accounts, usage and billing agents and their tables)."""
+    import faust
+
+    from streams.app import create_app
+
+    s = settings()
+    faust_app = create_app(s, fast_rebalance=True)
+    faust.Worker(faust_app, loglevel=s.log_level, quiet=True).execute_from_commandline()
+
+
+@app.command()
+def http() -> None:
+    """Run the HTTP edge (webhooks, ingest, uploads, bill commands, read API)."""
+    import uvicorn
+
+    from connectors.http.app import create_app
+
+    s = settings()
+    setup_logging(s.log_level)
+    uvicorn.run(create_app(s), host=s.http_host, port=s.http_port, log_level=s.log_level)
+
+
+@app.command("stripe-sink")
+def stripe_sink() -> None:
+    """Run the Stripe sink: `bills` → Stripe invoice items."""
+    import signal
+
+    from connectors.stripe_sink.sink import StripeSink
+
+    s = settings()
+    setup_logging(s.log_level)
+    sink = StripeSink(s)
+    signal.signal(signal.SIGTERM, lambda *_: sink.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: sink.stopping.set())
+    sink.run()
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the local broker.")] = 9092,
+) -> None:
+    """Start Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), topics and every process.
+
+    Streams their logs with a prefix; Ctrl-C stops all of them.
+    """
+    from connectors.dev import DevStack
+
+    s = settings()
+    stack = DevStack(s, console=Console(), broker_port=port)
+    try:
+        stack.start_kafka(use_existing="kafka_bootstrap_servers" in s.model_fields_set)
+        stack.create_topics()
+        stack.add_defaults()
+        code = stack.run_until_interrupted()
+    finally:
+        stack.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port of the local broker.")] = 9092,
+) -> None:
+    """Run the main job end to end on a local broker (see README)."""
+    from connectors.demo import run_demo
+
+    raise typer.Exit(run_demo(settings(), broker_port=port))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The dev stack: a local broker, topics, and every meterline process as a subprocess.
+
+Children run in their own process groups and die with their parent (PR_SET_PDEATHSIG),
+their output is streamed with a prefix, and `stop()` terminates every group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+from rich.console import Console
+from rich.table import Table
+
+from connectors.kafka.admin import create_topics
+from connectors.kafka.broker import LocalKafka
+from streams.settings import Settings
+from streams.topics import Topics
+
+PR_SET_PDEATHSIG = 1
+COLOURS = {"worker": "cyan", "http": "green", "stripe-sink": "magenta", "stripe-sim": "yellow"}
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    health_url: str
+    process: subprocess.Popen[bytes] | None = None
+    healthy: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+
+@dataclass
+class DevStack:
+    settings: Settings
+    console: Console = field(default_factory=Console)
+    children: list[Child] = field(default_factory=list)
+    broker: LocalKafka | None = None
+    broker_port: int = 9092
+    extra_env: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap if self.broker else self.settings.kafka_bootstrap_servers
+
+    def start_kafka(self, use_existing: bool) -> None:
+        if use_existing:
+            self.console.print(
+                f"using the Kafka cluster at {self.settings.kafka_bootstrap_servers}"
+            )
+            return
+        self.broker = LocalKafka(
+            port=self.broker_port,
+            data_dir=self.settings.data_dir / f"kafka-{self.broker_port}",
+            version=self.settings.kafka_version,
+            cache_dir=self.settings.cache_dir,
+        )
+        started = time.monotonic()
+        with self.console.status(f"starting Apache Kafka {self.settings.kafka_version}…"):
+            self.broker.start()
+        self.console.print(
+            f"Kafka {self.settings.kafka_version} up at {self.broker.bootstrap} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+
+    def create_topics(self) -> None:
+        topics = Topics.from_settings(self.settings).all()
+        for outcome in create_topics(self.bootstrap(), topics, self.settings.replication_factor):
+            if outcome.problem:
+                self.console.print(f"[red]topic {outcome.name} {outcome.problem}[/]")
+
+    def add(self, name: str, command: list[str], health_url: str) -> None:
+        argv = [sys.executable, "-m", "connectors.cli", *command]
+        self.children.append(Child(name, argv, health_url))
+
+    def add_defaults(self) -> None:
+        s = self.settings
+        self.add("worker", ["worker"], f"http://127.0.0.1:{s.worker_web_port}/healthz")
+        self.add("http", ["http"], f"http://127.0.0.1:{s.http_port}/healthz")
+        self.add("stripe-sink", ["stripe-sink"], f"http://127.0.0.1:{s.sink_port}/healthz")
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap()
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        return env
+
+    def spawn(self) -> None:
+        env = self.child_env()
+        for child in self.children:
+            child.process = subprocess.Popen(
+                child.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            assert child.process.stdout is not None
+            threading.Thread(
+                target=self._pump, args=(child.name, child.process.stdout), daemon=True
+            ).start()
+            self.console.print(f"started {child.name} (pid {child.process.pid})")
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        colour = COLOURS.get(name, "white")
+        width = max(len(c.name) for c in self.children)
+        for raw in iter(stream.readline, b""):
+            if self.quiet:
+                continue
+            line = raw.decode(errors="replace").rstrip()
+            self.console.print(
+                f"[{colour}]{name:>{width}} |[/] {line}",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = [c for c in self.children if not c.healthy]
+        while pending and time.monotonic() < deadline:
+            for child in pending:
+                assert child.process is not None
+                if child.process.poll() is not None:
+                    raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
+                child.healthy = _get_ok(child.health_url)
+            pending = [c for c in self.children if not c.healthy]
+            if pending:
+                time.sleep(0.3)
+        if pending:
+            raise RuntimeError(
+                "not healthy in time: " + ", ".join(f"{c.name} ({c.health_url})" for c in pending)
+            )
+
+    def status_table(self) -> Table:
+        table = Table(title="meterline dev stack")
+        for column in ("process", "pid", "health", "endpoint"):
+            table.add_column(column)
+        if self.broker:
+            table.add_row("kafka", str(self.broker.pid()), "up", self.broker.bootstrap)
+        for child in self.children:
+            alive = child.process is not None and child.process.poll() is None
+            state = "healthy" if child.healthy and alive else ("starting" if alive else "exited")
+            table.add_row(child.name, str(child.pid), state, child.health_url)
+        return table
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every child's process group, SIGKILL what is left, then the broker."""
+        running = [c for c in self.children if c.process and c.process.poll() is None]
+        for child in running:
+            assert child.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in running:
+            assert child.process is not None
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+        for child in self.children:
+            # Grandchildren (if any) share the group: make sure none is left behind.
+            if child.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+        if self.broker:
+            self.broker.stop()
+
+    def run_until_interrupted(self, on_ready: Callable[[], None] | None = None) -> int:
+        stop = threading.Event()
+
+        def handle(signum: int, frame: object) -> None:
+            stop.set()
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.spawn()
+            self.wait_healthy()
+            self.console.print(self.status_table())
+            if on_ready:
+                on_ready()
+            self.console.print("dev stack ready; Ctrl-C stops every process")
+            while not stop.is_set():
+                for child in self.children:
+                    assert child.process is not None
+                    if child.process.poll() is not None:
+                        self.console.print(
+                            f"[red]{child.name} exited ({child.process.returncode})[/]"
+                        )
+                        return 1
+                stop.wait(0.5)
+            return 0
+        finally:
+            self.console.print("stopping the dev stack…")
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.console.print("all processes stopped")
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

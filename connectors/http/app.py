@@ -1,0 +1,64 @@
+"""The HTTP edge: Stripe webhooks, ingest API, file upload, bill commands, read API.
+
+Stateless: every write goes to Kafka and is answered only after Kafka acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from connectors.kafka.broker import metadata_ok
+from connectors.kafka.producer import AsyncProducer, new_producer
+from connectors.metrics import CONTENT_TYPE_LATEST, Metrics
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Edge:
+    """What request handlers share; built once per process in the lifespan."""
+
+    settings: Settings
+    topics: Topics
+    metrics: Metrics
+    producer: AsyncProducer
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    topics = Topics.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        producer = AsyncProducer(new_producer(settings.kafka_bootstrap_servers))
+        producer.start()
+        app.state.edge = Edge(settings, topics, metrics, producer)
+        try:
+            yield
+        finally:
+            await producer.close()
+
+    app = FastAPI(title="meterline", version="0.1.0", lifespan=lifespan)
+    app.state.metrics = metrics
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        reachable = await asyncio.to_thread(metadata_ok, settings.kafka_bootstrap_servers, 2.0)
+        metrics.kafka_up.set(1 if reachable else 0)
+        body = {"status": "ok" if reachable else "degraded", "kafka": reachable}
+        return JSONResponse(body, status_code=200 if reachable else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

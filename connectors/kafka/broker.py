@@ -1,0 +1,388 @@
+"""A single-node Apache Kafka broker (KRaft) for development, tests, benchmarks and the demo.
+
+The official broker jars come from Maven Central, resolved by Maven into a cache
+directory that later runs reuse. The broker runs detached from the JVM's `kafka.Kafka`
+main class, bound to loopback only, with settings that make a one-node cluster fast
+(no initial rebalance delay, replication factor 1 for internal topics).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LOG4J2_VERSION = "2.24.3"
+SLF4J_VERSION = "2.0.16"
+
+POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.meterline</groupId>
+  <artifactId>kafka-broker-runtime</artifactId>
+  <version>{kafka}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId>
+      <version>{slf4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j2-impl</artifactId><version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId><version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+LOG4J2_CONFIG = """Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        Pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Logger:
+      - name: kafka
+        level: WARN
+      - name: org.apache.kafka
+        level: WARN
+      - name: kafka.server.KafkaRaftServer
+        level: INFO
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+"""
+
+
+class BrokerError(RuntimeError):
+    """The local broker cannot be fetched, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+    reachable: bool
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise BrokerError(f"{tool} not found on PATH: {hint}")
+    return path
+
+
+class KafkaJars:
+    """The broker's runtime classpath for one Kafka version, cached on disk."""
+
+    def __init__(self, version: str, cache_dir: Path) -> None:
+        self.version = version
+        self.home = cache_dir / f"kafka-{version}"
+        self.libs = self.home / "libs"
+
+    @property
+    def cached(self) -> bool:
+        return (self.libs / ".complete").exists()
+
+    def ensure(self) -> Path:
+        """Resolve the jars with Maven unless cached; return the libs directory."""
+        if self.cached:
+            return self.libs
+        mvn = _require("mvn", "install Apache Maven (apt-get install maven) to fetch Kafka")
+        _require("java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+        self.home.mkdir(parents=True, exist_ok=True)
+        staging = self.home / "libs.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        pom = self.home / "pom.xml"
+        pom.write_text(
+            POM_TEMPLATE.format(kafka=self.version, slf4j=SLF4J_VERSION, log4j=LOG4J2_VERSION)
+        )
+        log.info("fetching Apache Kafka %s jars with Maven into %s", self.version, self.libs)
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            detail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+            raise BrokerError(f"Maven could not fetch Kafka {self.version}:\n" + "\n".join(detail))
+        (staging / ".complete").write_text(self.version)
+        shutil.rmtree(self.libs, ignore_errors=True)
+        staging.rename(self.libs)
+        return self.libs
+
+    @property
+    def classpath(self) -> str:
+        return str(self.libs / "*")
+
+
+class LocalKafka:
+    """One KRaft broker+controller on 127.0.0.1:`port`, its state in `data_dir`."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 9092,
+        data_dir: Path,
+        version: str = "4.1.1",
+        cache_dir: Path,
+        controller_port: int | None = None,
+        heap: str = "1g",
+    ) -> None:
+        self.port = port
+        self.controller_port = controller_port
+        self.data_dir = data_dir.resolve()
+        self.jars = KafkaJars(version, cache_dir)
+        self.heap = heap
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid()
+        reachable = pid is not None and metadata_ok(self.bootstrap, timeout=2.0)
+        return BrokerStatus(pid is not None, pid, self.bootstrap, self.data_dir, reachable)
+
+    def start(self, timeout: float = 60.0) -> BrokerStatus:
+        """Fetch (if needed), format (first time), start detached, wait for metadata."""
+        java = _require(
+            "java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
+        )
+        if self.pid() is not None:
+            if metadata_ok(self.bootstrap, timeout=5.0):
+                return self.status()
+            raise BrokerError(
+                f"broker pid {self.pid()} is running but not answering on {self.bootstrap}"
+            )
+        if not port_is_free(self.port):
+            raise BrokerError(
+                f"port {self.port} is taken by another process; choose another with --port"
+            )
+        controller_port = self.controller_port or _controller_port_for(self.port)
+        if not port_is_free(controller_port):
+            raise BrokerError(f"controller port {controller_port} is taken; choose another --port")
+        self.jars.ensure()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config(controller_port)
+        if not (self.data_dir / "data" / "meta.properties").exists():
+            self._format(java)
+        with open(self.log_file, "ab") as log_out:
+            process = subprocess.Popen(
+                [*self._java_command(java), "kafka.Kafka", str(self.properties_file)],
+                stdout=log_out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # detached: survives the command that started it
+                cwd=self.data_dir,
+            )
+        self.pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BrokerError(
+                    f"broker exited with {process.returncode}; last log lines:\n{self.log_tail()}"
+                )
+            if metadata_ok(self.bootstrap, timeout=1.0):
+                return self.status()
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"broker did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop cleanly (SIGTERM = controlled shutdown), SIGKILL after `timeout`."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            log.warning("broker pid %d ignored SIGTERM for %.0fs; killing", pid, timeout)
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def _java_command(self, java: str) -> list[str]:
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            "-cp",
+            self.jars.classpath,
+        ]
+
+    def _write_config(self, controller_port: int) -> None:
+        data = self.data_dir / "data"
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "1",
+            # Topics are created explicitly (`meterline topics create`); auto-creation
+            # would race faust's subscription and pick the wrong partition count.
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "log.retention.hours": "-1",
+            "log.cleaner.backoff.ms": "5000",
+        }
+        self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+        (self.data_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
+
+    def _format(self, java: str) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            [
+                *self._java_command(java),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties_file),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(
+                f"formatting the storage directory failed:\n{result.stdout}{result.stderr}"
+            )
+
+
+def _controller_port_for(port: int) -> int:
+    return port + 1 if port < 65535 else port - 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if we can.
+    with contextlib.suppress(ChildProcessError):
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request."""
+    from confluent_kafka.admin import AdminClient
+
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _QUIET}
+    admin = AdminClient(config)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return bool(metadata.brokers)
+
+
+class _Quiet(logging.Logger):
+    def __init__(self) -> None:
+        super().__init__("librdkafka.quiet", level=logging.CRITICAL)
+
+
+_QUIET = _Quiet()

@@ -1,0 +1,354 @@
+"""Catalog models: meters, aggregations, plans and Stripe plan mappings (m3ter's names).
+
+Everything here is immutable and validated at the boundary; `Catalog.from_documents`
+checks the references between kinds and reports every error with its path at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,79}$"
+Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+
+
+class Frozen(BaseModel):
+    """Base for models whose schema we own: immutable, unknown fields rejected, camelCase."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class DataFieldCategory(StrEnum):
+    WHO = "WHO"
+    WHAT = "WHAT"
+    WHERE = "WHERE"
+    OTHER = "OTHER"
+    METADATA = "METADATA"
+    MEASURE = "MEASURE"
+    INCOME = "INCOME"
+    COST = "COST"
+
+    @property
+    def is_numeric(self) -> bool:
+        return self in NUMERIC_CATEGORIES
+
+    @property
+    def wire_key(self) -> str:
+        """The measurement map that carries fields of this category (`measure`, `who`, ...)."""
+        return self.value.lower()
+
+
+NUMERIC_CATEGORIES = frozenset(
+    {DataFieldCategory.MEASURE, DataFieldCategory.INCOME, DataFieldCategory.COST}
+)
+
+
+class DataField(Frozen):
+    category: DataFieldCategory
+    code: Code
+    name: str | None = None
+    unit: str | None = None
+    required: bool = False
+
+
+class DerivedField(Frozen):
+    category: DataFieldCategory
+    code: Code
+    name: str | None = None
+    unit: str | None = None
+    calculation: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("category")
+    @classmethod
+    def _numeric_only(cls, value: DataFieldCategory) -> DataFieldCategory:
+        if not value.is_numeric:
+            raise ValueError("derived fields must be MEASURE, INCOME or COST")
+        return value
+
+
+class Meter(Frozen):
+    code: Code
+    name: str | None = None
+    dataFields: tuple[DataField, ...] = Field(min_length=1)
+    derivedFields: tuple[DerivedField, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_field_codes(self) -> Meter:
+        seen: set[str] = set()
+        for field in self.all_fields:
+            if field.code in seen:
+                raise ValueError(f"field code {field.code!r} is defined twice")
+            seen.add(field.code)
+        return self
+
+    @property
+    def all_fields(self) -> tuple[DataField | DerivedField, ...]:
+        return (*self.dataFields, *self.derivedFields)
+
+    def field(self, code: str) -> DataField | DerivedField | None:
+        for field in self.all_fields:
+            if field.code == code:
+                return field
+        return None
+
+
+class AggregationFunction(StrEnum):
+    SUM = "SUM"
+    MIN = "MIN"
+    MAX = "MAX"
+    COUNT = "COUNT"
+    MEAN = "MEAN"
+    LATEST = "LATEST"
+    UNIQUE = "UNIQUE"
+
+
+class Rounding(StrEnum):
+    UP = "UP"
+    DOWN = "DOWN"
+    NEAREST = "NEAREST"
+    NONE = "NONE"
+
+
+class Aggregation(Frozen):
+    code: Code
+    name: str | None = None
+    meter: Code
+    targetField: Code
+    aggregation: AggregationFunction
+    quantityPerUnit: Decimal = Field(default=Decimal(1), gt=0)
+    rounding: Rounding = Rounding.NONE
+    unit: str | None = None
+    defaultValue: Decimal = Decimal(0)
+
+
+class BillFrequency(StrEnum):
+    DAILY = "DAILY"
+    WEEKLY = "WEEKLY"
+    MONTHLY = "MONTHLY"
+    ANNUALLY = "ANNUALLY"
+
+
+class PricingBand(Frozen):
+    lowerLimit: Decimal = Field(ge=0)
+    unitPrice: Decimal = Field(default=Decimal(0), ge=0)
+    fixedPrice: Decimal = Field(default=Decimal(0), ge=0)
+
+
+class Pricing(Frozen):
+    aggregation: Code
+    pricingBands: tuple[PricingBand, ...] = Field(min_length=1)
+    cumulative: bool = True
+    description: str | None = None
+
+    @field_validator("pricingBands")
+    @classmethod
+    def _bands_start_at_zero_and_ascend(
+        cls, bands: tuple[PricingBand, ...]
+    ) -> tuple[PricingBand, ...]:
+        if bands[0].lowerLimit != 0:
+            raise ValueError("the first pricing band must have lowerLimit 0")
+        for lower, upper in itertools.pairwise(bands):
+            if upper.lowerLimit <= lower.lowerLimit:
+                raise ValueError("pricing band lowerLimits must be strictly ascending")
+        return bands
+
+
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+
+
+class Plan(Frozen):
+    code: Code
+    name: str | None = None
+    currency: Annotated[str, Field(pattern=CURRENCY_PATTERN)]
+    billFrequency: BillFrequency = BillFrequency.MONTHLY
+    standingCharge: Decimal = Field(default=Decimal(0), ge=0)
+    standingChargeBilledInAdvance: bool = False
+    standingChargeDescription: str | None = None
+    minimumSpend: Decimal = Field(default=Decimal(0), ge=0)
+    minimumSpendDescription: str | None = None
+    pricings: tuple[Pricing, ...] = ()
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_pricing_per_aggregation(self) -> Plan:
+        codes = [pricing.aggregation for pricing in self.pricings]
+        duplicates = sorted({code for code in codes if codes.count(code) > 1})
+        if duplicates:
+            raise ValueError(f"aggregation priced more than once: {', '.join(duplicates)}")
+        return self
+
+
+class PlanMapping(Frozen):
+    """Maps a Stripe price to a meterline plan, by exactly one of its identifiers.
+
+    A price (or its product) whose metadata has `meterline_plan` needs no mapping.
+    """
+
+    code: Code
+    plan: Code
+    stripePriceId: str | None = None
+    stripeLookupKey: str | None = None
+    stripeProductId: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_match(self) -> PlanMapping:
+        given = [v for v in (self.stripePriceId, self.stripeLookupKey, self.stripeProductId) if v]
+        if len(given) != 1:
+            raise ValueError("set exactly one of stripePriceId, stripeLookupKey, stripeProductId")
+        return self
+
+
+Kind = Literal["meter", "aggregation", "plan", "planMapping"]
+KIND_MODELS: dict[str, type[Frozen]] = {
+    "meter": Meter,
+    "aggregation": Aggregation,
+    "plan": Plan,
+    "planMapping": PlanMapping,
+}
+# The YAML file's top-level sections, in the order they are validated and published.
+SECTIONS: dict[str, Kind] = {
+    "meters": "meter",
+    "aggregations": "aggregation",
+    "plans": "plan",
+    "planMappings": "planMapping",
+}
+STRING_AGGREGATABLE = frozenset({AggregationFunction.COUNT, AggregationFunction.UNIQUE})
+_KEY = re.compile(r"^(meter|aggregation|plan|planMapping):(.+)$")
+
+
+class CatalogError(ValueError):
+    """Every problem found in a catalog, each as `path: reason`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("invalid catalog:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def catalog_key(kind: str, code: str) -> str:
+    return f"{kind}:{code}"
+
+
+def parse_catalog_key(key: str) -> tuple[Kind, str]:
+    match = _KEY.match(key)
+    if match is None:
+        raise ValueError(f"catalog key {key!r} is not '<kind>:<code>'")
+    return match.group(1), match.group(2)  # type: ignore[return-value]
+
+
+class Catalog(Frozen):
+    """A consistent snapshot of everything live in the catalog."""
+
+    meters: Mapping[str, Meter] = Field(default_factory=dict)
+    aggregations: Mapping[str, Aggregation] = Field(default_factory=dict)
+    plans: Mapping[str, Plan] = Field(default_factory=dict)
+    planMappings: Mapping[str, PlanMapping] = Field(default_factory=dict)
+
+    @classmethod
+    def from_documents(cls, document: Mapping[str, Any]) -> Catalog:
+        """Validate a whole catalog document (the YAML file's shape); raise every error."""
+        errors: list[str] = []
+        if not isinstance(document, Mapping):
+            raise CatalogError(["<root>: must be a mapping of sections"])
+        for section in document:
+            if section not in SECTIONS:
+                errors.append(f"{section}: unknown section (expected one of {', '.join(SECTIONS)})")
+        parsed: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+        for section, kind in SECTIONS.items():
+            items = document.get(section) or []
+            if not isinstance(items, list):
+                errors.append(f"{section}: must be a list")
+                continue
+            for index, item in enumerate(items):
+                try:
+                    model = KIND_MODELS[kind].model_validate(item)
+                except ValidationError as exc:
+                    errors.extend(_format_errors(f"{section}[{index}]", exc))
+                    continue
+                code = model.code  # type: ignore[attr-defined]
+                if code in parsed[section]:
+                    errors.append(f"{section}[{index}].code: {code!r} is defined twice")
+                parsed[section][code] = model
+        catalog = cls(**parsed)
+        errors.extend(catalog.reference_errors())
+        if errors:
+            raise CatalogError(errors)
+        return catalog
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[tuple[str, Mapping[str, Any]]]) -> Catalog:
+        """Build from (`kind:code`, value) pairs as read from the catalog topic."""
+        sections: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+        by_kind = {kind: section for section, kind in SECTIONS.items()}
+        for key, value in entries:
+            kind, code = parse_catalog_key(key)
+            sections[by_kind[kind]][code] = KIND_MODELS[kind].model_validate(value)
+        return cls(**sections)
+
+    def entries(self) -> list[tuple[str, Frozen]]:
+        """Every item as (`kind:code`, model), in publishing order."""
+        out: list[tuple[str, Frozen]] = []
+        for section, kind in SECTIONS.items():
+            items: Mapping[str, Frozen] = getattr(self, section)
+            out.extend((catalog_key(kind, code), item) for code, item in sorted(items.items()))
+        return out
+
+    def reference_errors(self) -> list[str]:
+        errors: list[str] = []
+        for code, agg in self.aggregations.items():
+            where = f"aggregations[{code}]"
+            meter = self.meters.get(agg.meter)
+            if meter is None:
+                errors.append(f"{where}.meter: unknown meter {agg.meter!r}")
+                continue
+            target = meter.field(agg.targetField)
+            if target is None:
+                errors.append(
+                    f"{where}.targetField: meter {agg.meter!r} has no field {agg.targetField!r}"
+                )
+            elif not target.category.is_numeric and agg.aggregation not in STRING_AGGREGATABLE:
+                errors.append(
+                    f"{where}.aggregation: {agg.aggregation} needs a numeric field, "
+                    f"{agg.targetField!r} is {target.category}"
+                )
+        for code, plan in self.plans.items():
+            for index, pricing in enumerate(plan.pricings):
+                if pricing.aggregation not in self.aggregations:
+                    errors.append(
+                        f"plans[{code}].pricings[{index}].aggregation: "
+                        f"unknown aggregation {pricing.aggregation!r}"
+                    )
+        for code, mapping in self.planMappings.items():
+            if mapping.plan not in self.plans:
+                errors.append(f"planMappings[{code}].plan: unknown plan {mapping.plan!r}")
+        return errors
+
+    def aggregations_of_meter(self, meter: str) -> list[Aggregation]:
+        return [agg for agg in self.aggregations.values() if agg.meter == meter]
+
+
+def _format_errors(prefix: str, exc: ValidationError) -> list[str]:
+    out = []
+    for error in exc.errors():
+        location = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+        )
+        out.append(f"{prefix}{location}: {error['msg']}")
+    return out

@@ -1,0 +1,158 @@
+"""The one settings object: read once at the edge, passed inward, never re-read.
+
+Environment: `METERLINE_*`, plus the conventional `KAFKA_BOOTSTRAP_SERVERS`,
+`STRIPE_API_KEY`, `STRIPE_WEBHOOK_SECRET` (comma-separated for rotation) and
+`STRIPE_API_BASE`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+CommaSecrets = Annotated[tuple[SecretStr, ...], NoDecode]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="METERLINE_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    org_id: str = Field(
+        default="demo",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$",
+        description="The organization this deployment serves (the {orgId} of the API paths).",
+    )
+    api_keys: CommaSecrets = Field(
+        default=(), description="Comma-separated Bearer keys accepted by the HTTP API."
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP edge binds.")
+    http_port: int = Field(default=8080, ge=1, le=65535, description="Port of the HTTP edge.")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "METERLINE_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        pattern=r"^[^,\s]+:\d+(,[^,\s]+:\d+)*$",
+        description="Comma-separated host:port list of the Kafka cluster.",
+    )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._\-]*$",
+        description="Prefix of every topic name (one cluster, several deployments).",
+    )
+    partitions: int = Field(
+        default=6, ge=1, le=1000, description="Partitions of every per-account topic."
+    )
+    replication_factor: int = Field(default=1, ge=1, le=7, description="Topic replication.")
+    app_id: str = Field(
+        default="meterline",
+        pattern=r"^[A-Za-z0-9._\-]+$",
+        description="faust application id: consumer group and changelog topic prefix.",
+    )
+    store: Literal["memory", "rocksdb"] = Field(
+        default="memory", description="faust table store: memory (dev, tests) or rocksdb."
+    )
+    rocksdb_block_cache_mb: int = Field(
+        default=64, ge=8, description="rocksdb block cache per partition (faust defaults 2 GiB)."
+    )
+    data_dir: Path = Field(
+        default=Path(".meterline"), description="Local state: worker data, uploads, logs."
+    )
+    worker_web_port: int = Field(
+        default=6066, ge=1, le=65535, description="faust worker web port (read API, health)."
+    )
+    worker_web_host: str = Field(default="127.0.0.1", description="faust worker web address.")
+    sink_port: int = Field(
+        default=8082, ge=1, le=65535, description="Stripe sink health and metrics port."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_KEY", "METERLINE_STRIPE_API_KEY"),
+        description="Stripe secret key; unset means the local Stripe simulator.",
+    )
+    stripe_webhook_secrets: CommaSecrets = Field(
+        default=(),
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "METERLINE_STRIPE_WEBHOOK_SECRET"),
+        description="Webhook signing secrets, comma-separated (several during rotation).",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_BASE", "METERLINE_STRIPE_API_BASE"),
+        pattern=r"^https?://",
+        description="Base URL of a Stripe stand-in (the simulator); unset = api.stripe.com.",
+    )
+    stripe_webhook_tolerance_s: int = Field(
+        default=300, ge=1, description="Accepted age of a webhook signature timestamp."
+    )
+
+    kafka_version: str = Field(
+        default="4.1.1",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="Apache Kafka version the local broker runs (from Maven Central).",
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "meterline",
+        description="Where the local broker's jars are cached between runs.",
+    )
+
+    max_measurements_per_request: int = Field(default=1000, ge=1)
+    max_request_bytes: int = Field(default=512_000, ge=1024)
+    dedup_horizon_days: int = Field(default=35, ge=35, description="uid de-duplication horizon.")
+    max_future_skew_s: int = Field(
+        default=3600, ge=0, description="How far in the future a measurement ts may be."
+    )
+    usage_retention_days: int = Field(
+        default=400, ge=35, description="How long hourly usage state is kept, by event time."
+    )
+
+    @field_validator("api_keys", "stripe_webhook_secrets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split(value)
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return self.kafka_bootstrap_servers.split(",")
+
+
+class SettingsError(ValueError):
+    """Every settings problem at once, each naming its environment variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def env_name(field: str) -> str:
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"METERLINE_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and overrides); raise SettingsError listing every problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name = env_name(field) if field in Settings.model_fields else field
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError(problems) from None

@@ -1,0 +1,84 @@
+"""`meterline dev` brings every process up healthy and stops all of them on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from connectors.kafka.broker import free_port
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def test_dev_starts_every_process_healthy_and_ctrl_c_leaves_no_orphans(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    ports = {"http": free_port(), "worker": free_port(), "sink": free_port()}
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        METERLINE_TOPIC_PREFIX=f"dev{unique}.",
+        METERLINE_APP_ID=f"dev{unique}",
+        METERLINE_HTTP_PORT=str(ports["http"]),
+        METERLINE_WORKER_WEB_PORT=str(ports["worker"]),
+        METERLINE_SINK_PORT=str(ports["sink"]),
+        METERLINE_DATA_DIR=str(tmp_path),
+        COLUMNS="200",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connectors.cli", "dev"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        eventually(lambda: any("dev stack ready" in line for line in lines), timeout=120)
+        pids = {
+            m.group(1): int(m.group(2))
+            for line in lines
+            if (m := re.search(r"started (\S+) \(pid (\d+)\)", line))
+        }
+        assert set(pids) == {"worker", "http", "stripe-sink"}
+        assert _healthy(f"http://127.0.0.1:{ports['http']}/healthz")
+        assert _healthy(f"http://127.0.0.1:{ports['worker']}/healthz")
+        assert _healthy(f"http://127.0.0.1:{ports['sink']}/healthz")
+        assert any(re.search(r"worker\s*\|", line) for line in lines), "logs carry a prefix"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+        reader.join(10)
+    assert process.returncode == 0, "".join(lines[-30:])
+    assert any("all processes stopped" in line for line in lines)
+    for name, pid in pids.items():
+        assert not _alive(pid), f"{name} (pid {pid}) outlived meterline dev"
