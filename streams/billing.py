@@ -1,0 +1,259 @@
+"""Bills from usage, and their lifecycle: pure functions the billing agent calls.
+
+`build_bill` prices one account plan's billing period and returns the next version of
+its bill, or None when nothing but the generation time would change. `transition`
+approves and locks. Lines, in order:
+
+- STANDING_CHARGE: the plan's standing charge times the fraction of the period the
+  account plan covers (by time). Billed in advance or in arrears it is the same
+  amount for the same dates, the covered part of this period: bills are recalculated
+  all period long, so "in advance" only labels the line (and lets the sink push it
+  as soon as the period opens).
+- USAGE: one per pricing of the plan, in the plan's order, even at zero usage.
+- MINIMUM_SPEND: when the usage lines add up to less than the plan's minimum spend
+  (prorated like the standing charge), the difference.
+
+Each line's subtotal is rounded half-up to the currency's minor unit once; the total
+is the sum of the rounded lines, so it is exact in minor units too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from streams.money import prorate, round_money
+from streams.periods import Period, covered, proration, utc
+from streams.pricing import price, quantity
+from streams.schemas.accounts import Account, AccountPlan
+from streams.schemas.bill import Bill, BillLine, BillReason, BillStatus, LineItemType
+from streams.schemas.catalog import Aggregation, Plan
+
+STANDING_CHARGE_LINE = "STANDING_CHARGE"
+MINIMUM_SPEND_LINE = "MINIMUM_SPEND"
+# Fields a recalculation produces; a new version is emitted only when one of them differs.
+_CALCULATED = (
+    "accountCode",
+    "planCode",
+    "currency",
+    "startDate",
+    "endDate",
+    "lines",
+    "total",
+    "stripeCustomerId",
+    "stripeSubscriptionId",
+)
+_NEXT_STATUS = {BillStatus.PENDING: BillStatus.APPROVED, BillStatus.APPROVED: BillStatus.LOCKED}
+
+
+class LifecycleError(Exception):
+    """A status change (or recalculation) the bill lifecycle forbids, with the reason."""
+
+    def __init__(self, bill_id: str, reason: str) -> None:
+        self.bill_id = bill_id
+        self.reason = reason
+        super().__init__(f"bill {bill_id}: {reason}")
+
+
+class BillLocked(LifecycleError):
+    """The bill is LOCKED: it is never recalculated, and usage for its period is refused."""
+
+    def __init__(self, bill: Bill) -> None:
+        super().__init__(
+            bill.id, f"is LOCKED (version {bill.version}); a locked bill never changes"
+        )
+        self.version = bill.version
+
+
+def bill_id(account_plan_id: str, period_start: datetime) -> str:
+    """Deterministic id of the bill of an account plan for the period starting then."""
+    key = f"{account_plan_id}|{utc(period_start, 'period start').isoformat()}"
+    return "bill_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def usage_line_id(aggregation_code: str) -> str:
+    return f"{LineItemType.USAGE}:{aggregation_code}"
+
+
+def build_bill(
+    *,
+    account_plan: AccountPlan,
+    plan: Plan,
+    aggregations: Mapping[str, Aggregation],
+    usage: Mapping[str, Decimal | None],
+    period: Period,
+    previous: Bill | None,
+    now: datetime,
+    account: Account | None = None,
+) -> Bill | None:
+    """The next version of the bill of `account_plan` for `period`, or None if unchanged.
+
+    `usage` holds the aggregated value per aggregation code over the period (missing or
+    None: no usage). A recalculation that changes an APPROVED bill puts it back to
+    PENDING. Raises `BillLocked` if `previous` is LOCKED, ValueError for inputs that do
+    not belong together (plan, period, previous bill) or a period the plan never covers.
+    """
+    if account_plan.planCode != plan.code:
+        raise ValueError(
+            f"plan: account plan {account_plan.id} is on plan {account_plan.planCode!r}, "
+            f"not {plan.code!r}"
+        )
+    this_id = bill_id(account_plan.id, period.start)
+    if previous is not None:
+        if previous.id != this_id:
+            raise ValueError(f"previous: bill {previous.id} is not this period's bill {this_id}")
+        if previous.status is BillStatus.LOCKED:
+            raise BillLocked(previous)
+    service = covered(period, account_plan.startDate, account_plan.endDate)
+    if service is None:
+        raise ValueError(
+            f"period: account plan {account_plan.id} does not cover "
+            f"[{period.start.isoformat()}, {period.end.isoformat()})"
+        )
+    fraction = proration(period, account_plan.startDate, account_plan.endDate)
+    lines = _lines(
+        plan, aggregations, usage, Period(utc(service.start), utc(service.end)), fraction
+    )
+    content: dict[str, Any] = {
+        "accountCode": account_plan.accountCode,
+        "planCode": plan.code,
+        "currency": plan.currency,
+        "startDate": utc(period.start, "period start"),
+        "endDate": utc(period.end, "period end"),
+        "lines": lines,
+        "total": sum((line.subtotal for line in lines), round_money(Decimal(0), plan.currency)),
+        "stripeCustomerId": account.stripeCustomerId if account else None,
+        "stripeSubscriptionId": account_plan.stripeSubscriptionId,
+    }
+    now = utc(now, "now")
+    if previous is None:
+        return Bill(
+            id=this_id,
+            version=1,
+            status=BillStatus.PENDING,
+            generatedAt=now,
+            statusChangedAt=now,
+            reason=BillReason.CREATED,
+            accountPlanId=account_plan.id,
+            **content,
+        )
+    if all(getattr(previous, name) == content[name] for name in _CALCULATED):
+        return None
+    reopened = previous.status is not BillStatus.PENDING
+    return Bill(
+        id=this_id,
+        version=previous.version + 1,
+        status=BillStatus.PENDING,
+        generatedAt=now,
+        statusChangedAt=now if reopened else previous.statusChangedAt,
+        reason=BillReason.RECALCULATED,
+        accountPlanId=account_plan.id,
+        **content,
+    )
+
+
+def transition(
+    bill: Bill, target: BillStatus, now: datetime, *, expected_version: int | None = None
+) -> Bill:
+    """`bill` moved to `target`, as a new version; raise `LifecycleError` if forbidden.
+
+    Allowed: PENDING -> APPROVED -> LOCKED. Locking needs an approved bill (nobody locks
+    numbers no one reviewed), and nothing leaves LOCKED. A bill already in `target` is
+    returned as is (same version): a redelivered command changes nothing. Pass
+    `expected_version` (the version the user reviewed) to refuse a bill that has been
+    recalculated since.
+    """
+    if expected_version is not None and expected_version != bill.version:
+        raise LifecycleError(
+            bill.id,
+            f"expected version {expected_version} but the bill is at version {bill.version}",
+        )
+    if target == bill.status:
+        return bill
+    if _NEXT_STATUS.get(bill.status) != target:
+        raise LifecycleError(bill.id, _forbidden(bill.status, target))
+    now = utc(now, "now")
+    return bill.model_copy(
+        update={
+            "status": target,
+            "version": bill.version + 1,
+            "statusChangedAt": now,
+            "reason": BillReason.STATUS,
+        }
+    )
+
+
+def _forbidden(current: BillStatus, target: BillStatus) -> str:
+    if current is BillStatus.LOCKED:
+        return f"cannot move from LOCKED to {target}: a locked bill never changes"
+    if target is BillStatus.LOCKED:
+        return "cannot lock a PENDING bill: approve it first"
+    return f"cannot move from {current} to {target}: only a recalculation reopens a bill"
+
+
+def _lines(
+    plan: Plan,
+    aggregations: Mapping[str, Aggregation],
+    usage: Mapping[str, Decimal | None],
+    service: Period,
+    fraction: Fraction,
+) -> tuple[BillLine, ...]:
+    currency = plan.currency
+    lines: list[BillLine] = []
+    if plan.standingCharge > 0:
+        description = plan.standingChargeDescription or "Standing charge"
+        if plan.standingChargeBilledInAdvance:
+            description += " (in advance)"
+        lines.append(
+            BillLine(
+                id=STANDING_CHARGE_LINE,
+                lineItemType=LineItemType.STANDING_CHARGE,
+                description=description,
+                subtotal=round_money(prorate(plan.standingCharge, fraction), currency),
+                servicePeriodStartDate=service.start,
+                servicePeriodEndDate=service.end,
+            )
+        )
+    usage_total = Decimal(0)
+    for pricing in plan.pricings:
+        aggregation = aggregations.get(pricing.aggregation)
+        if aggregation is None:
+            raise ValueError(
+                f"plans[{plan.code}].pricings: aggregation {pricing.aggregation!r} "
+                "is not in the catalog"
+            )
+        raw = usage.get(pricing.aggregation)
+        priced = price(pricing, quantity(raw, aggregation))
+        line = BillLine(
+            id=usage_line_id(aggregation.code),
+            lineItemType=LineItemType.USAGE,
+            description=pricing.description or aggregation.name or aggregation.code,
+            aggregationCode=aggregation.code,
+            quantity=aggregation.defaultValue if raw is None else raw,
+            units=priced.units,
+            unitPrice=priced.unit_price,
+            subtotal=round_money(priced.total, currency),
+            usagePerPricingBand=priced.bands,
+            servicePeriodStartDate=service.start,
+            servicePeriodEndDate=service.end,
+        )
+        usage_total += line.subtotal
+        lines.append(line)
+    if plan.minimumSpend > 0:
+        shortfall = round_money(prorate(plan.minimumSpend, fraction), currency) - usage_total
+        if shortfall > 0:
+            lines.append(
+                BillLine(
+                    id=MINIMUM_SPEND_LINE,
+                    lineItemType=LineItemType.MINIMUM_SPEND,
+                    description=plan.minimumSpendDescription or "Minimum spend",
+                    subtotal=shortfall,
+                    servicePeriodStartDate=service.start,
+                    servicePeriodEndDate=service.end,
+                )
+            )
+    return tuple(lines)

@@ -1,0 +1,95 @@
+"""The pricing engine: aggregated usage -> billable units -> priced usage, per band.
+
+Pure and exact: Decimal in, Decimal out, no rounding of money (the bill builder rounds
+each line's subtotal once). Band edges follow Stripe's `up_to` convention: a band
+covers (lowerLimit, next lowerLimit], so with bands at 0 and 100, 100 units are all
+in the first band and the 101st unit is the first one in the second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+from streams.schemas.bill import BandUsage
+from streams.schemas.catalog import Aggregation, Pricing, PricingBand, Rounding
+
+_ZERO = Decimal(0)
+_ROUNDING_MODES = {
+    Rounding.UP: ROUND_CEILING,
+    Rounding.DOWN: ROUND_FLOOR,
+    Rounding.NEAREST: ROUND_HALF_UP,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PricedUsage:
+    """Units priced by one Pricing: what each reached band contributed, and their sum."""
+
+    units: Decimal
+    unit_price: Decimal | None
+    bands: tuple[BandUsage, ...]
+    total: Decimal
+
+
+def quantity(raw: Decimal | None, aggregation: Aggregation) -> Decimal:
+    """Billable units from an aggregated value.
+
+    No usage (`None`) counts as the aggregation's `defaultValue`. The value is divided
+    by `quantityPerUnit`, then rounded to whole units: UP to the ceiling, DOWN to the
+    floor, NEAREST half-up; NONE keeps the fraction.
+    """
+    value = aggregation.defaultValue if raw is None else raw
+    if aggregation.quantityPerUnit != 1:
+        value = value / aggregation.quantityPerUnit
+    mode = _ROUNDING_MODES.get(aggregation.rounding)
+    return value if mode is None else value.to_integral_value(rounding=mode)
+
+
+def price(pricing: Pricing, units: Decimal) -> PricedUsage:
+    """Price `units` with the pricing's bands, tiered (cumulative) or volume.
+
+    A band is *reached* when units > its lowerLimit; zero (or negative) usage reaches
+    no band, so it costs nothing: not even the first band's fixedPrice (m3ter charges
+    a band's fixed price only for usage in it).
+
+    - Tiered (`cumulative=true`): every reached band prices the units inside it, plus
+      its fixedPrice.
+    - Volume (`cumulative=false`): the highest reached band prices every unit at its
+      unitPrice, plus its own fixedPrice (only that band's).
+
+    `unit_price` is the one rate every unit is priced at: the reached band's (or the
+    first band's, at zero usage) for volume, the only band's for a one-band tiered
+    pricing, and None for multi-band tiers.
+    """
+    bands = pricing.pricingBands
+    uppers = [band.lowerLimit for band in bands[1:]] + [None]
+    if pricing.cumulative:
+        reached = [
+            _band_usage(band, upper, _units_in_band(units, band.lowerLimit, upper))
+            for band, upper in zip(bands, uppers, strict=True)
+            if units > band.lowerLimit
+        ]
+        unit_price = bands[0].unitPrice if len(bands) == 1 else None
+    else:
+        index = max((i for i, band in enumerate(bands) if units > band.lowerLimit), default=-1)
+        reached = [] if index < 0 else [_band_usage(bands[index], uppers[index], units)]
+        unit_price = bands[max(index, 0)].unitPrice
+    total = sum((band.subtotal for band in reached), _ZERO)
+    return PricedUsage(units=units, unit_price=unit_price, bands=tuple(reached), total=total)
+
+
+def _units_in_band(units: Decimal, lower: Decimal, upper: Decimal | None) -> Decimal:
+    top = units if upper is None else min(units, upper)
+    return top - lower
+
+
+def _band_usage(band: PricingBand, upper: Decimal | None, units: Decimal) -> BandUsage:
+    return BandUsage(
+        lowerLimit=band.lowerLimit,
+        upperLimit=upper,
+        units=units,
+        unitPrice=band.unitPrice,
+        fixedPrice=band.fixedPrice,
+        subtotal=units * band.unitPrice + band.fixedPrice,
+    )

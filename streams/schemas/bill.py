@@ -1,0 +1,96 @@
+"""Bills: the versioned snapshots the billing agent emits to `bills` (the output contract).
+
+Money is `Decimal` and travels as a JSON string ("12.50"), so no consumer ever parses
+it as a float. Field names follow m3ter's Bill (`startDate`/`endDate` are the billing
+period, `servicePeriodStartDate`/`EndDate` the dates a line covers); every date is UTC.
+A bill is immutable: each change (recalculation or status) is a new `version`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from streams.schemas.catalog import CURRENCY_PATTERN, Frozen
+
+
+class BillStatus(StrEnum):
+    PENDING = "PENDING"  # being recalculated as usage arrives; not yet reviewed
+    APPROVED = "APPROVED"  # reviewed; a recalculation that changes it returns it to PENDING
+    LOCKED = "LOCKED"  # final: never recalculated; late usage for it is rejected
+
+
+class LineItemType(StrEnum):
+    STANDING_CHARGE = "STANDING_CHARGE"
+    USAGE = "USAGE"
+    MINIMUM_SPEND = "MINIMUM_SPEND"
+
+
+class BillReason(StrEnum):
+    """Why this version exists."""
+
+    CREATED = "CREATED"  # version 1
+    RECALCULATED = "RECALCULATED"  # lines changed: usage, late measurements, plan or dates
+    STATUS = "STATUS"  # approved or locked; lines unchanged
+
+
+class BandUsage(Frozen):
+    """What one pricing band contributed to a usage line (not rounded)."""
+
+    lowerLimit: Decimal
+    upperLimit: Decimal | None = Field(description="Next band's lowerLimit; null for the last")
+    units: Decimal = Field(description="Units priced by this band")
+    unitPrice: Decimal
+    fixedPrice: Decimal
+    subtotal: Decimal = Field(description="units * unitPrice + fixedPrice, unrounded")
+
+
+class BillLine(Frozen):
+    id: str = Field(description="Stable within a bill: STANDING_CHARGE, USAGE:<agg>, ...")
+    lineItemType: LineItemType
+    description: str
+    aggregationCode: str | None = None
+    quantity: Decimal | None = Field(
+        default=None, description="Aggregated value before quantityPerUnit and rounding"
+    )
+    units: Decimal | None = Field(default=None, description="Billable units after rounding")
+    unitPrice: Decimal | None = Field(
+        default=None, description="Set when one rate prices every unit; null for tiers"
+    )
+    subtotal: Decimal = Field(description="Rounded half-up to the currency's minor unit")
+    usagePerPricingBand: tuple[BandUsage, ...] = ()
+    servicePeriodStartDate: AwareDatetime
+    servicePeriodEndDate: AwareDatetime
+
+
+class Bill(Frozen):
+    id: str = Field(description="bill_<sha256(accountPlanId|startDate)[:24]>")
+    version: Annotated[int, Field(ge=1)]
+    accountCode: str
+    accountPlanId: str
+    planCode: str
+    currency: Annotated[str, Field(pattern=CURRENCY_PATTERN)]
+    status: BillStatus
+    startDate: AwareDatetime = Field(description="Billing period start (inclusive)")
+    endDate: AwareDatetime = Field(description="Billing period end (exclusive)")
+    lines: tuple[BillLine, ...]
+    total: Decimal = Field(description="Sum of the lines' subtotals")
+    generatedAt: AwareDatetime = Field(description="When the lines were last calculated")
+    statusChangedAt: AwareDatetime
+    reason: BillReason
+    stripeCustomerId: str | None = None
+    stripeSubscriptionId: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Bill:
+        if self.endDate <= self.startDate:
+            raise ValueError("endDate must be after startDate")
+        ids = [line.id for line in self.lines]
+        if len(set(ids)) != len(ids):
+            raise ValueError("line ids must be unique within a bill")
+        if self.total != sum((line.subtotal for line in self.lines), Decimal(0)):
+            raise ValueError("total must equal the sum of the lines' subtotals")
+        return self
