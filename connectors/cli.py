@@ -28,6 +28,11 @@ kafka_app = typer.Typer(
 )
 topics_app = typer.Typer(help="Create and inspect meterline's topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect and validate settings.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Meters, aggregations, plans and plan mappings: validate, publish, show.",
+    no_args_is_help=True,
+)
+app.add_typer(catalog_app, name="catalog")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
@@ -194,6 +199,72 @@ def topics_list() -> None:
     for topic in Topics.from_settings(s).all():
         cleanup = "compact" if topic.spec.compacted else "delete"
         table.add_row(topic.name, str(topic.partitions), topic.spec.key, topic.spec.value, cleanup)
+    Console().print(table)
+
+
+# -- catalog --------------------------------------------------------------------------
+
+EXAMPLE_CATALOG = Path(__file__).resolve().parent.parent / "streams" / "catalog" / "example.yaml"
+
+
+@catalog_app.command("apply")
+def catalog_apply(
+    file: Annotated[
+        Path, typer.Argument(help="Catalog YAML file (example: streams/catalog/example.yaml).")
+    ],
+    prune: Annotated[bool, typer.Option(help="Delete live items not in the file.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Validate only; publish nothing.")] = False,
+) -> None:
+    """Validate FILE whole (every error with its path) and publish it to the catalog topic."""
+    from connectors.catalog_io import load_document, merged_catalog, publish, read_live
+    from streams.schemas.catalog import CatalogError
+    from streams.topics import Topics
+
+    s = settings()
+    topic = Topics.from_settings(s).catalog
+    try:
+        document = load_document(file)
+        live = read_live(s.kafka_bootstrap_servers, topic)
+        merged_catalog({} if prune else live, document)
+    except CatalogError as exc:
+        fail(f"{file} is not valid, nothing was published:\n" + "\n".join(exc.errors))
+    if dry_run:
+        console.print(f"[green]{file} is valid[/] (dry run: nothing published)")
+        return
+    published, deleted = publish(s.kafka_bootstrap_servers, topic, document, prune=prune, live=live)
+    console.print(
+        f"[green]published {len(published)} catalog items[/] to {topic}"
+        + (f", deleted {len(deleted)}: {', '.join(deleted)}" if deleted else "")
+    )
+
+
+@catalog_app.command("show")
+def catalog_show(
+    as_yaml: Annotated[bool, typer.Option("--yaml", help="Print YAML instead of a table.")] = False,
+) -> None:
+    """Print what is live on the catalog topic."""
+    import yaml
+
+    from connectors.catalog_io import read_live
+    from streams.topics import Topics
+
+    s = settings()
+    live = read_live(s.kafka_bootstrap_servers, Topics.from_settings(s).catalog)
+    if as_yaml:
+        print(yaml.safe_dump(live, sort_keys=True))
+        return
+    table = Table(title=f"live catalog ({len(live)} items)")
+    for column in ("kind", "code", "summary"):
+        table.add_column(column)
+    for key in sorted(live):
+        kind, _, code = key.partition(":")
+        item = live[key]
+        summary = ", ".join(
+            f"{k}={v}"
+            for k, v in item.items()
+            if k in ("meter", "targetField", "aggregation", "currency", "billFrequency", "plan")
+        )
+        table.add_row(kind, code, summary)
     Console().print(table)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from streams.agents.catalog import LiveCatalog
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -26,6 +27,7 @@ class WorkerContext:
     settings: Settings
     topics: Topics
     tables: dict[str, Any] = field(default_factory=dict)
+    catalog: LiveCatalog | None = None
 
 
 def broker_url(bootstrap_servers: str) -> str:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -302,6 +302,29 @@ class Catalog(Frozen):
             sections[by_kind[kind]][code] = KIND_MODELS[kind].model_validate(value)
         return cls(**sections)
 
+    @classmethod
+    def from_entries_lenient(
+        cls, entries: Iterable[tuple[str, Mapping[str, Any]]]
+    ) -> LenientCatalog:
+        """Like `from_entries`, but skip (and report) items that do not validate.
+
+        A worker reading the topic keeps going on a bad item someone wrote by hand;
+        `meterline catalog apply` never publishes one.
+        """
+        sections: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+        by_kind = {kind: section for section, kind in SECTIONS.items()}
+        problems: list[str] = []
+        for key, value in entries:
+            try:
+                kind, code = parse_catalog_key(key)
+                sections[by_kind[kind]][code] = KIND_MODELS[kind].model_validate(value)
+            except ValidationError as exc:
+                problems.extend(_format_errors(key, exc))
+            except ValueError as exc:
+                problems.append(f"{key}: {exc}")
+        catalog = cls(**sections)
+        return LenientCatalog(catalog, [*problems, *catalog.reference_errors()])
+
     def entries(self) -> list[tuple[str, Frozen]]:
         """Every item as (`kind:code`, model), in publishing order."""
         out: list[tuple[str, Frozen]] = []
@@ -342,6 +365,11 @@ class Catalog(Frozen):
 
     def aggregations_of_meter(self, meter: str) -> list[Aggregation]:
         return [agg for agg in self.aggregations.values() if agg.meter == meter]
+
+
+class LenientCatalog(NamedTuple):
+    catalog: Catalog
+    problems: list[str]
 
 
 def _format_errors(prefix: str, exc: ValidationError) -> list[str]:

@@ -1,0 +1,92 @@
+"""The live catalog: a global table over the compacted `catalog` topic.
+
+`meterline catalog apply` publishes validated items; every worker reads all of them
+(GlobalTable) and rebuilds its `Catalog` snapshot when an item changes, no restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from streams.schemas.catalog import Catalog, CatalogError
+from streams.topics import CATALOG, faust_topic
+
+if TYPE_CHECKING:
+    from streams.app import MeterlineApp, WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+class LiveCatalog:
+    """The current Catalog of a worker; rebuilt lazily after the table changed."""
+
+    def __init__(self) -> None:
+        self.table: Any = None
+        self._snapshot = Catalog()
+        self._dirty = True
+        self.version = 0
+
+    def mark_changed(self, *_: Any) -> None:
+        self._dirty = True
+
+    def current(self) -> Catalog:
+        if self._dirty and self.table is not None:
+            self._dirty = False
+            self._snapshot = self._rebuild()
+            self.version += 1
+        return self._snapshot
+
+    def _rebuild(self) -> Catalog:
+        entries = []
+        for key, value in self.table.items():
+            if value is None:
+                continue
+            try:
+                entries.append((_text(key), orjson.loads(value)))
+            except orjson.JSONDecodeError as exc:
+                log.error("catalog item %s is not JSON (%s); ignored", key, exc)
+        catalog = Catalog.from_entries_lenient(entries)
+        for problem in catalog.problems:
+            log.error("catalog: %s", problem)
+        log.info(
+            "catalog loaded: %d meters, %d aggregations, %d plans, %d plan mappings",
+            len(catalog.catalog.meters),
+            len(catalog.catalog.aggregations),
+            len(catalog.catalog.plans),
+            len(catalog.catalog.planMappings),
+        )
+        return catalog.catalog
+
+
+def _text(key: Any) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def register(app: MeterlineApp, context: WorkerContext) -> None:
+    live = LiveCatalog()
+    topic = faust_topic(app, context.topics, CATALOG)
+    live.table = app.GlobalTable(
+        context.topics.catalog,
+        changelog_topic=topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=1,
+        on_changelog_event=_async(live.mark_changed),
+    )
+    context.tables["catalog"] = live.table
+    context.catalog = live
+
+
+def _async(callback: Any) -> Any:
+    async def on_event(event: Any) -> None:
+        callback(event)
+
+    return on_event
+
+
+__all__ = ["CatalogError", "LiveCatalog", "register"]
