@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         default=6066, ge=1, le=65535, description="faust worker web port (read API, health)."
     )
     worker_web_host: str = Field(default="127.0.0.1", description="faust worker web address.")
+    worker_url: str = Field(
+        default="http://127.0.0.1:6066",
+        pattern=r"^https?://",
+        description="Where the HTTP edge reaches a worker for reads (faust routes to the owner).",
+    )
     sink_port: int = Field(
         default=8082, ge=1, le=65535, description="Stripe sink health and metrics port."
     )
