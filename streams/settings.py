@@ -74,10 +74,11 @@ class Settings(BaseSettings):
         default=6066, ge=1, le=65535, description="faust worker web port (read API, health)."
     )
     worker_web_host: str = Field(default="127.0.0.1", description="faust worker web address.")
-    worker_url: str = Field(
-        default="http://127.0.0.1:6066",
+    worker_url: str | None = Field(
+        default=None,
         pattern=r"^https?://",
-        description="Where the HTTP edge reaches a worker for reads (faust routes to the owner).",
+        description="Where the HTTP edge reaches a worker for reads (faust routes to the "
+        "owner); default http://<worker_web_host>:<worker_web_port>.",
     )
     sink_port: int = Field(
         default=8082, ge=1, le=65535, description="Stripe sink health and metrics port."
@@ -128,6 +129,10 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
+
+    @property
+    def worker_base_url(self) -> str:
+        return self.worker_url or f"http://{self.worker_web_host}:{self.worker_web_port}"
 
     @property
     def bootstrap_list(self) -> list[str]:
