@@ -53,12 +53,12 @@ def read_live(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[str, di
                     raise TimeoutError(f"reading {topic}[{partition}] timed out at {position}")
                 if message.error():
                     continue
-                position = message.offset() + 1
+                position = (message.offset() or position) + 1
                 key = (message.key() or b"").decode()
                 if message.value() is None:
                     live.pop(key, None)
                 else:
-                    live[key] = orjson.loads(message.value())
+                    live[key] = orjson.loads(message.value() or b"null")
     finally:
         consumer.close()
     return live

@@ -7,6 +7,7 @@ app is built by a factory (tests build a fresh one) and nothing connects at impo
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.agents.catalog import LiveCatalog
+from streams.metering import LockCheck
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -28,6 +30,9 @@ class WorkerContext:
     topics: Topics
     tables: dict[str, Any] = field(default_factory=dict)
     catalog: LiveCatalog | None = None
+    # Set by the billing agent: why a measurement of (account, ts) may not be folded.
+    lock_check: LockCheck | None = None
+    stats: Counter[str] = field(default_factory=Counter)
 
 
 def broker_url(bootstrap_servers: str) -> str:
@@ -93,11 +98,20 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
     return app
 
 
-def _register_health(app: faust.App) -> None:
+def _register_health(app: MeterlineApp) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
             assigned = sorted(
                 f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_actives()
             )
-            return self.json({"status": "ok", "assigned": assigned})
+            live = app.context.catalog
+            catalog = live.current() if live is not None else None
+            return self.json(
+                {
+                    "status": "ok",
+                    "assigned": assigned,
+                    "catalogItems": len(catalog.entries()) if catalog else 0,
+                    "stats": dict(app.context.stats),
+                }
+            )

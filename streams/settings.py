@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     max_future_skew_s: int = Field(
         default=3600, ge=0, description="How far in the future a measurement ts may be."
     )
+    usage_batch_messages: int = Field(
+        default=500, ge=1, description="Messages the usage agent folds per batch."
+    )
+    usage_batch_within_s: float = Field(
+        default=0.1, gt=0, description="Longest wait for a usage batch to fill (latency bound)."
+    )
+    usage_sweep_interval_s: float = Field(
+        default=600.0, gt=0, description="How often usage retention runs."
+    )
     usage_retention_days: int = Field(
         default=400, ge=35, description="How long hourly usage state is kept, by event time."
     )

@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from faust.tables.globaltable import GlobalTable
 
 from streams.schemas.catalog import Catalog, CatalogError
 from streams.topics import CATALOG, faust_topic
@@ -61,6 +62,18 @@ class LiveCatalog:
         return catalog.catalog
 
 
+class TopicGlobalTable(GlobalTable):
+    """A GlobalTable over an existing topic.
+
+    faust's assignor looks the changelog up by the default name
+    (`<app>-<table>-changelog`) even when `changelog_topic` is given, and its
+    rebalance then fails with a KeyError that hangs the group join.
+    """
+
+    def _changelog_topic_name(self) -> str:
+        return str(self.changelog_topic.get_topic_name())
+
+
 def _text(key: Any) -> str:
     return key.decode() if isinstance(key, bytes) else str(key)
 
@@ -68,15 +81,19 @@ def _text(key: Any) -> str:
 def register(app: MeterlineApp, context: WorkerContext) -> None:
     live = LiveCatalog()
     topic = faust_topic(app, context.topics, CATALOG)
-    live.table = app.GlobalTable(
-        context.topics.catalog,
-        changelog_topic=topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=1,
-        on_changelog_event=_async(live.mark_changed),
+    live.table = app.tables.add(
+        TopicGlobalTable(
+            app,
+            name=context.topics.catalog,
+            changelog_topic=topic,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=1,
+            on_changelog_event=_async(live.mark_changed),
+            beacon=app.tables.beacon,
+            is_global=True,
+            standby_buffer_size=1,  # apply catalog changes as they come
+        )
     )
     context.tables["catalog"] = live.table
     context.catalog = live

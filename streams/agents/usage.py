@@ -1,0 +1,145 @@
+"""Usage agent: `measurements` → hourly usage per (account, aggregation), de-duplicated.
+
+A thin loop: take a batch of messages, let `Metering` judge and fold them, write each
+touched day record once, dead-letter every rejection to `measurements.rejected`.
+`take_events` acks the batch only after this body ran, and faust flushes the changelog
+before it commits the offsets: 1. records written  2. rejections sent  3. offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.web import Request, Response, View
+
+from streams.metering import Message, Metering, Source
+from streams.schemas.measurement import DAY_MS, Horizon
+from streams.tables import account_table
+from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
+from streams.usage import to_document
+from streams.usage_store import DayRecord, expired, merged_states
+
+if TYPE_CHECKING:
+    from streams.app import MeterlineApp, WorkerContext
+
+log = logging.getLogger(__name__)
+BUCKETS = {"HOUR": lambda hour: hour, "DAY": lambda hour: hour - hour % DAY_MS}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def register(app: MeterlineApp, context: WorkerContext) -> None:
+    settings = context.settings
+    usage = account_table(
+        app, "usage", settings.partitions, "hourly usage and uids per account and UTC day"
+    )
+    context.tables["usage"] = usage
+    source = faust_topic(app, context.topics, MEASUREMENTS)
+    rejected = faust_topic(app, context.topics, MEASUREMENTS_REJECTED)
+    metering = Metering(
+        Horizon(
+            past_ms=settings.dedup_horizon_days * DAY_MS,
+            future_ms=settings.max_future_skew_s * 1000,
+        )
+    )
+    newest = {"ts": 0}
+
+    def read(key: str) -> bytes | None:
+        stored: bytes | None = usage.get(key.encode())
+        return stored
+
+    @app.agent(source, name="usage", concurrency=1)
+    async def meter(stream: Any) -> None:
+        batches = stream.take_events(
+            settings.usage_batch_messages, within=settings.usage_batch_within_s
+        )
+        async for events in batches:
+            assert context.catalog is not None
+            messages = [
+                Message(
+                    event.message.key,
+                    event.message.value,
+                    Source(event.message.topic, event.message.partition, event.message.offset),
+                )
+                for event in events
+            ]
+            outcome = metering.process(
+                messages, context.catalog.current(), now_ms(), read, context.lock_check
+            )
+            for key, value in outcome.writes.items():
+                usage[key.encode()] = value
+            for rejection in outcome.rejected:
+                log.warning(
+                    "rejected measurement %s#%s account=%s %s: %s",
+                    rejection.source,
+                    rejection.index,
+                    rejection.account,
+                    rejection.field,
+                    rejection.reason,
+                )
+                await rejected.send(
+                    key=(rejection.account or "").encode(), value=rejection.to_bytes()
+                )
+            newest["ts"] = max(newest["ts"], outcome.newest_ts)
+            context.stats["measurements_accepted"] += outcome.accepted
+            context.stats["measurements_duplicate"] += outcome.duplicates
+            context.stats["measurements_rejected"] += len(outcome.rejected)
+
+    @app.timer(interval=settings.usage_sweep_interval_s)
+    async def sweep() -> None:
+        """Drop uids past the dedup horizon and records past retention (by event time)."""
+        if not newest["ts"]:
+            return
+        stale = list(
+            expired(
+                [key.decode() for key in usage],
+                newest["ts"],
+                settings.dedup_horizon_days + 1,
+                settings.usage_retention_days,
+            )
+        )
+        for text, delete in stale:
+            key = text.encode()
+            if delete:
+                del usage[key]
+                continue
+            stored = usage.get(key)
+            if stored is None:
+                continue
+            record = DayRecord.from_bytes(stored)
+            if record.uids:
+                record.uids.clear()
+                usage[key] = record.to_bytes()
+        if stale:
+            log.info("usage retention: %d records trimmed or deleted", len(stale))
+
+    @app.page("/usage/{account}")
+    class AccountUsage(View):
+        """Mergeable usage states of one account, served by the worker that owns it."""
+
+        @app.table_route(table=usage, match_info="account")  # type: ignore[arg-type]
+        async def get(self, request: Request, account: str) -> Response:
+            query = request.query
+            try:
+                start = int(query["start"])
+                end = int(query["end"])
+                codes = [c for c in query.get("aggregations", "").split(",") if c]
+                bucket = BUCKETS.get(query.get("groupBy", ""))
+            except (KeyError, ValueError) as exc:
+                return self.json({"error": f"bad query: {exc}"}, status=400)
+            states = merged_states(read, account, codes, start, end, bucket)
+            rows = [
+                {"aggregation": code, "bucket": group, "state": to_document(state)}
+                for (code, group), state in sorted(states.items())
+            ]
+            return self.bytes(
+                orjson.dumps({"account": account, "rows": rows}),
+                content_type="application/json",
+            )
+
+    del meter, sweep, AccountUsage

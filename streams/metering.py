@@ -1,0 +1,244 @@
+"""Metering a batch of `measurements` messages: decode, validate, de-duplicate, fold.
+
+Pure apart from the `read` callable that looks up stored day records: the usage agent
+hands in a batch of messages and gets back the records to write and the rejections to
+dead-letter. Each measurement is judged on its own; nothing is dropped silently
+(duplicates are counted, everything else that is not folded is rejected with a reason).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from streams.schemas.catalog import Catalog
+from streams.schemas.measurement import (
+    DEFAULT_HORIZON,
+    Horizon,
+    Rejection,
+    ValidMeasurement,
+    rules_for,
+)
+from streams.usage import fold
+from streams.usage_store import DayRecord, Reader, RecordCache, day_of, record_key, uid_key
+
+log = logging.getLogger(__name__)
+
+LockCheck = Callable[[str, int], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    account: str | None
+    field: str
+    reason: str
+    measurement: Any
+    source: Source
+    index: int | None = None
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "account": self.account,
+                "field": self.field,
+                "reason": self.reason,
+                "source": str(self.source),
+                "sourceTopic": self.source.topic,
+                "sourcePartition": self.source.partition,
+                "sourceOffset": self.source.offset,
+                "index": self.index,
+                "measurement": self.measurement,
+            },
+            default=str,
+        )
+
+
+@dataclass
+class BatchOutcome:
+    writes: dict[str, bytes] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    newest_ts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    key: bytes | None
+    value: bytes | None
+    source: Source
+
+
+class Carried(NamedTuple):
+    measurements: list[Any]
+    envelope: bool
+
+
+def measurements_of(value: bytes | None) -> Carried | str:
+    """The measurements a message carries, or why it carries none.
+
+    A message is one m3ter measurement (a JSON object) or a batch envelope
+    `{"measurements": [...]}`.
+    """
+    if not value:
+        return "empty message"
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON: {exc}"
+    if isinstance(document, dict):
+        batch = document.get("measurements")
+        if batch is None:
+            return Carried([document], envelope=False)
+        if isinstance(batch, list):
+            return Carried(batch, envelope=True)
+        return "measurements must be a list"
+    return 'expected a measurement object or a {"measurements": [...]} envelope'
+
+
+class Metering:
+    """Folds batches of messages into day records; keeps a cache of decoded records."""
+
+    def __init__(self, horizon: Horizon = DEFAULT_HORIZON, cache_size: int = 20_000) -> None:
+        self.horizon = horizon
+        self.cache = RecordCache(cache_size)
+
+    def process(
+        self,
+        messages: Iterable[Message],
+        catalog: Catalog,
+        now_ms: int,
+        read: Reader,
+        locked: LockCheck | None = None,
+    ) -> BatchOutcome:
+        outcome = BatchOutcome()
+        rules = rules_for(catalog)
+        touched: dict[str, DayRecord] = {}
+        fresh: list[ValidMeasurement] = []
+        origins: list[tuple[Any, Source, int | None]] = []
+        for message in messages:
+            carried = measurements_of(message.value)
+            if isinstance(carried, str):
+                key = message.key.decode(errors="replace") if message.key else None
+                raw = message.value.decode(errors="replace") if message.value else None
+                outcome.rejected.append(Rejected(key, "value", carried, raw, message.source))
+                continue
+            for index, raw in enumerate(carried.measurements):
+                position = index if carried.envelope else None
+                try:
+                    verdict = self._judge(raw, rules, now_ms, read, locked, touched)
+                except Exception as exc:  # a bug must cost one measurement, not the stream
+                    log.exception("measurement %s#%s failed", message.source, position)
+                    verdict = Rejection("measurement", f"internal error: {exc!r}")
+                if isinstance(verdict, Rejection):
+                    account = raw.get("account") if isinstance(raw, dict) else None
+                    outcome.rejected.append(
+                        Rejected(
+                            account if isinstance(account, str) else None,
+                            verdict.field,
+                            verdict.reason,
+                            raw,
+                            message.source,
+                            position,
+                        )
+                    )
+                elif verdict is None:
+                    outcome.duplicates += 1
+                else:
+                    fresh.append(verdict)
+                    origins.append((raw, message.source, position))
+                    outcome.newest_ts = max(outcome.newest_ts, verdict.ts)
+        self._fold(fresh, origins, catalog, touched, outcome)
+        for key, record in touched.items():
+            stored = record.to_bytes()
+            self.cache.put(key, stored, record)
+            outcome.writes[key] = stored
+        return outcome
+
+    def _judge(
+        self,
+        raw: Any,
+        rules: Any,
+        now_ms: int,
+        read: Reader,
+        locked: LockCheck | None,
+        touched: dict[str, DayRecord],
+    ) -> ValidMeasurement | Rejection | None:
+        """The valid measurement, why it is rejected, or None for a duplicate."""
+        verdict: ValidMeasurement | Rejection = rules.validate(raw, now_ms, self.horizon)
+        if isinstance(verdict, Rejection):
+            return verdict
+        if locked is not None:
+            reason = locked(verdict.account, verdict.ts)
+            if reason is not None:
+                return Rejection("ts", reason)
+        key = record_key(verdict.account, day_of(verdict.ts))
+        record = touched.get(key)
+        if record is None:
+            record = touched[key] = self.cache.get(key, read(key))
+        seen = uid_key(verdict.meter, verdict.uid)
+        if seen in record.uids:
+            return None
+        record.uids.add(seen)
+        return verdict
+
+    def _fold(
+        self,
+        fresh: list[ValidMeasurement],
+        origins: list[tuple[Any, Source, int | None]],
+        catalog: Catalog,
+        touched: dict[str, DayRecord],
+        outcome: BatchOutcome,
+    ) -> None:
+        if not fresh:
+            return
+        try:
+            deltas = fold(catalog, fresh)
+        except Exception:
+            log.exception("folding a batch of %d failed; folding one by one", len(fresh))
+            for measurement, origin in zip(fresh, origins, strict=True):
+                self._fold_one(measurement, origin, catalog, touched, outcome)
+            return
+        for (account, aggregation, hour), delta in deltas.items():
+            touched[record_key(account, day_of(hour))].add(aggregation, hour, delta)
+        outcome.accepted += len(fresh)
+
+    def _fold_one(
+        self,
+        measurement: ValidMeasurement,
+        origin: tuple[Any, Source, int | None],
+        catalog: Catalog,
+        touched: dict[str, DayRecord],
+        outcome: BatchOutcome,
+    ) -> None:
+        record = touched[record_key(measurement.account, day_of(measurement.ts))]
+        try:
+            deltas = fold(catalog, [measurement])
+        except Exception as exc:
+            record.uids.discard(uid_key(measurement.meter, measurement.uid))
+            outcome.rejected.append(
+                Rejected(
+                    measurement.account,
+                    "measurement",
+                    f"internal error: {exc!r}",
+                    *origin,
+                )
+            )
+            return
+        for (_, aggregation, hour), delta in deltas.items():
+            record.add(aggregation, hour, delta)
+        outcome.accepted += 1

@@ -1,0 +1,175 @@
+"""Usage state as stored: one record per (account, UTC day of `ts`).
+
+A record holds the hourly `UsageState` of every aggregation of that account and day,
+and the uids of the measurements folded into it (the de-duplication memory). One
+record is written once per batch in which the account-day changed, so usage and
+de-duplication change together, atomically, in one changelog message.
+
+Retention is by event time: uids are dropped from records older than the dedup
+horizon and records older than the usage retention are deleted, both measured from
+the newest `ts` the worker has seen, never from the wall clock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import orjson
+
+from streams.schemas.catalog import AggregationFunction
+from streams.tables import SEPARATOR, account_of, table_key
+from streams.usage import UsageState, from_document, merge, merge_all, to_document, value
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+UID_SEPARATOR = "\x1f"
+
+
+def day_of(ts_ms: int) -> int:
+    """Day number (days since the epoch, UTC) of an epoch-ms timestamp."""
+    return ts_ms // DAY_MS
+
+
+def record_key(account: str, day: int) -> str:
+    return table_key(account, day)
+
+
+def parse_record_key(key: str) -> tuple[str, int]:
+    account, _, day = key.rpartition(SEPARATOR)
+    return account, int(day)
+
+
+def uid_key(meter: str, uid: str) -> str:
+    return f"{meter}{UID_SEPARATOR}{uid}"
+
+
+@dataclass
+class DayRecord:
+    hours: dict[int, dict[str, UsageState]] = field(default_factory=dict)
+    uids: set[str] = field(default_factory=set)
+
+    def add(self, aggregation: str, hour: int, delta: UsageState) -> None:
+        states = self.hours.setdefault(hour, {})
+        current = states.get(aggregation)
+        states[aggregation] = delta if current is None else merge(current, delta)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "h": {
+                    str(hour): {code: to_document(state) for code, state in sorted(states.items())}
+                    for hour, states in sorted(self.hours.items())
+                },
+                "u": sorted(self.uids),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DayRecord:
+        document = orjson.loads(data)
+        return cls(
+            hours={
+                int(hour): {code: from_document(state) for code, state in states.items()}
+                for hour, states in document["h"].items()
+            },
+            uids=set(document.get("u", ())),
+        )
+
+
+class RecordCache:
+    """Decoded records by key, valid while the table still holds the same bytes object."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, tuple[bytes, DayRecord]] = OrderedDict()
+
+    def get(self, key: str, stored: bytes | None) -> DayRecord:
+        if stored is None:
+            self._entries.pop(key, None)
+            return DayRecord()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is stored:
+            self._entries.move_to_end(key)
+            return entry[1]
+        record = DayRecord.from_bytes(stored)
+        self.put(key, stored, record)
+        return record
+
+    def put(self, key: str, stored: bytes, record: DayRecord) -> None:
+        self._entries[key] = (stored, record)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+Reader = Callable[[str], bytes | None]
+
+
+def merged_states(
+    read: Reader,
+    account: str,
+    aggregations: Iterable[str],
+    start_ms: int,
+    end_ms: int,
+    bucket: Callable[[int], int] | None = None,
+) -> dict[tuple[str, int], UsageState]:
+    """Merge the hourly states of [start_ms, end_ms) per (aggregation, bucket start).
+
+    `bucket` maps an hour start to its group (e.g. its day); None = one group (0).
+    """
+    wanted = set(aggregations)
+    parts: dict[tuple[str, int], list[UsageState]] = {}
+    for day in range(day_of(start_ms), day_of(end_ms - 1) + 1):
+        stored = read(record_key(account, day))
+        if stored is None:
+            continue
+        for hour, states in DayRecord.from_bytes(stored).hours.items():
+            if not start_ms <= hour < end_ms:
+                continue
+            group = bucket(hour) if bucket else 0
+            for code, state in states.items():
+                if code in wanted:
+                    parts.setdefault((code, group), []).append(state)
+    return {key: merge_all(states) for key, states in parts.items()}
+
+
+def period_values(
+    read: Reader,
+    account: str,
+    aggregations: Mapping[str, AggregationFunction],
+    start_ms: int,
+    end_ms: int,
+) -> dict[str, Decimal | None]:
+    """The raw value of each aggregation over [start_ms, end_ms); None when no usage."""
+    merged = merged_states(read, account, aggregations, start_ms, end_ms)
+    return {code: value(merged.get((code, 0)), function) for code, function in aggregations.items()}
+
+
+def expired(
+    keys: Iterable[str], newest_ts_ms: int, dedup_days: int, retention_days: int
+) -> Iterator[tuple[str, bool]]:
+    """(key, delete?) for records past the dedup horizon (False) or the retention (True)."""
+    newest_day = day_of(newest_ts_ms)
+    for key in keys:
+        _, day = parse_record_key(key)
+        if day < newest_day - retention_days:
+            yield key, True
+        elif day < newest_day - dedup_days:
+            yield key, False
+
+
+__all__ = [
+    "DAY_MS",
+    "DayRecord",
+    "RecordCache",
+    "account_of",
+    "day_of",
+    "expired",
+    "merged_states",
+    "period_values",
+    "record_key",
+    "uid_key",
+]

@@ -1,0 +1,190 @@
+"""Measurements on the real broker → usage agent → exact, de-duplicated hourly usage."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from confluent_kafka import Consumer
+
+from connectors.catalog_io import publish
+from connectors.kafka.admin import create_topics
+from connectors.kafka.broker import free_port
+from connectors.kafka.producer import new_producer
+from streams.topics import Topics
+from tests.support import Process, eventually, try_get_json
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "catalog" / "example.yaml"
+
+
+class Stack:
+    def __init__(self, bootstrap: str, prefix: str, tmp: Path) -> None:
+        self.bootstrap = bootstrap
+        self.topics = Topics(prefix=prefix, partitions=3)
+        self.web_port = free_port()
+        self.env = dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            METERLINE_TOPIC_PREFIX=prefix,
+            METERLINE_PARTITIONS="3",
+            METERLINE_APP_ID=prefix.rstrip("."),
+            METERLINE_WORKER_WEB_PORT=str(self.web_port),
+            METERLINE_DATA_DIR=str(tmp),
+        )
+        self.worker = Process(["worker"], self.env, tmp / "worker.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start_worker(self) -> None:
+        self.worker.start()
+        try:
+            eventually(
+                lambda: (try_get_json(f"{self.url}/healthz") or {}).get("catalogItems"),
+                timeout=90,
+            )
+        except AssertionError:
+            raise AssertionError(self.worker.log_tail()) from None
+
+    def usage(self, account: str, aggregations: str, group_by: str = "") -> dict[str, Any]:
+        now = int(time.time() * 1000)
+        query = (
+            f"start={now - 3 * 86_400_000}&end={now + 86_400_000}"
+            f"&aggregations={aggregations}&groupBy={group_by}"
+        )
+        return try_get_json(f"{self.url}/usage/{account}?{query}") or {}
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prefix = f"u{os.urandom(4).hex()}."
+    stack = Stack(kafka_bootstrap, prefix, tmp_path_factory.mktemp("usage"))
+    create_topics(kafka_bootstrap, stack.topics.all())
+    publish(kafka_bootstrap, stack.topics.catalog, yaml.safe_load(EXAMPLE.read_text()))
+    stack.start_worker()
+    yield stack
+    stack.worker.stop()
+
+
+def measurement(uid: str, account: str, ts: datetime, **measure: Any) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "meter": "api",
+        "account": account,
+        "ts": ts.isoformat(),
+        "measure": measure,
+        "who": {"user": f"user-{uid[-1]}"},
+    }
+
+
+def produce(stack: Stack, account: str, values: list[bytes]) -> None:
+    producer = new_producer(stack.bootstrap)
+    for value in values:
+        producer.produce(stack.topics.measurements, key=account.encode(), value=value)
+    assert producer.flush(15) == 0
+
+
+def state_of(result: dict[str, Any], aggregation: str) -> dict[str, Any]:
+    rows = [row for row in result.get("rows", []) if row["aggregation"] == aggregation]
+    return rows[0]["state"] if rows else {}
+
+
+def test_envelopes_and_singles_fold_exactly_and_duplicates_count_once(stack: Stack) -> None:
+    now = datetime.now(UTC)
+    batch = [measurement(f"m{i}", "acme", now, calls=i, bytes=250_000_000) for i in range(1, 6)]
+    late = measurement("late-1", "acme", now - timedelta(days=2), calls=100)
+    produce(
+        stack,
+        "acme",
+        [
+            orjson.dumps({"measurements": batch}),
+            orjson.dumps(batch[0]),  # a redelivery of m1
+            orjson.dumps(late),
+            orjson.dumps({"measurements": batch[1:3]}),  # redelivered again
+        ],
+    )
+    calls = eventually(lambda: state_of(stack.usage("acme", "api_calls"), "api_calls"))
+    eventually(lambda: state_of(stack.usage("acme", "api_calls"), "api_calls").get("n") == 6)
+    calls = state_of(stack.usage("acme", "api_calls"), "api_calls")
+    assert Decimal(calls["s"]) == Decimal(1 + 2 + 3 + 4 + 5 + 100)
+    gigabytes = state_of(stack.usage("acme", "data_transfer"), "data_transfer")
+    assert Decimal(gigabytes["s"]) == Decimal("1.25")  # derived: bytes / 1e9
+    users = state_of(stack.usage("acme", "active_users"), "active_users")
+    assert sorted(users["u"]) == ["user-1", "user-2", "user-3", "user-4", "user-5"]
+    by_day = stack.usage("acme", "api_calls", group_by="DAY")["rows"]
+    assert sorted(Decimal(row["state"]["s"]) for row in by_day) == [Decimal(15), Decimal(100)]
+
+
+def test_invalid_measurements_are_dead_lettered_with_reason_and_source(stack: Stack) -> None:
+    now = datetime.now(UTC)
+    good = measurement("ok-1", "globex", now, calls=7)
+    unknown_meter = {**measurement("bad-1", "globex", now, calls=1), "meter": "nope"}
+    wrong_type = measurement("bad-2", "globex", now, calls="many")
+    produce(
+        stack,
+        "globex",
+        [orjson.dumps({"measurements": [good, unknown_meter, wrong_type]}), b"not json"],
+    )
+    eventually(lambda: state_of(stack.usage("globex", "api_calls"), "api_calls").get("n") == 1)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"check-{os.urandom(4).hex()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([stack.topics.measurements_rejected])
+    seen: list[dict[str, Any]] = []
+
+    def rejected_reasons() -> set[str] | None:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            seen.append(orjson.loads(message.value()))
+        reasons = {f"{r['field']}: {r['reason']}" for r in seen if r["account"] in ("globex", None)}
+        return reasons if len(reasons) >= 3 else None
+
+    try:
+        reasons = eventually(rejected_reasons, timeout=30)
+    finally:
+        consumer.close()
+    assert "meter: unknown meter 'nope'" in reasons
+    assert any(r.startswith("measure.calls: expected a number") for r in reasons)
+    assert any(r.startswith("value: not JSON") for r in reasons)
+    record = next(r for r in seen if r["field"] == "meter")
+    assert record["measurement"]["uid"] == "bad-1"
+    assert record["source"].startswith(f"{stack.topics.measurements}[")
+    assert record["index"] == 1
+
+
+def test_usage_survives_a_worker_restart_with_identical_totals(stack: Stack) -> None:
+    now = datetime.now(UTC)
+    produce(
+        stack,
+        "initech",
+        [
+            orjson.dumps(
+                {"measurements": [measurement(f"r{i}", "initech", now, calls=3) for i in range(4)]}
+            )
+        ],
+    )
+    eventually(lambda: state_of(stack.usage("initech", "api_calls"), "api_calls").get("n") == 4)
+    before = stack.usage("initech", "api_calls,active_users,data_transfer")
+    stack.worker.stop()
+    stack.start_worker()
+    eventually(lambda: stack.usage("initech", "api_calls,active_users,data_transfer").get("rows"))
+    assert stack.usage("initech", "api_calls,active_users,data_transfer") == before
+    # a redelivery after the restart is still recognised as a duplicate
+    produce(stack, "initech", [orjson.dumps(measurement("r0", "initech", now, calls=3))])
+    produce(stack, "initech", [orjson.dumps(measurement("r9", "initech", now, calls=1))])
+    eventually(lambda: state_of(stack.usage("initech", "api_calls"), "api_calls").get("n") == 5)
+    assert Decimal(state_of(stack.usage("initech", "api_calls"), "api_calls")["s"]) == 13
