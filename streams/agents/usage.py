@@ -16,6 +16,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from streams.metering import Message, Metering, Source
+from streams.partitioning import partition_for
 from streams.schemas.measurement import DAY_MS, Horizon
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
@@ -132,14 +133,42 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 bucket = BUCKETS.get(query.get("groupBy", ""))
             except (KeyError, ValueError) as exc:
                 return self.json({"error": f"bad query: {exc}"}, status=400)
+            assert context.catalog is not None
+            known = context.catalog.current().aggregations
+            functions = {code: known[code].aggregation.value for code in codes if code in known}
             states = merged_states(read, account, codes, start, end, bucket)
             rows = [
                 {"aggregation": code, "bucket": group, "state": to_document(state)}
                 for (code, group), state in sorted(states.items())
             ]
             return self.bytes(
-                orjson.dumps({"account": account, "rows": rows}),
+                orjson.dumps({"account": account, "functions": functions, "rows": rows}),
                 content_type="application/json",
             )
 
-    del meter, sweep, AccountUsage
+    @app.page("/usage-accounts")
+    class UsageAccounts(View):
+        """Accounts with usage in [start, end) on the partitions this worker owns."""
+
+        async def get(self, request: Request) -> Response:
+            try:
+                first = int(request.query["start"]) // DAY_MS
+                last = (int(request.query["end"]) - 1) // DAY_MS
+            except (KeyError, ValueError) as exc:
+                return self.json({"error": f"bad query: {exc}"}, status=400)
+            owned = {
+                tp.partition
+                for tp in app.assignor.assigned_actives()
+                if tp.topic == source.get_topic_name()
+            }
+            accounts = set()
+            for key in usage:
+                account, _, day = key.decode().rpartition("|")
+                if (
+                    first <= int(day) <= last
+                    and partition_for(account, settings.partitions) in owned
+                ):
+                    accounts.add(account)
+            return self.json({"accounts": sorted(accounts)})
+
+    del meter, sweep, AccountUsage, UsageAccounts

@@ -334,7 +334,11 @@ class Catalog(Frozen):
         return out
 
     def reference_errors(self) -> list[str]:
+        from streams.schemas.measurement import derived_field_errors  # imports this module
+
         errors: list[str] = []
+        for code, meter in self.meters.items():
+            errors.extend(derived_field_errors(meter))
         for code, agg in self.aggregations.items():
             where = f"aggregations[{code}]"
             meter = self.meters.get(agg.meter)
