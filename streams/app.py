@@ -33,6 +33,9 @@ class WorkerContext:
     # Set by the billing agent: why a measurement of (account, ts) may not be folded.
     lock_check: LockCheck | None = None
     stats: Counter[str] = field(default_factory=Counter)
+    # Set by the accounts agent (accounts and their plans) and the billing agent.
+    accounts: Any = None
+    billing: Any = None
 
 
 def broker_url(bootstrap_servers: str) -> str:

@@ -130,6 +130,18 @@ class Settings(BaseSettings):
     usage_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often usage retention runs."
     )
+    bill_run_interval_s: float = Field(
+        default=300.0, gt=0, description="How often bills are regenerated during the period."
+    )
+    bill_grace_period_s: int = Field(
+        default=86_400, ge=0, description="After a period ends, how long its bill stays open."
+    )
+    bill_auto_approve: bool = Field(
+        default=False, description="Approve bills whose period ended more than the grace ago."
+    )
+    bill_auto_lock: bool = Field(
+        default=False, description="Lock approved bills whose period ended more than the grace ago."
+    )
     usage_retention_days: int = Field(
         default=400, ge=35, description="How long hourly usage state is kept, by event time."
     )

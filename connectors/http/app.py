@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from connectors.bill_view import BillView
+from connectors.http.bills import bills_router
+from connectors.http.ingest import ingest_router
+from connectors.http.reads import reads_router
+from connectors.http.uploads import uploads_router
+from connectors.http.usage_query import usage_query_router
+from connectors.http.webhooks import webhook_router
 from connectors.kafka.broker import metadata_ok
 from connectors.kafka.producer import AsyncProducer, new_producer
 from connectors.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -36,15 +43,18 @@ class Edge:
 def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     topics = Topics.from_settings(settings)
+    bill_view = BillView(settings.kafka_bootstrap_servers, topics.bills)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = AsyncProducer(new_producer(settings.kafka_bootstrap_servers))
         producer.start()
+        bill_view.start()
         app.state.edge = Edge(settings, topics, metrics, producer)
         try:
             yield
         finally:
+            bill_view.stop()
             await producer.close()
 
     app = FastAPI(title="meterline", version="0.1.0", lifespan=lifespan)
@@ -61,4 +71,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(webhook_router(settings))
+    app.include_router(reads_router(settings))
+    app.include_router(ingest_router(settings))
+    app.include_router(uploads_router(settings))
+    app.include_router(usage_query_router(settings))
+    app.include_router(bills_router(settings, bill_view))
     return app

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
@@ -70,12 +70,10 @@ def usage_query_router(settings: Settings, *, timeout_s: float = 10.0) -> APIRou
     worker = settings.worker_base_url.rstrip("/")
 
     @router.post("/organizations/{orgId}/usage/query")
-    async def query_usage(
-        body: dict[str, Any], org_id: Annotated[str, Depends(authorized_org)]
-    ) -> Response:
+    async def query_usage(request: Request, org_id: str = Depends(authorized_org)) -> Response:
         """Merged usage per aggregation (and per account / time group) over a ts range."""
         try:
-            query = UsageQuery.model_validate(body)
+            query = UsageQuery.model_validate_json(await request.body())
         except ValidationError as exc:
             errors = [
                 {"field": ".".join(map(str, e["loc"])) or "body", "reason": e["msg"]}

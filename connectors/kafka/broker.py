@@ -323,10 +323,9 @@ class LocalKafka:
                 *self._java_command(java),
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(self.properties_file),
+                # `=`: a random id may start with '-', which argparse takes for an option
+                f"--cluster-id={cluster_id}",
+                f"--config={self.properties_file}",
             ],
             capture_output=True,
             text=True,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from streams.app import MeterlineApp, WorkerContext
 
-AGENT_MODULES: tuple[str, ...] = ("catalog", "usage", "accounts")
+AGENT_MODULES: tuple[str, ...] = ("catalog", "usage", "accounts", "billing")
 
 
 def register_all(app: MeterlineApp, context: WorkerContext) -> None:

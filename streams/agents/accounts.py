@@ -130,6 +130,10 @@ class AccountState:
                 out.append(AccountPlan.model_validate_json(raw))
         return out
 
+    def account_codes(self) -> list[str]:
+        """Every account with at least one plan on this worker's partitions."""
+        return sorted(self._index())
+
     def write(self, change: AccountsChange) -> None:
         index = self._index()
         for plan in change.plans:
@@ -224,6 +228,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     )
     context.tables["accounts"] = state.accounts
     context.tables["accountplans"] = state.plans_table
+    context.accounts = state  # the billing agent reads accounts and plans through it
     app.on_rebalance_complete.connect(state.invalidate)
     rejected = faust_topic(app, context.topics, ACCOUNTS_REJECTED)
     worker = AccountsAgent(state, rejected, context.catalog, context.stats)

@@ -337,8 +337,8 @@ class Catalog(Frozen):
         from streams.schemas.measurement import derived_field_errors  # imports this module
 
         errors: list[str] = []
-        for code, meter in self.meters.items():
-            errors.extend(derived_field_errors(meter))
+        for defined in self.meters.values():
+            errors.extend(derived_field_errors(defined))
         for code, agg in self.aggregations.items():
             where = f"aggregations[{code}]"
             meter = self.meters.get(agg.meter)

@@ -1,0 +1,98 @@
+"""A read model of the `bills` topic: the latest version of every bill, in memory.
+
+A downstream consumer like any other: it reads every partition from the beginning
+(no consumer group offsets, no commits) and keeps, per bill id, the snapshot with the
+highest version. Serves the HTTP edge's bill reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class BillView:
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._bills: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, account, json)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bill-view", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def apply(self, value: bytes) -> None:
+        document = orjson.loads(value)
+        bill_id, version = document["id"], int(document["version"])
+        with self._lock:
+            current = self._bills.get(bill_id)
+            if current is None or current[0] < version:
+                self._bills[bill_id] = (version, document["accountCode"], value)
+
+    def bill(self, bill_id: str) -> bytes | None:
+        with self._lock:
+            entry = self._bills.get(bill_id)
+        return entry[2] if entry else None
+
+    def bills(self, account: str | None = None) -> list[bytes]:
+        with self._lock:
+            entries = list(self._bills.values())
+        return [raw for _, owner, raw in entries if account is None or owner == account]
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"bill-view-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        partitions: list[int] = []
+        try:
+            while not self._stop.is_set() and not partitions:
+                try:
+                    metadata = consumer.list_topics(self.topic, timeout=5).topics[self.topic]
+                except Exception as exc:
+                    log.warning("bill view: %s not readable yet (%s)", self.topic, exc)
+                    self._stop.wait(1)
+                    continue
+                partitions = sorted(metadata.partitions)
+                if not partitions:
+                    self._stop.wait(1)
+            consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
+            while not self._stop.is_set():
+                message = consumer.poll(0.2)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("bill view: %s", error)
+                    continue
+                try:
+                    self.apply(message.value() or b"")
+                except (ValueError, KeyError) as exc:
+                    log.error(
+                        "bill view: %s[%s]@%s is not a bill (%s)",
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                        exc,
+                    )
+        finally:
+            consumer.close()

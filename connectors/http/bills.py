@@ -1,0 +1,169 @@
+"""Bill API: bill runs on demand, reads, approve and lock.
+
+    POST /organizations/{orgId}/billjobs                {"accountIds": [...]} or {} = all
+    GET  /organizations/{orgId}/bills?account={code}    latest version of each bill
+    GET  /organizations/{orgId}/bills/{id}
+    PUT  /organizations/{orgId}/bills/{id}/status       {"status": "APPROVED"|"LOCKED"}
+    PUT  /organizations/{orgId}/bills/{id}/lock
+
+Writes become commands on `bill.commands` (only the worker owning an account writes
+its bills); the answer comes after Kafka acknowledged the command. Reads come from a
+read model of the `bills` topic kept by this process (`connectors.bill_view`), the
+same snapshots every downstream consumer sees. A status change the lifecycle forbids
+is refused here with 409 and the reason (the worker checks again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.bill_view import BillView
+from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
+from streams.billing import LifecycleError, transition
+from streams.partitioning import partition_for
+from streams.schemas.bill import Bill, BillStatus
+from streams.schemas.commands import ChangeStatus, RunBills, Tick
+from streams.settings import Settings
+
+STATUS_WAIT_S = 10.0
+
+
+class BillJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accountIds: list[str] | None = Field(default=None, max_length=10_000)
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: BillStatus
+
+
+def bills_router(settings: Settings, view: BillView) -> APIRouter:
+    router = APIRouter(route_class=ApiRoute, tags=["bills"])
+    authorized_org = require_org_key(settings)
+
+    async def send(
+        request: Request, key: bytes, value: bytes, partition: int | None = None
+    ) -> None:
+        edge = request.app.state.edge
+        try:
+            await edge.producer.produce(edge.topics.bill_commands, value, key, partition=partition)
+        except Exception as exc:
+            raise ApiError(503, "unavailable", f"Kafka did not accept the command: {exc}") from None
+
+    @router.post("/organizations/{orgId}/billjobs")
+    async def bill_job(request: Request, org_id: str = Depends(authorized_org)) -> Response:
+        """Run bills now for the listed accounts, or for every account."""
+        body = await request.body()
+        try:
+            job = BillJob.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            raise ApiError(400, "invalid_request", str(exc.errors()[0]["msg"])) from None
+        job_id = f"job_{uuid.uuid4().hex[:16]}"
+        now = time.time_ns() // 1_000_000
+        if job.accountIds is None:
+            await asyncio.gather(
+                *(
+                    send(
+                        request,
+                        b"tick",
+                        Tick(partition=p, at=now, requestId=job_id).model_dump_json().encode(),
+                        p,
+                    )
+                    for p in range(settings.partitions)
+                )
+            )
+            return json_response({"jobId": job_id, "accounts": "all"}, 202)
+        await asyncio.gather(
+            *(
+                send(
+                    request,
+                    account.encode(),
+                    RunBills(account=account, requestId=job_id).model_dump_json().encode(),
+                    partition_for(account, settings.partitions),
+                )
+                for account in job.accountIds
+            )
+        )
+        return json_response({"jobId": job_id, "accounts": len(job.accountIds)}, 202)
+
+    @router.get("/organizations/{orgId}/bills")
+    async def list_bills(
+        org_id: str = Depends(authorized_org), account: str | None = None
+    ) -> Response:
+        """Latest version of every bill (of one account when `account` is given)."""
+        bills = view.bills(account)
+        return json_response({"data": [orjson.loads(raw) for raw in bills]})
+
+    @router.get("/organizations/{orgId}/bills/{bill_id}")
+    async def get_bill(bill_id: str, org_id: str = Depends(authorized_org)) -> Response:
+        return Response(_known(view, bill_id), media_type="application/json")
+
+    async def change(request: Request, bill_id: str, target: BillStatus) -> Response:
+        bill = Bill.model_validate_json(_known(view, bill_id))
+        try:
+            changed = transition(bill, target, bill.statusChangedAt)
+        except LifecycleError as exc:
+            raise ApiError(409, "conflict", exc.reason, billStatus=bill.status.value) from None
+        if changed is bill:
+            return Response(_known(view, bill_id), media_type="application/json")
+        command = ChangeStatus(
+            account=bill.accountCode,
+            billId=bill.id,
+            status=target,  # type: ignore[arg-type]
+            expectedVersion=bill.version,
+        )
+        await send(
+            request,
+            bill.accountCode.encode(),
+            command.model_dump_json().encode(),
+            partition_for(bill.accountCode, settings.partitions),
+        )
+        deadline = time.monotonic() + STATUS_WAIT_S
+        while time.monotonic() < deadline:
+            current = view.bill(bill_id)
+            if current is not None and orjson.loads(current)["version"] > bill.version:
+                return Response(current, media_type="application/json")
+            await asyncio.sleep(0.05)
+        return json_response({"billId": bill_id, "status": "accepted"}, 202)
+
+    @router.put("/organizations/{orgId}/bills/{bill_id}/status")
+    async def put_status(
+        bill_id: str, request: Request, org_id: str = Depends(authorized_org)
+    ) -> Response:
+        """Approve (or lock) a bill; 409 with the reason when the lifecycle forbids it."""
+        try:
+            wanted = StatusChange.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise ApiError(
+                400, "invalid_request", str(exc.errors()[0]["msg"]), field="status"
+            ) from None
+        if wanted.status == BillStatus.PENDING:
+            raise ApiError(409, "conflict", "a bill returns to PENDING only when recalculated")
+        return await change(request, bill_id, wanted.status)
+
+    @router.put("/organizations/{orgId}/bills/{bill_id}/lock")
+    async def put_lock(
+        bill_id: str, request: Request, org_id: str = Depends(authorized_org)
+    ) -> Response:
+        """Lock an approved bill: it never changes again; late usage for it is rejected."""
+        return await change(request, bill_id, BillStatus.LOCKED)
+
+    return router
+
+
+def _known(view: BillView, bill_id: str) -> bytes:
+    raw = view.bill(bill_id)
+    if raw is None:
+        raise ApiError(404, "not_found", f"unknown bill {bill_id!r}")
+    return raw
+
+
+__all__: list[Any] = ["bills_router"]

@@ -1,0 +1,173 @@
+"""What a bill run does for one account: which periods, which usage, which finalization.
+
+Pure functions; the billing agent reads the tables, calls these and writes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import NamedTuple
+
+import orjson
+
+from streams.billing import BillLocked, bill_id, build_bill, transition
+from streams.periods import Period, billing_period, covered
+from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
+from streams.schemas.bill import Bill, BillStatus
+from streams.schemas.catalog import Catalog
+
+TICK = timedelta(microseconds=1)
+UsageReader = Callable[[str, Mapping[str, object], int, int], Mapping[str, Decimal | None]]
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def billable(account_plan: AccountPlan) -> bool:
+    return account_plan.planCode is not None and account_plan.status != AccountPlanStatus.UNMAPPED
+
+
+def periods_to_bill(account_plan: AccountPlan, catalog: Catalog, now: datetime) -> list[Period]:
+    """The period containing `now` (or the plan's last one) and the one before it.
+
+    The previous period is included so a run just after a period ended brings its bill
+    up to date (late usage) until the bill is locked.
+    """
+    plan = catalog.plans.get(account_plan.planCode or "")
+    if plan is None or not billable(account_plan) or now < account_plan.startDate:
+        return []
+    last = now
+    if account_plan.endDate is not None and account_plan.endDate <= now:
+        last = account_plan.endDate - TICK
+    if last < account_plan.startDate:
+        return []
+    current = billing_period(account_plan, plan, last)
+    periods = [current]
+    if current.start > account_plan.startDate:
+        periods.insert(0, billing_period(account_plan, plan, current.start - TICK))
+    return periods
+
+
+@dataclass(frozen=True)
+class RunResult:
+    bills: list[Bill]
+    skipped: list[str]
+
+
+def run_account_plan(
+    *,
+    account_plan: AccountPlan,
+    account: Account | None,
+    catalog: Catalog,
+    previous: Mapping[str, Bill],
+    usage: UsageReader,
+    now: datetime,
+) -> RunResult:
+    """New bill versions for every period of the account plan that needs one."""
+    bills: list[Bill] = []
+    skipped: list[str] = []
+    plan = catalog.plans.get(account_plan.planCode or "")
+    if plan is None:
+        return RunResult(
+            [], [f"account plan {account_plan.id}: plan {account_plan.planCode!r} not in catalog"]
+        )
+    aggregations = {
+        p.aggregation: catalog.aggregations[p.aggregation]
+        for p in plan.pricings
+        if p.aggregation in catalog.aggregations
+    }
+    for period in periods_to_bill(account_plan, catalog, now):
+        window = covered(period, account_plan.startDate, account_plan.endDate)
+        if window is None:
+            continue
+        functions = {code: aggregation.aggregation for code, aggregation in aggregations.items()}
+        values = usage(
+            account_plan.accountCode, functions, epoch_ms(window.start), epoch_ms(window.end)
+        )
+        existing = previous.get(bill_id(account_plan.id, period.start))
+        try:
+            bill = build_bill(
+                account_plan=account_plan,
+                plan=plan,
+                aggregations=aggregations,
+                usage=values,
+                period=period,
+                previous=existing,
+                now=now,
+                account=account,
+            )
+        except BillLocked:
+            skipped.append(f"{existing.id if existing else '?'} is locked")
+            continue
+        if bill is not None:
+            bills.append(bill)
+    return RunResult(bills, skipped)
+
+
+def finalize(bill: Bill, now: datetime, grace: timedelta, approve: bool, lock: bool) -> list[Bill]:
+    """Status changes due to a bill whose period ended more than `grace` ago."""
+    if bill.endDate + grace > now:
+        return []
+    out: list[Bill] = []
+    current = bill
+    if approve and current.status == BillStatus.PENDING:
+        current = transition(current, BillStatus.APPROVED, now)
+        out.append(current)
+    if lock and current.status == BillStatus.APPROVED:
+        current = transition(current, BillStatus.LOCKED, now)
+        out.append(current)
+    return out
+
+
+# --- the per-account bill index (lock checks, listings) --------------------------------
+
+
+def index_entry(bill: Bill) -> dict[str, object]:
+    return {
+        "id": bill.id,
+        "accountPlanId": bill.accountPlanId,
+        "start": epoch_ms(bill.startDate),
+        "end": epoch_ms(bill.endDate),
+        "status": bill.status.value,
+        "version": bill.version,
+    }
+
+
+def updated_index(stored: bytes | None, bills: list[Bill]) -> bytes:
+    entries = {entry["id"]: entry for entry in (orjson.loads(stored) if stored else [])}
+    for bill in bills:
+        entries[bill.id] = index_entry(bill)
+    return orjson.dumps(sorted(entries.values(), key=lambda e: (e["start"], e["id"])))
+
+
+class LockedRange(NamedTuple):
+    start: int
+    end: int
+    bill_id: str
+
+
+def locked_ranges(stored: bytes) -> list[LockedRange]:
+    """The periods (epoch ms) of an account's LOCKED bills, from its bill index."""
+    return [
+        LockedRange(entry["start"], entry["end"], entry["id"])
+        for entry in orjson.loads(stored)
+        if entry["status"] == BillStatus.LOCKED
+    ]
+
+
+def locked_reason(ranges: list[LockedRange], ts_ms: int) -> str | None:
+    for locked in ranges:
+        if locked.start <= ts_ms < locked.end:
+            return (
+                f"the billing period {from_ms(locked.start).isoformat()} to "
+                f"{from_ms(locked.end).isoformat()} is locked (bill {locked.bill_id})"
+            )
+    return None
