@@ -204,7 +204,13 @@ def test_a_required_number_field_must_be_present() -> None:
 
 def test_a_meter_with_a_broken_calculation_rejects_its_measurements() -> None:
     derived = [{"category": "MEASURE", "code": "kb", "calculation": "bites / 1000"}]
-    catalog = Catalog.from_documents({"meters": [api_meter(derivedFields=derived)]})
+    # `catalog apply` refuses such a meter; one written to the topic by hand is kept
+    # (leniently) and its measurements are rejected with the reason.
+    lenient = Catalog.from_entries_lenient([("meter:api", api_meter(derivedFields=derived))])
+    assert lenient.problems == [
+        "meters[api].derivedFields[0].calculation: unknown field 'bites' at 1"
+    ]
+    catalog = lenient.catalog
     reason = (
         "meter 'api' cannot be used: meters[api].derivedFields[0].calculation: "
         "unknown field 'bites' at 1"
@@ -220,7 +226,9 @@ def test_a_derived_field_may_use_only_fields_defined_before_it() -> None:
         {"category": "MEASURE", "code": "a", "calculation": "b + 1"},
         {"category": "MEASURE", "code": "b", "calculation": "calls"},
     ]
-    meter = Catalog.from_documents({"meters": [api_meter(derivedFields=derived)]}).meters["api"]
+    meter = Catalog.from_entries_lenient(
+        [("meter:api", api_meter(derivedFields=derived))]
+    ).catalog.meters["api"]
     assert derived_field_errors(meter) == [
         "meters[api].derivedFields[0].calculation: unknown field 'b' at 1"
     ]
