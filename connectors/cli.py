@@ -310,6 +310,40 @@ def stripe_sink() -> None:
     sink.run()
 
 
+@app.command("stripe-sim")
+def stripe_sim(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 12111,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="Where signed Stripe events are POSTed.")
+    ] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="Signing secret (whsec_...); default STRIPE_WEBHOOK_SECRET.")
+    ] = None,
+    faults: Annotated[
+        str, typer.Option(help='Fault injection, JSON: {"rate_429": 0.2, "rate_500": 0.1}.')
+    ] = "{}",
+) -> None:
+    """Run the stateful Stripe simulator (what the sink and the demo use without STRIPE_API_KEY)."""
+    import json
+
+    from connectors.stripe_sim import FaultConfig, SimConfig, serve
+
+    s = settings()
+    secret = webhook_secret or (
+        s.stripe_webhook_secrets[0].get_secret_value() if s.stripe_webhook_secrets else None
+    )
+    try:
+        config = SimConfig(
+            port=port,
+            webhook_url=webhook_url,
+            webhook_secret=secret,
+            faults=FaultConfig().merged(json.loads(faults)),
+        )
+    except ValueError as exc:
+        fail(str(exc), 2)
+    serve(config)
+
+
 @app.command()
 def dev(
     port: Annotated[int, typer.Option(help="Port of the local broker.")] = 9092,
