@@ -369,11 +369,40 @@ def dev(
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port of the local broker.")] = 9092,
+    accounts: Annotated[int, typer.Option(help="Customers who subscribe.", min=1)] = 6,
+    measurements: Annotated[
+        int, typer.Option(help="Measurements streamed through the ingest API.", min=1000)
+    ] = 200_000,
+    mode: Annotated[
+        str, typer.Option(help="Stripe sink mode: invoice (draft invoices) or subscription.")
+    ] = "invoice",
+    trigger: Annotated[
+        str, typer.Option(help="Send every bill version (every) or only approved bills.")
+    ] = "every",
+    period_seconds: Annotated[
+        int, typer.Option(help="Length of the demo's first billing period.", min=30)
+    ] = 75,
 ) -> None:
-    """Run the main job end to end on a local broker (see README)."""
-    from connectors.demo import run_demo
+    """Run the main job end to end: Stripe checkout → accounts → usage → bills → Stripe.
 
-    raise typer.Exit(run_demo(settings(), broker_port=port))
+    Starts a local Kafka, the worker, HTTP edge, Stripe sink and (without STRIPE_API_KEY)
+    the Stripe simulator; exits 0 only if usage, bills and Stripe agree.
+    """
+    from connectors.demo import DemoOptions, run_demo
+
+    if mode not in ("invoice", "subscription"):
+        fail("--mode must be invoice or subscription", 2)
+    if trigger not in ("every", "approved"):
+        fail("--trigger must be every or approved", 2)
+    options = DemoOptions(
+        accounts=accounts,
+        measurements=measurements,
+        mode=mode,
+        trigger=trigger,
+        period_seconds=period_seconds,
+        broker_port=port,
+    )
+    raise typer.Exit(run_demo(settings(), options))
 
 
 def main() -> None:

@@ -1,54 +1,475 @@
-"""The main job: the whole pipeline on a local broker, driven through public interfaces."""
+"""The main job: the whole product end to end, driven through public interfaces only.
+
+Stripe Checkout (simulator, signed webhooks) → accounts and plans → usage through the
+ingest API (duplicates and late measurements included) → bill runs mid-period and at
+period end → approval → the Stripe sink writes invoices. It ends with a summary that
+checks usage, bills and what Stripe holds agree, and exits 0 only if they do.
+"""
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+import httpx
+import orjson
+import stripe
+import yaml
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from connectors.catalog_io import publish
 from connectors.dev import DevStack
-from connectors.kafka.producer import new_producer
+from connectors.kafka.broker import free_port
+from streams.money import to_stripe_amount
 from streams.settings import Settings
 from streams.topics import Topics
 
-
-def kafka_round_trip(bootstrap: str, topic: str, timeout: float = 30.0) -> float:
-    """Produce one message and read it back; return the round trip in seconds."""
-    token = uuid.uuid4().hex.encode()
-    started = time.monotonic()
-    producer = new_producer(bootstrap)
-    producer.produce(topic, key=b"demo", value=token)
-    if producer.flush(timeout) != 0:
-        raise RuntimeError(f"Kafka did not acknowledge the write to {topic}")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{token.decode()}"})
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
-        consumer.assign([TopicPartition(topic, 0, max(low, high - 100))])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and not message.error() and message.value() == token:
-                return time.monotonic() - started
-    finally:
-        consumer.close()
-    raise RuntimeError(f"the message written to {topic} did not come back within {timeout:.0f}s")
+EXAMPLE_CATALOG = Path(__file__).resolve().parent.parent / "streams" / "catalog" / "example.yaml"
+DEMO_KEY = "demo-key"
+DEMO_SECRET = "whsec_meterline_demo"
+DEMO_STRIPE_KEY = "sk_test_meterline_demo"
+PLANS = (
+    ("starter_monthly", "usd", 1000),
+    ("pro_monthly", "usd", 4900),
+    ("tokyo_monthly", "jpy", 1000),
+)
+REGIONS = ("eu-west", "us-east", "ap-northeast")
 
 
-def run_demo(settings: Settings, broker_port: int = 9092) -> int:
-    console = Console()
-    stack = DevStack(settings, console=console, broker_port=broker_port, quiet=True)
-    try:
-        stack.start_kafka(use_existing="kafka_bootstrap_servers" in settings.model_fields_set)
+@dataclass(frozen=True)
+class DemoOptions:
+    accounts: int = 6
+    measurements: int = 200_000
+    batch: int = 1000
+    mode: str = "invoice"
+    trigger: str = "every"
+    period_seconds: int = 75
+    broker_port: int = 9092
+
+
+@dataclass
+class Expected:
+    """What the demo sent, de-duplicated by uid: the usage meterline must report."""
+
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    sent: int = 0
+    duplicates: int = 0
+    late: int = 0
+
+
+class DemoFailure(RuntimeError):
+    pass
+
+
+def wait_until(what: str, check: Any, timeout: float = 60.0, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise DemoFailure(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Demo:
+    def __init__(self, settings: Settings, options: DemoOptions, console: Console) -> None:
+        self.settings = settings
+        self.options = options
+        self.console = console
+        self.real_stripe = settings.stripe_api_key is not None
+        self.sim_port = free_port()
+        self.sim_url = settings.stripe_api_base or f"http://127.0.0.1:{self.sim_port}"
+        self.api = f"http://127.0.0.1:{settings.http_port}/organizations/{settings.org_id}"
+        self.http = httpx.Client(headers={"Authorization": f"Bearer {DEMO_KEY}"}, timeout=60)
+        secret = settings.stripe_api_key
+        key = secret.get_secret_value() if secret is not None else DEMO_STRIPE_KEY
+        self.stripe = stripe.StripeClient(
+            key, base_addresses={"api": self.sim_url} if not self.real_stripe else None
+        )
+        self.accounts: dict[str, str] = {}  # customer id -> plan lookup key
+        self.expected = Expected()
+        self.figures: dict[str, str] = {}
+
+    # -- stack ------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "METERLINE_API_KEYS": DEMO_KEY,
+            "STRIPE_WEBHOOK_SECRET": DEMO_SECRET,
+            "METERLINE_BILL_RUN_INTERVAL_S": "3600",  # the demo runs bills itself
+            "METERLINE_STRIPE_MODE": self.options.mode,
+            "METERLINE_STRIPE_TRIGGER": self.options.trigger,
+            "METERLINE_STRIPE_FINALIZE_ON_APPROVAL": "true",
+        }
+        if not self.real_stripe:
+            env["STRIPE_API_BASE"] = self.sim_url
+            env["STRIPE_API_KEY"] = DEMO_STRIPE_KEY
+        return env
+
+    def start(self, stack: DevStack) -> None:
+        stack.start_kafka(use_existing="kafka_bootstrap_servers" in self.settings.model_fields_set)
         stack.create_topics()
+        topics = Topics.from_settings(self.settings)
+        publish(stack.bootstrap(), topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
+        self.console.print(f"catalog applied from {EXAMPLE_CATALOG.name}")
+        if not self.real_stripe:
+            webhook = f"http://127.0.0.1:{self.settings.http_port}/webhooks/stripe"
+            stack.add(
+                "stripe-sim",
+                ["stripe-sim", "--port", str(self.sim_port), "--webhook-url", webhook],
+                f"{self.sim_url}/_sim/stats",
+            )
         stack.add_defaults()
+        stack.extra_env.update(self.env())
         stack.spawn()
-        with console.status("waiting for worker, HTTP edge and Stripe sink to be healthy…"):
+        with self.console.status("waiting for every process to be healthy…"):
             stack.wait_healthy()
-        console.print(stack.status_table())
-        seconds = kafka_round_trip(stack.bootstrap(), Topics.from_settings(settings).heartbeat)
-        console.print(f"[green]round trip through Kafka in {seconds * 1000:.0f} ms[/]")
-        return 0
+        self.console.print(stack.status_table())
+
+    # -- 1. checkout ------------------------------------------------------------------
+
+    def subscribe(self) -> None:
+        prices = {}
+        for lookup, currency, amount in PLANS:
+            product = self.stripe.products.create({"name": lookup.replace("_", " ").title()})
+            price = self.stripe.prices.create(
+                {
+                    "product": product.id,
+                    "currency": currency,
+                    "unit_amount": amount,
+                    "recurring": {"interval": "month"},
+                    "lookup_key": lookup,
+                }
+            )
+            prices[lookup] = price.id
+        anchor = int(time.time()) + self.options.period_seconds
+        self.period_end = anchor
+        for index in range(self.options.accounts):
+            lookup = PLANS[index % len(PLANS)][0]
+            session = httpx.post(
+                f"{self.sim_url}/_sim/checkout",
+                json={
+                    "price": prices[lookup],
+                    "email": f"billing+{index}@example.com",
+                    "name": f"Customer {index + 1}",
+                    "client_reference_id": f"signup-{index + 1}",
+                    "billing_cycle_anchor": anchor,
+                },
+                timeout=30,
+            ).json()
+            self.accounts[session["customer"]] = lookup
+        self.console.print(
+            f"{len(self.accounts)} customers subscribed through Stripe Checkout; "
+            f"the current period ends in {self.options.period_seconds}s"
+        )
+
+        def plans_ready() -> bool:
+            for customer in self.accounts:
+                answer = self.http.get(f"{self.api}/accountplans", params={"account": customer})
+                if answer.status_code != 200:
+                    return False
+                plans = answer.json().get("data", [])
+                if not any(plan.get("planCode") for plan in plans):
+                    return False
+            return True
+
+        with self.console.status("waiting for webhooks to create accounts and plans…"):
+            wait_until("accounts and account plans from the webhooks", plans_ready, 60)
+        self.console.print("[green]every account and account plan exists in meterline[/]")
+
+    # -- 2. usage ---------------------------------------------------------------------
+
+    def measurement(self, account: str, ts: datetime, uid: str | None = None) -> dict[str, Any]:
+        return {
+            "uid": uid or uuid.uuid4().hex,
+            "meter": "api",
+            "account": account,
+            "ts": ts.isoformat(),
+            "who": {"user": f"user-{random.randrange(40)}"},
+            "where": {"region": random.choice(REGIONS)},
+            "measure": {"calls": random.randrange(1, 5), "bytes": random.randrange(1, 2_000_000)},
+        }
+
+    def stream_usage(self, count: int, label: str) -> None:
+        accounts = list(self.accounts)
+        sent_uids: list[tuple[str, dict[str, Any]]] = []
+        started = time.monotonic()
+        latencies: list[float] = []
+        with Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        ) as progress:
+            task = progress.add_task(label, total=count, rate="")
+            done = 0
+            while done < count:
+                batch = []
+                for _ in range(min(self.options.batch, count - done)):
+                    roll = random.random()
+                    if roll < 0.03 and sent_uids:  # a producer retry: same uid again
+                        batch.append(random.choice(sent_uids)[1])
+                        self.expected.duplicates += 1
+                        continue
+                    account = random.choice(accounts)
+                    ts = datetime.now(UTC)
+                    if roll < 0.08:  # late: happened earlier in the period, arrives now
+                        ts = datetime.fromtimestamp(time.time() - random.uniform(5, 20), UTC)
+                        self.expected.late += 1
+                    record = self.measurement(account, ts)
+                    batch.append(record)
+                    sent_uids.append((record["uid"], record))
+                    self.expected.calls[account] += record["measure"]["calls"]
+                    self.expected.users[account].add(record["who"]["user"])
+                t0 = time.monotonic()
+                answer = self.http.post(
+                    f"{self.api}/measurements", content=orjson.dumps({"measurements": batch})
+                )
+                latencies.append(time.monotonic() - t0)
+                if answer.status_code != 200:
+                    raise DemoFailure(f"ingest API answered {answer.status_code}: {answer.text}")
+                done += len(batch)
+                self.expected.sent += len(batch)
+                rate = done / max(time.monotonic() - started, 1e-9)
+                progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
+        elapsed = time.monotonic() - started
+        self.figures[f"ingest {label}"] = f"{count / elapsed:,.0f} measurements/s"
+        latencies.sort()
+        self.figures[f"ingest request p99 ({label})"] = (
+            f"{latencies[int(len(latencies) * 0.99) - 1] * 1000:.0f} ms"
+        )
+
+    def usage_of(self, account: str) -> dict[str, Decimal]:
+        answer = self.http.post(
+            f"{self.api}/usage/query",
+            json={
+                "startDate": datetime.fromtimestamp(time.time() - 86_400, UTC).isoformat(),
+                "endDate": datetime.fromtimestamp(time.time() + 86_400, UTC).isoformat(),
+                "accountIds": [account],
+                "aggregations": ["api_calls", "active_users"],
+            },
+        )
+        if answer.status_code != 200:
+            return {}
+        return {row["aggregation"]: Decimal(row["value"]) for row in answer.json()["data"]}
+
+    def wait_usage_visible(self) -> None:
+        started = time.monotonic()
+
+        def all_counted() -> bool:
+            return all(
+                self.usage_of(a).get("api_calls") == self.expected.calls[a] for a in self.accounts
+            )
+
+        with self.console.status("waiting until every measurement is query-visible…"):
+            wait_until("usage to match what was sent", all_counted, 120)
+        self.figures["last ack → query-visible"] = f"{(time.monotonic() - started) * 1000:.0f} ms"
+
+    def probe_latency(self, samples: int = 20) -> None:
+        """Ingest one measurement and time until the query API shows it."""
+        account = next(iter(self.accounts))
+        timings = []
+        for _ in range(samples):
+            record = self.measurement(account, datetime.now(UTC))
+            self.expected.calls[account] += record["measure"]["calls"]
+            self.expected.users[account].add(record["who"]["user"])
+            target = self.expected.calls[account]
+            started = time.monotonic()
+            self.http.post(f"{self.api}/measurements", json={"measurements": [record]})
+            wait_until(
+                "a probe measurement",
+                lambda: self.usage_of(account).get("api_calls", 0) >= target,  # noqa: B023
+                10,
+                0.01,
+            )
+            timings.append(time.monotonic() - started)
+        timings.sort()
+        self.figures["ingest → query-visible p50"] = f"{timings[len(timings) // 2] * 1000:.0f} ms"
+        self.figures["ingest → query-visible p99"] = f"{timings[-1] * 1000:.0f} ms"
+
+    # -- 3. bills ---------------------------------------------------------------------
+
+    def bills(self, account: str | None = None) -> list[dict[str, Any]]:
+        params = {"account": account} if account else {}
+        answer = self.http.get(f"{self.api}/bills", params=params)
+        return list(answer.json()["data"]) if answer.status_code == 200 else []
+
+    def run_bills(self, label: str, minimum_version: dict[str, int]) -> None:
+        started = time.monotonic()
+        answer = self.http.post(f"{self.api}/billjobs", json={})
+        if answer.status_code != 202:
+            raise DemoFailure(f"bill job refused: {answer.status_code} {answer.text}")
+
+        def generated() -> bool:
+            latest = {b["accountCode"]: b for b in self.bills()}
+            return all(
+                a in latest and latest[a]["version"] >= minimum_version.get(a, 1)
+                for a in self.accounts
+            )
+
+        with self.console.status(f"bill run ({label})…"):
+            wait_until(f"bills of the {label} run", generated, 60)
+        self.figures[f"bill run ({label})"] = f"{(time.monotonic() - started) * 1000:.0f} ms"
+
+    def end_period(self) -> None:
+        remaining = self.period_end - time.time()
+        if remaining > 0:
+            with self.console.status(f"waiting {remaining:.0f}s for the billing period to end…"):
+                time.sleep(remaining + 1)
+        if not self.real_stripe:
+            httpx.post(f"{self.sim_url}/_sim/advance", json={"seconds": 0}, timeout=30)
+
+        def renewed() -> bool:
+            for customer in self.accounts:
+                plans = self.http.get(f"{self.api}/accountplans", params={"account": customer})
+                starts = [p.get("currentPeriodStart") for p in plans.json().get("data", [])]
+                renewed_at = [datetime.fromisoformat(s).timestamp() for s in starts if s]
+                if not any(start >= self.period_end - 1 for start in renewed_at):
+                    return False
+            return True
+
+        with self.console.status("waiting for the renewal webhooks…"):
+            wait_until("subscription renewals", renewed, 60)
+        self.console.print("[green]subscriptions renewed; the first period has ended[/]")
+
+    def first_period_bills(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for bill in self.bills():
+            if datetime.fromisoformat(bill["endDate"]).timestamp() <= self.period_end + 1:
+                out[bill["accountCode"]] = bill
+        return out
+
+    def approve_and_lock(self, account: str) -> dict[str, Any]:
+        bill = self.first_period_bills()[account]
+        for path, body in (("status", {"status": "APPROVED"}), ("lock", None)):
+            answer = self.http.put(f"{self.api}/bills/{bill['id']}/{path}", json=body)
+            if answer.status_code != 200:
+                raise DemoFailure(f"{path} of {bill['id']}: {answer.status_code} {answer.text}")
+        locked: dict[str, Any] = answer.json()
+        self.console.print(f"approved and locked {locked['id']} of {account}")
+        return locked
+
+    def check_locked_rejects_late_usage(self, locked: dict[str, Any]) -> None:
+        """A late measurement for the locked period changes nothing (it is dead-lettered)."""
+        account = locked["accountCode"]
+        before = self.usage_of(account).get("api_calls")
+        late = self.measurement(account, datetime.fromtimestamp(self.period_end - 10, UTC))
+        self.http.post(f"{self.api}/measurements", json={"measurements": [late]})
+        time.sleep(2)
+        after = self.usage_of(account).get("api_calls")
+        verdict = "unchanged" if before == after else "CHANGED"
+        self.console.print(
+            f"late measurement for the locked period of {account}: usage {verdict} "
+            "(rejected to measurements.rejected)"
+        )
+
+    # -- 4. Stripe --------------------------------------------------------------------
+
+    def stripe_items(self, bill: dict[str, Any]) -> list[Any]:
+        customer = bill.get("stripeCustomerId") or bill["accountCode"]
+        listed = self.stripe.invoice_items.list({"customer": customer, "limit": 100})
+        return [
+            item
+            for item in listed.auto_paging_iter()
+            if (item["metadata"] or {}).get("bill_id") == bill["id"]
+        ]
+
+    def stripe_agrees(self, bill: dict[str, Any]) -> bool:
+        items = self.stripe_items(bill)
+        total = sum(item.amount for item in items)
+        return len(items) == len(bill["lines"]) and total == to_stripe_amount(
+            Decimal(bill["total"]), bill["currency"]
+        )
+
+    # -- summary ----------------------------------------------------------------------
+
+    def summary(self) -> bool:
+        ok = True
+        table = Table(title="meterline demo: usage → bills → Stripe")
+        columns = ("account", "plan", "calls", "users", "bill", "lines", "total", "Stripe", "agree")
+        for column in columns:
+            table.add_column(column)
+        bills = self.first_period_bills()
+        for account, lookup in self.accounts.items():
+            usage = self.usage_of(account)
+            bill = bills.get(account)
+            calls_ok = usage.get("api_calls") == self.expected.calls[account]
+            users_ok = usage.get("active_users") == len(self.expected.users[account])
+            items = self.stripe_items(bill) if bill else []
+            stripe_total = sum(item.amount for item in items)
+            agree = bill is not None and calls_ok and users_ok and self.stripe_agrees(bill)
+            ok &= agree
+            table.add_row(
+                account,
+                lookup,
+                f"{usage.get('api_calls')} / {self.expected.calls[account]}",
+                f"{usage.get('active_users')} / {len(self.expected.users[account])}",
+                f"v{bill['version']} {bill['status']}" if bill else "-",
+                str(len(bill["lines"])) if bill else "-",
+                f"{bill['total']} {bill['currency']}" if bill else "-",
+                f"{len(items)} items, {stripe_total} minor units",
+                "[green]yes[/]" if agree else "[red]NO[/]",
+            )
+        self.console.print(table)
+        figures = Table(title="figures (this run, this machine)")
+        figures.add_column("what")
+        figures.add_column("value")
+        figures.add_row("measurements sent", f"{self.expected.sent:,}")
+        figures.add_row("duplicates sent (ignored by uid)", f"{self.expected.duplicates:,}")
+        figures.add_row("late measurements", f"{self.expected.late:,}")
+        for what, value in self.figures.items():
+            figures.add_row(what, value)
+        self.console.print(figures)
+        return ok
+
+
+def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
+    options = options or DemoOptions()
+    console = Console()
+    stack = DevStack(settings, console=console, broker_port=options.broker_port, quiet=True)
+    demo = Demo(settings, options, console)
+    try:
+        demo.start(stack)
+        demo.subscribe()
+        half = options.measurements // 2
+        demo.stream_usage(half, "usage, first half")
+        demo.wait_usage_visible()
+        demo.run_bills("mid-period", {})
+        versions = {b["accountCode"]: b["version"] for b in demo.bills()}
+        demo.stream_usage(options.measurements - half, "usage, second half")
+        demo.probe_latency()
+        demo.wait_usage_visible()
+        demo.run_bills("mid-period, again", {a: v + 1 for a, v in versions.items()})
+        demo.end_period()
+        demo.run_bills("period end", {})
+        locked = demo.approve_and_lock(next(iter(demo.accounts)))
+        with console.status("waiting for the Stripe sink…"):
+            wait_until(
+                "Stripe to hold every bill line",
+                lambda: all(demo.stripe_agrees(b) for b in demo.first_period_bills().values()),
+                90,
+            )
+        ok = demo.summary()
+        verdict = "[green bold]everything agreed[/]"
+        if not ok:
+            verdict = "[red bold]usage, bills and Stripe disagree[/]"
+        console.print(verdict)
+        demo.check_locked_rejects_late_usage(locked)
+        return 0 if ok else 1
+    except DemoFailure as exc:
+        console.print(f"[red bold]demo failed:[/] {exc}")
+        return 1
     finally:
         stack.stop()

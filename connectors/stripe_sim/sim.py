@@ -68,14 +68,14 @@ class Simulator:
             fields = {key: str(body[key]) for key in ("email", "name") if body.get(key)}
             customer_id = customers.create_customer(store, Params(fields)).id
         metadata = {str(k): str(v) for k, v in (body.get("subscription_metadata") or {}).items()}
-        fields: dict[str, Any] = {
+        terms: dict[str, Any] = {
             "customer": str(customer_id),
             "items": [{"price": price, "quantity": quantity}],
             "metadata": metadata,
         }
         if body.get("billing_cycle_anchor") is not None:  # Checkout's subscription_data
-            fields["billing_cycle_anchor"] = str(body["billing_cycle_anchor"])
-        subscription = subscriptions.create_subscription(store, Params(fields))
+            terms["billing_cycle_anchor"] = str(body["billing_cycle_anchor"])
+        subscription = subscriptions.create_subscription(store, Params(terms))
         owner = store.customer(subscription.customer)
         first_invoice = store.invoices[subscription.latest_invoice or ""]
         session = CheckoutSession(
