@@ -9,6 +9,7 @@ checks usage, bills and what Stripe holds agree, and exits 0 only if they do.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 import uuid
 from collections import defaultdict
@@ -435,10 +436,31 @@ class Demo:
         return ok
 
 
+def fresh_settings(settings: Settings) -> tuple[Settings, dict[str, str]]:
+    """Every run starts clean: its own broker storage, topic prefix and app id."""
+    run = uuid.uuid4().hex[:6]
+    data_dir = settings.data_dir / "demo"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    update = {
+        "data_dir": data_dir,
+        "topic_prefix": f"{settings.topic_prefix}demo-{run}.",
+        "app_id": f"{settings.app_id}-demo-{run}",
+    }
+    env = {
+        "METERLINE_DATA_DIR": str(data_dir),
+        "METERLINE_TOPIC_PREFIX": str(update["topic_prefix"]),
+        "METERLINE_APP_ID": str(update["app_id"]),
+    }
+    return settings.model_copy(update=update), env
+
+
 def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
     options = options or DemoOptions()
     console = Console()
+    settings, env = fresh_settings(settings)
     stack = DevStack(settings, console=console, broker_port=options.broker_port, quiet=True)
+    stack.extra_env.update(env)
+    console.print(f"logs of every process: {stack.log_dir}/")
     demo = Demo(settings, options, console)
     try:
         demo.start(stack)

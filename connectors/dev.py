@@ -18,9 +18,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connectors.kafka.admin import create_topics
@@ -124,19 +126,30 @@ class DevStack:
             ).start()
             self.console.print(f"started {child.name} (pid {child.process.pid})")
 
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
     def _pump(self, name: str, stream: IO[bytes]) -> None:
+        """Every line goes to `<data_dir>/logs/<name>.log`, and to the console unless quiet."""
         colour = COLOURS.get(name, "white")
         width = max(len(c.name) for c in self.children)
-        for raw in iter(stream.readline, b""):
-            if self.quiet:
-                continue
-            line = raw.decode(errors="replace").rstrip()
-            self.console.print(
-                f"[{colour}]{name:>{width}} |[/] {line}",
-                markup=True,
-                highlight=False,
-                soft_wrap=True,
-            )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log_file:
+            for raw in iter(stream.readline, b""):
+                log_file.write(raw)
+                log_file.flush()
+                if not self.quiet:
+                    self._echo(name, colour, width, raw)
+
+    def _echo(self, name: str, colour: str, width: int, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip()
+        self.console.print(
+            f"[{colour}]{name:>{width}} |[/] {escape(line)}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

@@ -9,7 +9,8 @@ dead-letter. Each measurement is judged on its own; nothing is dropped silently
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -18,6 +19,7 @@ import orjson
 from streams.schemas.catalog import Catalog
 from streams.schemas.measurement import (
     DEFAULT_HORIZON,
+    HOUR_MS,
     Horizon,
     Rejection,
     ValidMeasurement,
@@ -29,6 +31,32 @@ from streams.usage_store import DayRecord, Reader, RecordCache, day_of, record_k
 log = logging.getLogger(__name__)
 
 LockCheck = Callable[[str, int], str | None]
+Boundaries = Callable[[str], Sequence[int]]
+
+
+class Windows:
+    """Window starts: the hour of `ts`, split at the account's billing boundaries.
+
+    A boundary (a billing period or account plan start/end, epoch ms) inside an hour
+    starts a window of its own, so a period's usage is exactly the merge of the windows
+    that start inside it, even when periods do not start on the hour.
+    """
+
+    def __init__(self, boundaries: Boundaries | None) -> None:
+        self.boundaries = boundaries
+        self._cache: dict[str, Sequence[int]] = {}
+
+    def __call__(self, account: str, ts: int) -> int:
+        hour = ts - ts % HOUR_MS
+        if self.boundaries is None:
+            return hour
+        known = self._cache.get(account)
+        if known is None:
+            known = self._cache[account] = sorted(self.boundaries(account))
+        index = bisect_right(known, ts)
+        if index and known[index - 1] > hour:
+            return known[index - 1]
+        return hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +152,10 @@ class Metering:
         now_ms: int,
         read: Reader,
         locked: LockCheck | None = None,
+        boundaries: Boundaries | None = None,
     ) -> BatchOutcome:
         outcome = BatchOutcome()
+        windows = Windows(boundaries)
         rules = rules_for(catalog)
         touched: dict[str, DayRecord] = {}
         fresh: list[ValidMeasurement] = []
@@ -162,7 +192,7 @@ class Metering:
                     fresh.append(verdict)
                     origins.append((raw, message.source, position))
                     outcome.newest_ts = max(outcome.newest_ts, verdict.ts)
-        self._fold(fresh, origins, catalog, touched, outcome)
+        self._fold(fresh, origins, catalog, touched, outcome, windows)
         for key, record in touched.items():
             stored = record.to_bytes()
             self.cache.put(key, stored, record)
@@ -203,15 +233,16 @@ class Metering:
         catalog: Catalog,
         touched: dict[str, DayRecord],
         outcome: BatchOutcome,
+        windows: Windows,
     ) -> None:
         if not fresh:
             return
         try:
-            deltas = fold(catalog, fresh)
+            deltas = fold(catalog, fresh, windows)
         except Exception:
             log.exception("folding a batch of %d failed; folding one by one", len(fresh))
             for measurement, origin in zip(fresh, origins, strict=True):
-                self._fold_one(measurement, origin, catalog, touched, outcome)
+                self._fold_one(measurement, origin, catalog, touched, outcome, windows)
             return
         for (account, aggregation, hour), delta in deltas.items():
             touched[record_key(account, day_of(hour))].add(aggregation, hour, delta)
@@ -224,10 +255,11 @@ class Metering:
         catalog: Catalog,
         touched: dict[str, DayRecord],
         outcome: BatchOutcome,
+        windows: Windows,
     ) -> None:
         record = touched[record_key(measurement.account, day_of(measurement.ts))]
         try:
-            deltas = fold(catalog, [measurement])
+            deltas = fold(catalog, [measurement], windows)
         except Exception as exc:
             record.uids.discard(uid_key(measurement.meter, measurement.uid))
             outcome.rejected.append(

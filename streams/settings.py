@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 CommaSecrets = Annotated[tuple[SecretStr, ...], NoDecode]
+StripeMode = Literal["invoice", "subscription"]
+ModeOverrides = Annotated[
+    dict[Annotated[str, Field(pattern=r"^(plan|account):\S+$")], StripeMode], NoDecode
+]
 
 
 def _split(value: Any) -> Any:
@@ -105,6 +109,58 @@ class Settings(BaseSettings):
         default=300, ge=1, description="Accepted age of a webhook signature timestamp."
     )
 
+    # -- Stripe sink (connectors/stripe_sink): how bills become Stripe invoice items ------
+    stripe_mode: StripeMode = Field(
+        default="invoice",
+        description="invoice: a draft invoice per bill; subscription: pending items that the "
+        "subscription's next invoice pulls in.",
+    )
+    stripe_mode_overrides: ModeOverrides = Field(
+        default_factory=dict,
+        description='Mode per account or plan, e.g. "plan:pro=subscription,account:cus_1=invoice" '
+        "(account wins over plan).",
+    )
+    stripe_trigger: Literal["every-version", "approved-only"] = Field(
+        default="every-version",
+        description="Sync every bill version, or only once the bill is APPROVED or LOCKED.",
+    )
+    stripe_finalize_on_approval: bool = Field(
+        default=False, description="Invoice mode: finalize the invoice once the bill is approved."
+    )
+    stripe_collection_method: Literal["charge_automatically", "send_invoice"] = Field(
+        default="charge_automatically", description="Collection method of the invoices created."
+    )
+    stripe_days_until_due: int = Field(
+        default=30, ge=1, le=3650, description="Days until due, for send_invoice invoices."
+    )
+    stripe_rate_limit: float | None = Field(
+        default=None,
+        ge=0,
+        description="Stripe requests per second of one sink process; 0 = no limit; unset = 20 "
+        "with a test key or a Stripe stand-in, 80 live (Stripe allows 25 and 100).",
+    )
+    stripe_request_timeout_s: float = Field(
+        default=20.0, gt=0, le=120, description="Timeout of one Stripe request."
+    )
+    stripe_retry_base_s: float = Field(
+        default=0.5, gt=0, description="First retry delay after a 429, 5xx or network error."
+    )
+    stripe_retry_max_s: float = Field(
+        default=60.0, gt=0, description="Longest delay between retries (before jitter)."
+    )
+    stripe_retry_max_attempts: int = Field(
+        default=30,
+        ge=1,
+        description="Attempts of one bill version before it is dead-lettered to "
+        "stripe.sync.conflicts.",
+    )
+    stripe_sink_instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._\-]+$",
+        description="Kafka static membership (group.instance.id) of this sink process: "
+        "restarted, it takes its partitions back without a rebalance. Unique per process.",
+    )
+
     kafka_version: str = Field(
         default="4.1.1",
         pattern=r"^\d+\.\d+\.\d+$",
@@ -150,6 +206,33 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
+
+    @field_validator("stripe_mode_overrides", mode="before")
+    @classmethod
+    def _mode_overrides(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for entry in _split(value):
+            scope, equals, mode = entry.partition("=")
+            if not equals:
+                raise ValueError(f"{entry!r} is not <plan|account>:<code>=<mode>")
+            pairs[scope.strip()] = mode.strip()
+        return pairs
+
+    @field_validator("stripe_trigger", mode="before")
+    @classmethod
+    def _trigger_aliases(cls, value: Any) -> Any:
+        return {"every": "every-version", "approved": "approved-only"}.get(value, value)
+
+    @property
+    def stripe_requests_per_second(self) -> float | None:
+        """The sink's Stripe request rate limit; None = unlimited."""
+        if self.stripe_rate_limit is not None:
+            return self.stripe_rate_limit or None
+        key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
+        live = key.startswith(("sk_live_", "rk_live_")) and self.stripe_api_base is None
+        return 80.0 if live else 20.0
 
     @property
     def worker_base_url(self) -> str:

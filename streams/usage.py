@@ -180,10 +180,16 @@ _Numbers = tuple[list[Decimal], list[int]]  # values and their ts, in arrival or
 _Group = tuple[list[_Numbers | None], list[list[str] | None]]
 
 
-def fold(catalog: Catalog, measurements: Iterable[ValidMeasurement]) -> dict[UsageKey, UsageState]:
+def fold(
+    catalog: Catalog,
+    measurements: Iterable[ValidMeasurement],
+    window_of: Callable[[str, int], int] | None = None,
+) -> dict[UsageKey, UsageState]:
     """The usage deltas of `measurements` (one message, already de-duplicated by uid).
 
     A measurement counts for an aggregation only if it carries the target field.
+    `window_of(account, ts)` gives the start of the window `ts` falls in (default: its
+    hour); the usage agent splits an hour at the account's billing boundaries.
     """
     plans = _plan_for(catalog)
     groups: dict[tuple[str, str, int], _Group] = {}
@@ -194,7 +200,8 @@ def fold(catalog: Catalog, measurements: Iterable[ValidMeasurement]) -> dict[Usa
         if plan is None:
             continue
         ts = measurement.ts
-        key = (measurement.account, measurement.meter, ts - ts % HOUR_MS)
+        start = ts - ts % HOUR_MS if window_of is None else window_of(measurement.account, ts)
+        key = (measurement.account, measurement.meter, start)
         group = groups.get(key)
         if group is None:
             group = groups[key] = ([None] * len(plan.numeric), [None] * len(plan.strings))

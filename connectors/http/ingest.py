@@ -1,6 +1,6 @@
 """`POST /organizations/{orgId}/measurements`: m3ter's ingest API onto the measurements topic.
 
-The body is m3ter's `{"measurements": [...]}`, at most `max_measurements_per_request`
+The body is m3ter's `{"measurements": [...]}`, 1 to `max_measurements_per_request`
 measurements and `max_request_bytes` bytes (413 beyond, checked on Content-Length and
 again while the body streams in, so an oversized body is never read whole).
 
@@ -24,17 +24,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
+from math import isfinite
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
 from connectors.kafka.measurements import Envelope, envelopes_by_partition
-from streams.schemas.measurement import Measurement
+from streams.schemas.catalog import CODE_PATTERN
+from streams.schemas.measurement import (
+    MAX_ID_LENGTH,
+    NUMBER_MAPS,
+    STRING_MAPS,
+    Measurement,
+    parse_timestamp,
+)
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,8 +54,15 @@ log = logging.getLogger(__name__)
 # message.timeout.ms of the edge producer is 30 s: every delivery future resolves by
 # then; this is only a safety net on top.
 ACK_TIMEOUT_S = 35.0
-_measurements = TypeAdapter(list[Measurement])
 _ERROR_PREFIXES = ("Value error, ", "Assertion failed, ")
+# What the pre-check knows how to judge, intersected with the model's own fields: a field
+# the model adds (or drops) later sends every measurement carrying it to the model.
+_JUDGED = frozenset({"uid", "meter", "account", "ts", "ets", *STRING_MAPS, *NUMBER_MAPS})
+_PROPERTIES = _JUDGED & Measurement.model_fields.keys()
+_REQUIRED = frozenset(name for name, f in Measurement.model_fields.items() if f.is_required())
+_NUMBER_MAPS = frozenset(NUMBER_MAPS)
+_STRING_MAPS = frozenset(STRING_MAPS)
+_CODE = re.compile(CODE_PATTERN)
 
 
 def edge_of(request: Request) -> Edge:
@@ -94,9 +110,8 @@ def parse_json(body: bytes) -> Any:
 # --- structural validation -------------------------------------------------------------
 
 
-def field_error(error: ErrorDetails, skip: int = 0) -> dict[str, str]:
-    """`{"field": "measure.calls", "reason": ...}` from a pydantic error, minus `skip` loc parts."""
-    loc = error["loc"][skip:]
+def field_error(error: ErrorDetails) -> dict[str, str]:
+    """`{"field": "measure.calls", "reason": ...}` from a pydantic error."""
     reason = error["msg"]
     if error["type"] == "missing":
         reason = "is required"
@@ -105,11 +120,59 @@ def field_error(error: ErrorDetails, skip: int = 0) -> dict[str, str]:
     else:
         for prefix in _ERROR_PREFIXES:
             reason = reason.removeprefix(prefix)
-    return {"field": ".".join(str(part) for part in loc) or "measurement", "reason": reason}
+    return {
+        "field": ".".join(str(part) for part in error["loc"]) or "measurement",
+        "reason": reason,
+    }
+
+
+def plainly_valid(measurement: object) -> bool:
+    """True only for a measurement the `Measurement` model certainly accepts.
+
+    The model costs ~8 us a measurement, most of the edge's CPU; this pre-check of the
+    common shape costs ~2 us. It accepts a strict subset of what the model accepts
+    (same shared rules: identifier lengths, code pattern, `parse_timestamp`, finite
+    numbers), so the model still judges, and words the errors of, everything else.
+    """
+    if type(measurement) is not dict:
+        return False
+    keys = measurement.keys()
+    if not (keys >= _REQUIRED and keys <= _PROPERTIES):
+        return False
+    uid, account, meter = measurement["uid"], measurement["account"], measurement["meter"]
+    if type(uid) is not str or not 0 < len(uid) <= MAX_ID_LENGTH:
+        return False
+    if type(account) is not str or not 0 < len(account) <= MAX_ID_LENGTH:
+        return False
+    if type(meter) is not str or _CODE.match(meter) is None:
+        return False
+    ts = parse_timestamp(measurement["ts"])
+    if isinstance(ts, str):
+        return False
+    for name, values in measurement.items():
+        if name in _NUMBER_MAPS:
+            if type(values) is not dict:
+                return False
+            for value in values.values():
+                if type(value) is not int and not (type(value) is float and isfinite(value)):
+                    return False
+        elif name in _STRING_MAPS:
+            if type(values) is not dict:
+                return False
+            for value in values.values():
+                if type(value) is not str:
+                    return False
+        elif name == "ets" and values is not None:
+            ets = parse_timestamp(values)
+            if isinstance(ets, str) or ets < ts:
+                return False
+    return True
 
 
 def measurement_errors(measurement: object) -> list[dict[str, str]]:
     """Every structural problem of one measurement (empty when it is valid)."""
+    if plainly_valid(measurement):
+        return []
     try:
         Measurement.model_validate(measurement)
     except ValidationError as exc:
@@ -119,14 +182,13 @@ def measurement_errors(measurement: object) -> list[dict[str, str]]:
 
 def batch_errors(measurements: list[Any]) -> list[dict[str, Any]]:
     """Every structural problem of every measurement, each with its index."""
-    try:
-        _measurements.validate_python(measurements)
-    except ValidationError as exc:
-        return [
-            {"index": error["loc"][0], **field_error(error, skip=1)}
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-    return []
+    if all(map(plainly_valid, measurements)):
+        return []
+    return [
+        {"index": index, **problem}
+        for index, measurement in enumerate(measurements)
+        for problem in measurement_errors(measurement)
+    ]
 
 
 def measurements_of(document: Any, limit: int) -> list[Any]:

@@ -175,7 +175,8 @@ class AccountsAgent:
         except Exception as exc:  # faust would ack a swallowed event: dead-letter it
             reason = str(exc) if isinstance(exc, InvalidStripeEvent) else repr(exc)
             self.stats["accounts_rejected"] += 1
-            log.warning("%s rejected: %s", source, reason, exc_info=not _expected(exc))
+            unexpected = not isinstance(exc, InvalidStripeEvent)
+            log.warning("%s rejected: %s", source, reason, exc_info=unexpected)
             await self._reject(message.key, rejection(reason, source, raw))
             return
         for item in unmapped:
@@ -212,10 +213,6 @@ class AccountsAgent:
 
     async def _reject(self, key: bytes | None, record: bytes) -> None:
         await self.rejected.send(key=key, value=record)
-
-
-def _expected(exc: Exception) -> bool:
-    return isinstance(exc, InvalidStripeEvent)
 
 
 def register(app: MeterlineApp, context: WorkerContext) -> None:

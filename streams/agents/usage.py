@@ -17,7 +17,7 @@ from faust.web import Request, Response, View
 
 from streams.metering import Message, Metering, Source
 from streams.partitioning import partition_for
-from streams.schemas.measurement import DAY_MS, Horizon
+from streams.schemas.measurement import DAY_MS, HOUR_MS, Horizon
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage import to_document
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from streams.app import MeterlineApp, WorkerContext
 
 log = logging.getLogger(__name__)
-BUCKETS = {"HOUR": lambda hour: hour, "DAY": lambda hour: hour - hour % DAY_MS}
+BUCKETS = {
+    "HOUR": lambda window: window - window % HOUR_MS,
+    "DAY": lambda window: window - window % DAY_MS,
+}
 
 
 def now_ms() -> int:
@@ -50,6 +53,22 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     )
     newest = {"ts": 0}
 
+    def boundaries(account: str) -> list[int]:
+        """Billing boundaries of the account's plans (epoch ms) that split usage windows."""
+        if context.accounts is None:
+            return []
+        out: set[int] = set()
+        for plan in context.accounts.plans(account):
+            for moment in (
+                plan.startDate,
+                plan.endDate,
+                plan.currentPeriodStart,
+                plan.currentPeriodEnd,
+            ):
+                if moment is not None:
+                    out.add(int(moment.timestamp() * 1000))
+        return sorted(out)
+
     def read(key: str) -> bytes | None:
         stored: bytes | None = usage.get(key.encode())
         return stored
@@ -70,7 +89,12 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 for event in events
             ]
             outcome = metering.process(
-                messages, context.catalog.current(), now_ms(), read, context.lock_check
+                messages,
+                context.catalog.current(),
+                now_ms(),
+                read,
+                context.lock_check,
+                boundaries,
             )
             for key, value in outcome.writes.items():
                 usage[key.encode()] = value

@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from connectors.http.app import Edge, create_app
-from connectors.http.ingest import ingest_router
+from connectors.http.ingest import ingest_router, plainly_valid
 from connectors.http.uploads import (
     CsvParser,
     JsonArrayParser,
@@ -32,6 +36,8 @@ from connectors.kafka.measurements import PartitionBatcher, encode_envelope
 from connectors.kafka.producer import DeliveryError
 from connectors.metrics import Metrics
 from streams.partitioning import partition_for
+from streams.schemas.catalog import CODE_PATTERN
+from streams.schemas.measurement import NUMBER_MAPS, STRING_MAPS, Measurement
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -612,3 +618,63 @@ def test_the_batcher_starts_a_new_envelope_before_one_grows_past_its_byte_limit(
     assert [e.count for e in full + rest] == [2, 1]
     assert full[0].value == encode_envelope([item, item])
     assert all(len(e.value) <= 60 for e in full + rest)
+
+
+# --- the structural pre-check ----------------------------------------------------------
+
+
+def _mostly(valid: st.SearchStrategy[Any], *edges: Any) -> st.SearchStrategy[Any]:
+    """Usually a valid value, sometimes an edge case (so both verdicts get exercised)."""
+    return st.one_of(valid, valid, valid, st.sampled_from(edges))
+
+
+_ids = _mostly(st.text(min_size=1, max_size=200), "", "x" * 201, 7, None)
+_codes = _mostly(st.from_regex(CODE_PATTERN, fullmatch=True), "9lives", "a" * 81, "a b", "")
+_zones = st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(minutes=330))])
+_timestamps = _mostly(
+    st.datetimes(timezones=_zones).map(datetime.isoformat),
+    "2024-04-01T10:00:00",
+    "2024-04-01",
+    "2024-02-30T00:00:00Z",
+    "20240401T100000Z",
+    "yesterday",
+    1711965600,
+)
+_numbers = _mostly(
+    st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False)),
+    float("nan"),
+    float("inf"),
+    True,
+    "1",
+    None,
+    2**70,
+)
+_strings = _mostly(st.text(max_size=10), 1, None, 1.5)
+_measurements = st.fixed_dictionaries(
+    {"uid": _ids, "meter": _codes, "account": _ids, "ts": _timestamps},
+    optional={
+        "ets": st.one_of(st.none(), _timestamps),
+        **dict.fromkeys(STRING_MAPS, _mostly(st.dictionaries(st.text(), _strings), [], None)),
+        **dict.fromkeys(NUMBER_MAPS, _mostly(st.dictionaries(st.text(), _numbers), "1", None)),
+        "color": st.just("red"),
+    },
+)
+
+
+@examples(max_examples=800, deadline=None)
+@given(_measurements)
+def test_the_pre_check_accepts_nothing_the_measurement_model_rejects(raw: dict[str, Any]) -> None:
+    if plainly_valid(raw):
+        Measurement.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        measurement(1),
+        measurement(2, ets="2024-04-01T10:30:00+00:00", who={"user": "bob"}, cost={"usd": 0.25}),
+        measurement(3, measure={}, income={"usd": 10}, metadata={"batch": "7"}),
+    ],
+)
+def test_the_pre_check_takes_the_common_shape_so_the_model_is_skipped(raw: dict[str, Any]) -> None:
+    assert plainly_valid(raw)
