@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import stripe
@@ -21,7 +22,7 @@ N, CONCURRENCY = 5000, 8
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -39,8 +40,13 @@ async def burst(url: str, customer: str, n: int, concurrency: int) -> float:
         for i in queue:
             r = await client.post(
                 "/v1/invoiceitems",
-                data={"customer": customer, "amount": str(i), "currency": "usd",
-                      "description": f"line {i}", "metadata[bill_id]": "b1"},
+                data={
+                    "customer": customer,
+                    "amount": str(i),
+                    "currency": "usd",
+                    "description": f"line {i}",
+                    "metadata[bill_id]": "b1",
+                },
                 headers={"Idempotency-Key": f"bench-{i}"},
             )
             assert r.status_code == 200, r.text
@@ -56,7 +62,8 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "connectors.stripe_sim", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(200):
@@ -71,8 +78,10 @@ def main() -> None:
         rate = asyncio.run(burst(url, customer, N, CONCURRENCY))
         per_request = (cpu_seconds(server.pid) - cpu) / N
         print(f"httpx, {CONCURRENCY} concurrent: {N} invoice items at {rate:,.0f} req/s")
-        print(f"server CPU per invoice item: {per_request * 1e6:,.0f} us"
-              f" (= {1 / per_request:,.0f} req/s on one free core)")
+        print(
+            f"server CPU per invoice item: {per_request * 1e6:,.0f} us"
+            f" (= {1 / per_request:,.0f} req/s on one free core)"
+        )
         rate1 = asyncio.run(burst(url, customer, N // 5, 1))
         print(f"httpx, sequential: {N // 5} invoice items at {rate1:,.0f} req/s")
         started, n = time.perf_counter(), N // 10
@@ -80,8 +89,10 @@ def main() -> None:
             client.v1.invoice_items.create(
                 params={"customer": customer, "amount": i, "currency": "usd"}
             )
-        print(f"stripe SDK, sequential: {n} invoice items at "
-              f"{n / (time.perf_counter() - started):,.0f} req/s")
+        print(
+            f"stripe SDK, sequential: {n} invoice items at "
+            f"{n / (time.perf_counter() - started):,.0f} req/s"
+        )
         stats = httpx.get(f"{url}/_sim/stats").json()
         print("server counted", stats["total"], "requests; busiest second", stats["max_per_second"])
     finally:
