@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     sink_port: int = Field(
         default=8082, ge=1, le=65535, description="Stripe sink health and metrics port."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of every process."
+    )
 
     stripe_api_key: SecretStr | None = Field(
         default=None,
@@ -171,8 +173,12 @@ class Settings(BaseSettings):
         description="Where the local broker's jars are cached between runs.",
     )
 
-    max_measurements_per_request: int = Field(default=1000, ge=1)
-    max_request_bytes: int = Field(default=512_000, ge=1024)
+    max_measurements_per_request: int = Field(
+        default=1000, ge=1, description="Most measurements in one ingest request (m3ter: 1,000)."
+    )
+    max_request_bytes: int = Field(
+        default=512_000, ge=1024, description="Largest ingest request body (m3ter: 512,000 bytes)."
+    )
     dedup_horizon_days: int = Field(default=35, ge=35, description="uid de-duplication horizon.")
     max_future_skew_s: int = Field(
         default=3600, ge=0, description="How far in the future a measurement ts may be."
@@ -257,6 +263,21 @@ def env_name(field: str) -> str:
     if isinstance(alias, AliasChoices):
         return str(alias.choices[0])
     return f"METERLINE_{field.upper()}"
+
+
+def reference_table() -> str:
+    """Every setting as a Markdown table row: variable, default, meaning (for the README)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if name == "cache_dir":
+            shown = "`~/.cache/meterline`"
+        elif default is None or default == () or default == {}:
+            shown = "(unset)"
+        else:
+            shown = f"`{default}`"
+        rows.append(f"| `{env_name(name)}` | {shown} | {info.description or ''} |")
+    return "\n".join(rows)
 
 
 def load_settings(**overrides: Any) -> Settings:

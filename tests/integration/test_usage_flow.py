@@ -188,3 +188,24 @@ def test_usage_survives_a_worker_restart_with_identical_totals(stack: Stack) -> 
     produce(stack, "initech", [orjson.dumps(measurement("r9", "initech", now, calls=1))])
     eventually(lambda: state_of(stack.usage("initech", "api_calls"), "api_calls").get("n") == 5)
     assert Decimal(state_of(stack.usage("initech", "api_calls"), "api_calls")["s"]) == 13
+
+
+def test_a_catalog_change_reaches_the_running_worker(stack: Stack) -> None:
+    before = (try_get_json(f"{stack.url}/healthz") or {})["catalogItems"]
+    document = {
+        "meters": [{"code": "events", "dataFields": [{"category": "MEASURE", "code": "n"}]}],
+        "aggregations": [
+            {"code": "events_total", "meter": "events", "targetField": "n", "aggregation": "SUM"}
+        ],
+    }
+    publish(stack.bootstrap, stack.topics.catalog, document)
+    eventually(
+        lambda: (try_get_json(f"{stack.url}/healthz") or {}).get("catalogItems") == before + 2,
+        timeout=30,
+    )
+    now = datetime.now(UTC).isoformat()
+    new_meter = {"uid": "e1", "meter": "events", "account": "hooli", "ts": now, "measure": {"n": 4}}
+    produce(stack, "hooli", [orjson.dumps(new_meter)])
+    eventually(
+        lambda: state_of(stack.usage("hooli", "events_total"), "events_total").get("s") == "4"
+    )
