@@ -221,7 +221,9 @@ class LocalKafka:
             )
         controller_port = self.controller_port or _controller_port_for(self.port)
         if not port_is_free(controller_port):
-            raise BrokerError(f"controller port {controller_port} is taken; choose another --port")
+            if self.controller_port is not None:
+                raise BrokerError(f"controller port {controller_port} is taken")
+            controller_port = free_port()  # internal to the broker: any free port will do
         self.jars.ensure()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_config(controller_port)

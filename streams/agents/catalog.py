@@ -92,9 +92,9 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             on_changelog_event=_async(live.mark_changed),
             beacon=app.tables.beacon,
             is_global=True,
-            # Keep reading the topic after recovery even where this worker holds its one
-            # partition as active: without it, later catalog changes never arrive.
-            synchronize_all_active_partitions=True,
+            # Apply each catalog change as it comes, also where this worker holds the
+            # one partition as active: with faust's default buffer (1,000), changes
+            # published after recovery never reach the table.
             recovery_buffer_size=1,
             standby_buffer_size=1,  # apply catalog changes as they come
         )
