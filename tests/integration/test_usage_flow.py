@@ -7,73 +7,36 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import yaml
 from confluent_kafka import Consumer
 
 from connectors.catalog_io import publish
-from connectors.kafka.admin import create_topics
-from connectors.kafka.broker import free_port
 from connectors.kafka.producer import new_producer
-from streams.topics import Topics
-from tests.support import Process, eventually, try_get_json
+from tests.stack import Stack
+from tests.support import eventually, try_get_json
 
 pytestmark = pytest.mark.integration
-EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "catalog" / "example.yaml"
-
-
-class Stack:
-    def __init__(self, bootstrap: str, prefix: str, tmp: Path) -> None:
-        self.bootstrap = bootstrap
-        self.topics = Topics(prefix=prefix, partitions=3)
-        self.web_port = free_port()
-        self.env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            METERLINE_TOPIC_PREFIX=prefix,
-            METERLINE_PARTITIONS="3",
-            METERLINE_APP_ID=prefix.rstrip("."),
-            METERLINE_WORKER_WEB_PORT=str(self.web_port),
-            METERLINE_DATA_DIR=str(tmp),
-        )
-        self.worker = Process(["worker"], self.env, tmp / "worker.log")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
-
-    def start_worker(self) -> None:
-        self.worker.start()
-        try:
-            eventually(
-                lambda: (try_get_json(f"{self.url}/healthz") or {}).get("catalogItems"),
-                timeout=90,
-            )
-        except AssertionError:
-            raise AssertionError(self.worker.log_tail()) from None
-
-    def usage(self, account: str, aggregations: str, group_by: str = "") -> dict[str, Any]:
-        now = int(time.time() * 1000)
-        query = (
-            f"start={now - 3 * 86_400_000}&end={now + 86_400_000}"
-            f"&aggregations={aggregations}&groupBy={group_by}"
-        )
-        return try_get_json(f"{self.url}/usage/{account}?{query}") or {}
 
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prefix = f"u{os.urandom(4).hex()}."
-    stack = Stack(kafka_bootstrap, prefix, tmp_path_factory.mktemp("usage"))
-    create_topics(kafka_bootstrap, stack.topics.all())
-    publish(kafka_bootstrap, stack.topics.catalog, yaml.safe_load(EXAMPLE.read_text()))
+    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("usage"))
     stack.start_worker()
     yield stack
-    stack.worker.stop()
+    stack.stop()
+
+
+def usage(stack: Stack, account: str, aggregations: str, group_by: str = "") -> dict[str, Any]:
+    """The worker's mergeable states of one account (routed by faust to its owner)."""
+    now = int(time.time() * 1000)
+    query = (
+        f"start={now - 3 * 86_400_000}&end={now + 86_400_000}"
+        f"&aggregations={aggregations}&groupBy={group_by}"
+    )
+    return try_get_json(f"{stack.worker_url}/usage/{account}?{query}") or {}
 
 
 def measurement(uid: str, account: str, ts: datetime, **measure: Any) -> dict[str, Any]:
@@ -113,15 +76,15 @@ def test_envelopes_and_singles_fold_exactly_and_duplicates_count_once(stack: Sta
             orjson.dumps({"measurements": batch[1:3]}),  # redelivered again
         ],
     )
-    calls = eventually(lambda: state_of(stack.usage("acme", "api_calls"), "api_calls"))
-    eventually(lambda: state_of(stack.usage("acme", "api_calls"), "api_calls").get("n") == 6)
-    calls = state_of(stack.usage("acme", "api_calls"), "api_calls")
+    calls = eventually(lambda: state_of(usage(stack, "acme", "api_calls"), "api_calls"))
+    eventually(lambda: state_of(usage(stack, "acme", "api_calls"), "api_calls").get("n") == 6)
+    calls = state_of(usage(stack, "acme", "api_calls"), "api_calls")
     assert Decimal(calls["s"]) == Decimal(1 + 2 + 3 + 4 + 5 + 100)
-    gigabytes = state_of(stack.usage("acme", "data_transfer"), "data_transfer")
+    gigabytes = state_of(usage(stack, "acme", "data_transfer"), "data_transfer")
     assert Decimal(gigabytes["s"]) == Decimal("1.25")  # derived: bytes / 1e9
-    users = state_of(stack.usage("acme", "active_users"), "active_users")
+    users = state_of(usage(stack, "acme", "active_users"), "active_users")
     assert sorted(users["u"]) == ["user-1", "user-2", "user-3", "user-4", "user-5"]
-    by_day = stack.usage("acme", "api_calls", group_by="DAY")["rows"]
+    by_day = usage(stack, "acme", "api_calls", group_by="DAY")["rows"]
     assert sorted(Decimal(row["state"]["s"]) for row in by_day) == [Decimal(15), Decimal(100)]
 
 
@@ -135,7 +98,7 @@ def test_invalid_measurements_are_dead_lettered_with_reason_and_source(stack: St
         "globex",
         [orjson.dumps({"measurements": [good, unknown_meter, wrong_type]}), b"not json"],
     )
-    eventually(lambda: state_of(stack.usage("globex", "api_calls"), "api_calls").get("n") == 1)
+    eventually(lambda: state_of(usage(stack, "globex", "api_calls"), "api_calls").get("n") == 1)
     consumer = Consumer(
         {
             "bootstrap.servers": stack.bootstrap,
@@ -177,21 +140,21 @@ def test_usage_survives_a_worker_restart_with_identical_totals(stack: Stack) -> 
             )
         ],
     )
-    eventually(lambda: state_of(stack.usage("initech", "api_calls"), "api_calls").get("n") == 4)
-    before = stack.usage("initech", "api_calls,active_users,data_transfer")
+    eventually(lambda: state_of(usage(stack, "initech", "api_calls"), "api_calls").get("n") == 4)
+    before = usage(stack, "initech", "api_calls,active_users,data_transfer")
     stack.worker.stop()
     stack.start_worker()
-    eventually(lambda: stack.usage("initech", "api_calls,active_users,data_transfer").get("rows"))
-    assert stack.usage("initech", "api_calls,active_users,data_transfer") == before
+    eventually(lambda: usage(stack, "initech", "api_calls,active_users,data_transfer").get("rows"))
+    assert usage(stack, "initech", "api_calls,active_users,data_transfer") == before
     # a redelivery after the restart is still recognised as a duplicate
     produce(stack, "initech", [orjson.dumps(measurement("r0", "initech", now, calls=3))])
     produce(stack, "initech", [orjson.dumps(measurement("r9", "initech", now, calls=1))])
-    eventually(lambda: state_of(stack.usage("initech", "api_calls"), "api_calls").get("n") == 5)
-    assert Decimal(state_of(stack.usage("initech", "api_calls"), "api_calls")["s"]) == 13
+    eventually(lambda: state_of(usage(stack, "initech", "api_calls"), "api_calls").get("n") == 5)
+    assert Decimal(state_of(usage(stack, "initech", "api_calls"), "api_calls")["s"]) == 13
 
 
 def test_a_catalog_change_reaches_the_running_worker(stack: Stack) -> None:
-    before = (try_get_json(f"{stack.url}/healthz") or {})["catalogItems"]
+    before = (try_get_json(f"{stack.worker_url}/healthz") or {})["catalogItems"]
     document = {
         "meters": [{"code": "events", "dataFields": [{"category": "MEASURE", "code": "n"}]}],
         "aggregations": [
@@ -200,12 +163,14 @@ def test_a_catalog_change_reaches_the_running_worker(stack: Stack) -> None:
     }
     publish(stack.bootstrap, stack.topics.catalog, document)
     eventually(
-        lambda: (try_get_json(f"{stack.url}/healthz") or {}).get("catalogItems") == before + 2,
+        lambda: (
+            (try_get_json(f"{stack.worker_url}/healthz") or {}).get("catalogItems") == before + 2
+        ),
         timeout=30,
     )
     now = datetime.now(UTC).isoformat()
     new_meter = {"uid": "e1", "meter": "events", "account": "hooli", "ts": now, "measure": {"n": 4}}
     produce(stack, "hooli", [orjson.dumps(new_meter)])
     eventually(
-        lambda: state_of(stack.usage("hooli", "events_total"), "events_total").get("s") == "4"
+        lambda: state_of(usage(stack, "hooli", "events_total"), "events_total").get("s") == "4"
     )
