@@ -268,6 +268,15 @@ def catalog_show(
     Console().print(table)
 
 
+@app.command("schemas")
+def schemas_export() -> None:
+    """Export the JSON Schemas of every published contract to streams/schemas/*.json."""
+    from streams.schemas.export import export
+
+    for path in export():
+        console.print(f"wrote {path}")
+
+
 # -- processes ------------------------------------------------------------------------
 
 

@@ -29,7 +29,11 @@ def _split(value: Any) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="METERLINE_", frozen=True, extra="ignore", populate_by_name=True
+        env_prefix="METERLINE_",
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,  # docker compose passes unset variables as ""
     )
 
     org_id: str = Field(
