@@ -384,7 +384,7 @@ class Demo:
         return [
             item
             for item in listed.auto_paging_iter()
-            if (item["metadata"] or {}).get("bill_id") == bill["id"]
+            if item.to_dict().get("metadata", {}).get("bill_id") == bill["id"]
         ]
 
     def stripe_agrees(self, bill: dict[str, Any]) -> bool:
