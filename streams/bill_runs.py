@@ -49,11 +49,25 @@ def periods_to_bill(account_plan: AccountPlan, catalog: Catalog, now: datetime) 
         last = account_plan.endDate - TICK
     if last < account_plan.startDate:
         return []
-    current = billing_period(account_plan, plan, last)
+    current = _clamped(billing_period(account_plan, plan, last), account_plan)
     periods = [current]
     if current.start > account_plan.startDate:
-        periods.insert(0, billing_period(account_plan, plan, current.start - TICK))
+        before = billing_period(account_plan, plan, current.start - TICK)
+        periods.insert(0, _clamped(Period(before.start, current.start), account_plan))
     return periods
+
+
+def _clamped(period: Period, account_plan: AccountPlan) -> Period:
+    """A period never starts before its account plan.
+
+    Stripe's first period of a subscription can be partial (a billing cycle anchor in
+    the future): after the renewal, the period before the current one is computed
+    from the anchor's grid and would start a whole cycle earlier, giving the same
+    usage a second bill id. Clamped, it is the same period, so the same bill.
+    """
+    if period.start >= account_plan.startDate:
+        return period
+    return Period(account_plan.startDate, period.end)
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,19 @@ def test_a_locked_bill_is_not_regenerated_and_its_period_rejects_usage() -> None
     assert reason is not None and "is locked" in reason and locked.id in reason
     assert locked_reason(ranges, outside) is None
     assert locked_reason(locked_ranges(updated_index(None, [bill])), inside) is None
+
+
+def test_a_partial_first_period_keeps_its_bill_after_the_renewal() -> None:
+    created = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    anchor = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)  # Checkout with a future billing anchor
+    during = account_plan(startDate=created, currentPeriodStart=created, currentPeriodEnd=anchor)
+    renewed = account_plan(
+        startDate=created,
+        currentPeriodStart=anchor,
+        currentPeriodEnd=datetime(2027, 1, 1, tzinfo=UTC),
+    )
+    first = periods_to_bill(during, CATALOG, created + timedelta(days=2))
+    after = periods_to_bill(renewed, CATALOG, anchor + timedelta(minutes=5))
+    assert [(p.start, p.end) for p in first] == [(created, anchor)]
+    assert (after[0].start, after[0].end) == (created, anchor)
+    assert after[1].start == anchor
