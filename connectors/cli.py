@@ -381,7 +381,7 @@ def demo(
     accounts: Annotated[int, typer.Option(help="Customers who subscribe.", min=1)] = 6,
     measurements: Annotated[
         int, typer.Option(help="Measurements streamed through the ingest API.", min=1000)
-    ] = 200_000,
+    ] = 300_000,
     mode: Annotated[
         str, typer.Option(help="Stripe sink mode: invoice (draft invoices) or subscription.")
     ] = "invoice",

@@ -51,11 +51,11 @@ REGIONS = ("eu-west", "us-east", "ap-northeast")
 @dataclass(frozen=True)
 class DemoOptions:
     accounts: int = 6
-    measurements: int = 200_000
+    measurements: int = 300_000
     batch: int = 1000
     mode: str = "invoice"
     trigger: str = "every"
-    period_seconds: int = 75
+    period_seconds: int = 90
     broker_port: int = 9092
 
 
