@@ -141,10 +141,32 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="profile the server")
     args = parser.parse_args()
+    run(
+        requests=args.requests,
+        batch=args.batch,
+        connections=args.connections,
+        warmup=args.warmup,
+        profile=args.profile,
+    )
 
+
+def run(
+    bootstrap: str | None = None,
+    *,
+    requests: int = 400,
+    batch: int = 1000,
+    connections: int = 4,
+    warmup: int = 20,
+    profile: bool = False,
+    broker_pid: int | None = None,
+) -> dict[str, Any]:
+    """One measured run (printed as before); the figures as a dict for `bench.run`.
+
+    `bootstrap`: an existing broker (`broker_pid` to count its CPU); default
+    KAFKA_BOOTSTRAP_SERVERS, or a local broker started for the run.
+    """
     with ExitStack() as stack:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        broker_pid: int | None = None
+        bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
             cache = Path(os.environ.get("METERLINE_CACHE_DIR", Path.home() / ".cache/meterline"))
@@ -166,31 +188,31 @@ def main() -> None:
 
         port = free_port()
         child = multiprocessing.get_context("spawn").Process(
-            target=serve, args=(settings, port, args.profile)
+            target=serve, args=(settings, port, profile)
         )
         child.start()
         stack.callback(child.join, 30)
         stack.callback(child.terminate)  # SIGTERM: uvicorn drains and the producer flushes
         base = f"http://127.0.0.1:{port}"
 
-        payloads = bodies(args.warmup + args.requests, args.batch)
+        payloads = bodies(warmup + requests, batch)
         asyncio.run(wait_until_serving(base))
-        asyncio.run(post_all(base, payloads[: args.warmup], args.connections))
+        asyncio.run(post_all(base, payloads[:warmup], connections))
         assert child.pid is not None
         watched = {"server": child.pid, "client": os.getpid()}
         if broker_pid is not None:
             watched["broker"] = broker_pid
         before = {name: cpu_seconds(pid) for name, pid in watched.items()}
-        elapsed, latencies = asyncio.run(post_all(base, payloads[args.warmup :], args.connections))
+        elapsed, latencies = asyncio.run(post_all(base, payloads[warmup:], connections))
         used = {name: cpu_seconds(pid) - before[name] for name, pid in watched.items()}
         cpu = used["server"]
 
-        total = args.requests * args.batch
+        total = requests * batch
         size = statistics.mean(len(p) for p in payloads) / 1000
         latencies.sort()
         print(
-            f"ingest API: {args.requests} requests x {args.batch} measurements "
-            f"(~{size:.0f} kB each), {args.connections} connections, {PARTITIONS} partitions"
+            f"ingest API: {requests} requests x {batch} measurements "
+            f"(~{size:.0f} kB each), {connections} connections, {PARTITIONS} partitions"
         )
         print(
             f"  {total:,} measurements in {elapsed:.2f} s = {total / elapsed:,.0f} measurements/s"
@@ -201,11 +223,19 @@ def main() -> None:
         )
         split = ", ".join(f"{name} {seconds / elapsed:.0%}" for name, seconds in used.items())
         print(f"  CPU share of the {os.cpu_count()} cores' wall time: {split}")
-        print(
-            f"  latency p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-            f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"
-        )
+        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+        print(f"  latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
         sys.stdout.flush()
+        return {
+            "requests": requests,
+            "batch": batch,
+            "connections": connections,
+            "measurements_per_s": total / elapsed,
+            "measurements_per_server_cpu_s": total / cpu if cpu else None,
+            "cpu_share": {name: seconds / elapsed for name, seconds in used.items()},
+            "p50_ms": p50 * 1000,
+            "p99_ms": p99 * 1000,
+        }
 
 
 if __name__ == "__main__":

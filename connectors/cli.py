@@ -390,7 +390,7 @@ def demo(
     ] = "every",
     period_seconds: Annotated[
         int, typer.Option(help="Length of the demo's first billing period.", min=30)
-    ] = 75,
+    ] = 90,
 ) -> None:
     """Run the main job end to end: Stripe checkout → accounts → usage → bills → Stripe.
 
