@@ -17,6 +17,7 @@ from faust.web import Request, Response, View
 from streams.agents.catalog import LiveCatalog
 from streams.metering import LockCheck
 from streams.settings import Settings
+from streams.tables import MAX_MESSAGE_BYTES
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
         "topic_allow_declare": True,
         "producer_acks": -1,
         "producer_compression_type": "lz4",
+        # A table value may be up to MAX_MESSAGE_BYTES (a busy account-hour of usage).
+        "producer_max_request_size": MAX_MESSAGE_BYTES + 1024 * 1024,
+        "consumer_max_fetch_size": 2 * MAX_MESSAGE_BYTES,
         "consumer_auto_offset_reset": "earliest",
         "web_enabled": True,
         "web_host": settings.worker_web_host,

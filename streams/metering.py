@@ -26,7 +26,15 @@ from streams.schemas.measurement import (
     rules_for,
 )
 from streams.usage import fold
-from streams.usage_store import DayRecord, Reader, RecordCache, day_of, record_key, uid_key
+from streams.usage_store import (
+    MAX_UIDS_PER_RECORD,
+    Reader,
+    RecordCache,
+    UsageRecord,
+    record_key,
+    slot_of,
+    uid_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +165,7 @@ class Metering:
         outcome = BatchOutcome()
         windows = Windows(boundaries)
         rules = rules_for(catalog)
-        touched: dict[str, DayRecord] = {}
+        touched: dict[str, UsageRecord] = {}
         fresh: list[ValidMeasurement] = []
         origins: list[tuple[Any, Source, int | None]] = []
         for message in messages:
@@ -206,7 +214,7 @@ class Metering:
         now_ms: int,
         read: Reader,
         locked: LockCheck | None,
-        touched: dict[str, DayRecord],
+        touched: dict[str, UsageRecord],
     ) -> ValidMeasurement | Rejection | None:
         """The valid measurement, why it is rejected, or None for a duplicate."""
         verdict: ValidMeasurement | Rejection = rules.validate(raw, now_ms, self.horizon)
@@ -216,13 +224,19 @@ class Metering:
             reason = locked(verdict.account, verdict.ts)
             if reason is not None:
                 return Rejection("ts", reason)
-        key = record_key(verdict.account, day_of(verdict.ts))
+        key = record_key(verdict.account, slot_of(verdict.ts))
         record = touched.get(key)
         if record is None:
             record = touched[key] = self.cache.get(key, read(key))
         seen = uid_key(verdict.meter, verdict.uid)
         if seen in record.uids:
             return None
+        if len(record.uids) >= MAX_UIDS_PER_RECORD:
+            return Rejection(
+                "ts",
+                f"account {verdict.account!r} has more than {MAX_UIDS_PER_RECORD:,} "
+                "measurements in this hour: its de-duplication memory is full",
+            )
         record.uids.add(seen)
         return verdict
 
@@ -231,7 +245,7 @@ class Metering:
         fresh: list[ValidMeasurement],
         origins: list[tuple[Any, Source, int | None]],
         catalog: Catalog,
-        touched: dict[str, DayRecord],
+        touched: dict[str, UsageRecord],
         outcome: BatchOutcome,
         windows: Windows,
     ) -> None:
@@ -245,7 +259,7 @@ class Metering:
                 self._fold_one(measurement, origin, catalog, touched, outcome, windows)
             return
         for (account, aggregation, hour), delta in deltas.items():
-            touched[record_key(account, day_of(hour))].add(aggregation, hour, delta)
+            touched[record_key(account, slot_of(hour))].add(aggregation, hour, delta)
         outcome.accepted += len(fresh)
 
     def _fold_one(
@@ -253,11 +267,11 @@ class Metering:
         measurement: ValidMeasurement,
         origin: tuple[Any, Source, int | None],
         catalog: Catalog,
-        touched: dict[str, DayRecord],
+        touched: dict[str, UsageRecord],
         outcome: BatchOutcome,
         windows: Windows,
     ) -> None:
-        record = touched[record_key(measurement.account, day_of(measurement.ts))]
+        record = touched[record_key(measurement.account, slot_of(measurement.ts))]
         try:
             deltas = fold(catalog, [measurement], windows)
         except Exception as exc:

@@ -40,6 +40,9 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
         return partition_for(account_of(key), self.partitions)
 
 
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the largest table value (a busy account-hour of usage)
+
+
 def account_table(app: faust.App, name: str, partitions: int, help: str) -> AccountTable:
     """Declare an account-partitioned table; keys and values are bytes (raw on the wire).
 
@@ -54,6 +57,7 @@ def account_table(app: faust.App, name: str, partitions: int, help: str) -> Acco
         partitions=partitions,
         beacon=app.tables.beacon,
         help=help,
+        extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
     )
     app.tables.add(table)
     return table

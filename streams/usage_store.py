@@ -1,8 +1,9 @@
-"""Usage state as stored: one record per (account, UTC day of `ts`).
+"""Usage state as stored: one record per (account, hour of `ts`).
 
-A record holds the hourly `UsageState` of every aggregation of that account and day,
-and the uids of the measurements folded into it (the de-duplication memory). One
-record is written once per batch in which the account-day changed, so usage and
+A record holds the `UsageState` of every aggregation of that account and hour (one
+window, or several when a billing boundary splits the hour) and the uids of the
+measurements folded into it (the de-duplication memory, as 64-bit hashes). One record
+is written once per batch in which the account-hour changed, so usage and
 de-duplication change together, atomically, in one changelog message.
 
 Retention is by event time: uids are dropped from records older than the dedup
@@ -12,6 +13,8 @@ the newest `ts` the worker has seen, never from the wall clock.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,29 +28,34 @@ from streams.usage import UsageState, from_document, merge, merge_all, to_docume
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
-UID_SEPARATOR = "\x1f"
+UID_SEPARATOR = b"\x1f"
+# A record must fit in one Kafka message (the usage changelog allows 8 MiB): past this
+# many uids in one account-hour, further measurements are dead-lettered, not folded.
+MAX_UIDS_PER_RECORD = 400_000
 
 
-def day_of(ts_ms: int) -> int:
-    """Day number (days since the epoch, UTC) of an epoch-ms timestamp."""
-    return ts_ms // DAY_MS
+def slot_of(ts_ms: int) -> int:
+    """The record slot of an epoch-ms timestamp: hours since the epoch, UTC."""
+    return ts_ms // HOUR_MS
 
 
-def record_key(account: str, day: int) -> str:
-    return table_key(account, day)
+def record_key(account: str, slot: int) -> str:
+    return table_key(account, slot)
 
 
 def parse_record_key(key: str) -> tuple[str, int]:
-    account, _, day = key.rpartition(SEPARATOR)
-    return account, int(day)
+    account, _, slot = key.rpartition(SEPARATOR)
+    return account, int(slot)
 
 
 def uid_key(meter: str, uid: str) -> str:
-    return f"{meter}{UID_SEPARATOR}{uid}"
+    """A 64-bit hash of (meter, uid), 11 characters: what de-duplication remembers."""
+    digest = hashlib.blake2b(meter.encode() + UID_SEPARATOR + uid.encode(), digest_size=8)
+    return base64.b64encode(digest.digest()).decode()[:11]
 
 
 @dataclass
-class DayRecord:
+class UsageRecord:
     hours: dict[int, dict[str, UsageState]] = field(default_factory=dict)
     uids: set[str] = field(default_factory=set)
 
@@ -68,7 +76,7 @@ class DayRecord:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> DayRecord:
+    def from_bytes(cls, data: bytes) -> UsageRecord:
         document = orjson.loads(data)
         return cls(
             hours={
@@ -84,21 +92,21 @@ class RecordCache:
 
     def __init__(self, size: int = 20_000) -> None:
         self.size = size
-        self._entries: OrderedDict[str, tuple[bytes, DayRecord]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[bytes, UsageRecord]] = OrderedDict()
 
-    def get(self, key: str, stored: bytes | None) -> DayRecord:
+    def get(self, key: str, stored: bytes | None) -> UsageRecord:
         if stored is None:
             self._entries.pop(key, None)
-            return DayRecord()
+            return UsageRecord()
         entry = self._entries.get(key)
         if entry is not None and entry[0] is stored:
             self._entries.move_to_end(key)
             return entry[1]
-        record = DayRecord.from_bytes(stored)
+        record = UsageRecord.from_bytes(stored)
         self.put(key, stored, record)
         return record
 
-    def put(self, key: str, stored: bytes, record: DayRecord) -> None:
+    def put(self, key: str, stored: bytes, record: UsageRecord) -> None:
         self._entries[key] = (stored, record)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
@@ -122,11 +130,11 @@ def merged_states(
     """
     wanted = set(aggregations)
     parts: dict[tuple[str, int], list[UsageState]] = {}
-    for day in range(day_of(start_ms), day_of(end_ms - 1) + 1):
-        stored = read(record_key(account, day))
+    for slot in range(slot_of(start_ms), slot_of(end_ms - 1) + 1):
+        stored = read(record_key(account, slot))
         if stored is None:
             continue
-        for hour, states in DayRecord.from_bytes(stored).hours.items():
+        for hour, states in UsageRecord.from_bytes(stored).hours.items():
             if not start_ms <= hour < end_ms:
                 continue
             group = bucket(hour) if bucket else 0
@@ -152,24 +160,24 @@ def expired(
     keys: Iterable[str], newest_ts_ms: int, dedup_days: int, retention_days: int
 ) -> Iterator[tuple[str, bool]]:
     """(key, delete?) for records past the dedup horizon (False) or the retention (True)."""
-    newest_day = day_of(newest_ts_ms)
+    newest = slot_of(newest_ts_ms)
     for key in keys:
-        _, day = parse_record_key(key)
-        if day < newest_day - retention_days:
+        _, slot = parse_record_key(key)
+        if slot < newest - retention_days * 24:
             yield key, True
-        elif day < newest_day - dedup_days:
+        elif slot < newest - dedup_days * 24:
             yield key, False
 
 
 __all__ = [
     "DAY_MS",
-    "DayRecord",
     "RecordCache",
+    "UsageRecord",
     "account_of",
-    "day_of",
     "expired",
     "merged_states",
     "period_values",
     "record_key",
+    "slot_of",
     "uid_key",
 ]

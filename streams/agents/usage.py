@@ -21,7 +21,7 @@ from streams.schemas.measurement import DAY_MS, HOUR_MS, Horizon
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage import to_document
-from streams.usage_store import DayRecord, expired, merged_states
+from streams.usage_store import UsageRecord, expired, merged_states
 
 if TYPE_CHECKING:
     from streams.app import MeterlineApp, WorkerContext
@@ -136,7 +136,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             stored = usage.get(key)
             if stored is None:
                 continue
-            record = DayRecord.from_bytes(stored)
+            record = UsageRecord.from_bytes(stored)
             if record.uids:
                 record.uids.clear()
                 usage[key] = record.to_bytes()
@@ -176,8 +176,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
 
         async def get(self, request: Request) -> Response:
             try:
-                first = int(request.query["start"]) // DAY_MS
-                last = (int(request.query["end"]) - 1) // DAY_MS
+                first = int(request.query["start"]) // HOUR_MS
+                last = (int(request.query["end"]) - 1) // HOUR_MS
             except (KeyError, ValueError) as exc:
                 return self.json({"error": f"bad query: {exc}"}, status=400)
             owned = {

@@ -11,7 +11,7 @@ import pytest
 import streams.metering as metering_module
 from streams.metering import Message, Metering, Source, measurements_of
 from streams.schemas.catalog import Catalog
-from streams.usage_store import DayRecord
+from streams.usage_store import UsageRecord
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -44,7 +44,7 @@ def msg(offset: int, value: Any) -> Message:
 def total(store: dict[str, bytes]) -> int:
     out = 0
     for raw in store.values():
-        for states in DayRecord.from_bytes(raw).hours.values():
+        for states in UsageRecord.from_bytes(raw).hours.values():
             out += int(states["calls"].sum or 0)
     return out
 
@@ -124,3 +124,21 @@ def test_an_unexpected_error_costs_one_measurement_not_the_batch(
     # the poisoned uid was not remembered: a fixed redelivery is folded
     monkeypatch.setattr(metering_module, "fold", real_fold)
     assert run(metering, store, msg(1, m("poison", 1))).accepted == 1
+
+
+def test_a_full_account_hour_dead_letters_instead_of_growing_past_a_kafka_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metering_module, "MAX_UIDS_PER_RECORD", 2)
+    outcome = run(Metering(), {}, msg(0, {"measurements": [m("a"), m("b"), m("c"), m("a")]}))
+    assert (outcome.accepted, outcome.duplicates) == (2, 1)
+    assert [r.index for r in outcome.rejected] == [2]
+    assert "de-duplication memory is full" in outcome.rejected[0].reason
+
+
+def test_records_are_per_account_hour_and_remember_compact_uid_hashes() -> None:
+    store: dict[str, bytes] = {}
+    run(Metering(), store, msg(0, {"measurements": [m("a"), m("b", account="globex")]}))
+    assert sorted(store) == [f"acme|{NOW_MS // 3_600_000}", f"globex|{NOW_MS // 3_600_000}"]
+    record = UsageRecord.from_bytes(store[f"acme|{NOW_MS // 3_600_000}"])
+    assert len(record.uids) == 1 and all(len(uid) == 11 for uid in record.uids)
