@@ -7,13 +7,18 @@ of the `api` meter (api_calls SUM, data_transfer SUM of a derived field, active_
 UNIQUE). The measurements topic is pre-filled with one measurement per account and hour
 of yesterday (UTC), so every account has usage in each of the 24 hours: 2,400,000
 measurements, each account's consecutive (envelopes of 100 carry ~4 accounts; this is
-the order that writes each account-day record least often, so the worker gets there
+the order that writes each usage record least often, so the worker gets there
 soonest; the state it ends with does not depend on the order). One worker process
 drains it; VmHWM and VmRSS come from /proc/<pid>/status, sampled while it runs and once
 its committed offsets reach the end offsets.
 
-Bounded: if the worker has not caught up after `--timeout` s, the figures are those of
-the part it did, with the share of the state it holds, marked partial.
+Bounded: if the worker has not caught up after `--timeout` s, or its resident set
+passes `--max-rss-gib` (a shared machine; past 3x the target the verdict is clear), the
+figures are those of the part it did, with a linear extrapolation to all, marked partial.
+
+What a record costs is measured beside it, from the last records on the usage
+changelog: its length, its decoded size, and what an `orjson.dumps` of it retains
+(orjson >= 3.12 does not shrink the buffer of the bytes it returns).
 """
 
 from __future__ import annotations
@@ -63,18 +68,21 @@ def run(
     accounts: int = 100_000,
     hours: int = 24,
     timeout: float = 300.0,
+    max_rss_gib: float = 3.0,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         deployment = Deployment(
             broker.bootstrap, Path(tmp), catalog=catalog_with_aggregations(AGGREGATIONS)
         )
         try:
-            return _run(deployment, accounts, hours, timeout)
+            return _run(deployment, accounts, hours, timeout, max_rss_gib)
         finally:
             deployment.close()
 
 
-def _run(deployment: Deployment, accounts: int, hours: int, timeout: float) -> dict[str, Any]:
+def _run(
+    deployment: Deployment, accounts: int, hours: int, timeout: float, max_rss_gib: float
+) -> dict[str, Any]:
     topic = deployment.topics.measurements
     count = accounts * hours
     items = envelopes(
@@ -93,6 +101,7 @@ def _run(deployment: Deployment, accounts: int, hours: int, timeout: float) -> d
         deadline = ready_at + timeout
         processed = 0
         caught_up = False
+        stopped = ""
         while time.monotonic() < deadline:
             if not worker.alive():
                 raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
@@ -104,7 +113,12 @@ def _run(deployment: Deployment, accounts: int, hours: int, timeout: float) -> d
             if processed >= count and deployment.caught_up(topic, ends):
                 caught_up = True
                 break
+            if rss > max_rss_gib * GIB:
+                stopped = f"VmRSS passed {max_rss_gib:g} GiB"
+                break
             time.sleep(0.5)
+        else:
+            stopped = f"not caught up within {timeout:.0f} s"
         elapsed = time.monotonic() - ready_at
         final = memory_kib(worker.pid)
         stats = (deployment.worker_health() or {}).get("stats", {})
@@ -136,7 +150,7 @@ def _run(deployment: Deployment, accounts: int, hours: int, timeout: float) -> d
         grown = final["VmHWM"] - idle["VmRSS"]
         result["extrapolated_vm_hwm_gib"] = (idle["VmRSS"] + grown / max(share, 1e-9)) / GIB
         result["warning"] = (
-            f"not caught up within {timeout:.0f} s: {processed:,} of {count:,} measurements "
+            f"{stopped}: {processed:,} of {count:,} measurements "
             f"({share:.0%}); the peak is for that share (linear extrapolation to all: "
             f"{result['extrapolated_vm_hwm_gib']:.2f} GiB)"
         )
@@ -144,13 +158,16 @@ def _run(deployment: Deployment, accounts: int, hours: int, timeout: float) -> d
 
 
 def record_sizes(deployment: Deployment, per_partition: int) -> dict[str, float]:
-    """What one account-day record costs, from the last records on the usage changelog.
+    """What one usage record costs, from the last records on the usage changelog.
 
     Stored: the bytes the worker's table keeps per record. Decoded: the Python heap one
-    `DayRecord.from_bytes` takes (tracemalloc in this process), what each entry of the
+    `from_bytes` of the record class takes (tracemalloc in this process), what each entry of the
     worker's decoded-record cache (`Metering`'s `RecordCache`) holds.
     """
-    from streams.usage_store import DayRecord
+    from streams import usage_store
+
+    # The record class of streams.usage_store (renamed as its key changed: day → hour).
+    record_class = getattr(usage_store, "UsageRecord", None) or usage_store.DayRecord  # type: ignore[attr-defined]
 
     topic = f"{deployment.app_id}-usage-changelog"
     consumer = Consumer({"bootstrap.servers": deployment.bootstrap, "group.id": "bench-sizes"})
@@ -173,13 +190,17 @@ def record_sizes(deployment: Deployment, per_partition: int) -> dict[str, float]
         return {}
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    decoded = [DayRecord.from_bytes(value) for value in values]
+    decoded = [record_class.from_bytes(value) for value in values]
     after = tracemalloc.get_traced_memory()[0]
+    # What the worker's table holds per value: the bytes orjson.dumps returned.
+    dumped = [record.to_bytes() for record in decoded]
+    retained = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    del decoded
+    del decoded, dumped
     return {
         "record_stored_bytes": sum(len(v) for v in values) / len(values),
         "record_decoded_bytes": (after - before) / len(values),
+        "record_retained_bytes": (retained - after) / len(values),
     }
 
 
@@ -193,8 +214,9 @@ def describe(r: dict[str, Any]) -> str:
     ]
     if "record_stored_bytes" in r:
         lines.append(
-            f"  {r['changelog_records']:,} record writes on the usage changelog; an account-day "
-            f"record is {r['record_stored_bytes']:,.0f} B stored, "
+            f"  {r['changelog_records']:,} record writes on the usage changelog; a usage "
+            f"record is {r['record_stored_bytes']:,.0f} B long, held in "
+            f"{r['record_retained_bytes']:,.0f} B (orjson buffer), "
             f"{r['record_decoded_bytes']:,.0f} B decoded (Python heap)"
         )
     if "warning" in r:
@@ -207,9 +229,16 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--max-rss-gib", type=float, default=3.0)
     args = parser.parse_args()
     with kafka() as broker:
-        result = run(broker, accounts=args.accounts, hours=args.hours, timeout=args.timeout)
+        result = run(
+            broker,
+            accounts=args.accounts,
+            hours=args.hours,
+            timeout=args.timeout,
+            max_rss_gib=args.max_rss_gib,
+        )
     print(describe(result))
 
 

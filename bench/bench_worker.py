@@ -68,8 +68,8 @@ PROFILE_MARKS = (
     "Metering.process (streams/metering.py",  # the usage agent's body, all of it
     "Metering._judge (streams/metering.py",  # validate + uid de-duplication
     "fold (streams/usage.py",  # the fold proper
-    "DayRecord.to_bytes (streams/usage_store.py",  # re-serializing touched day records
-    "DayRecord.from_bytes (streams/usage_store.py",  # decoding records (cache misses)
+    "Record.to_bytes (streams/usage_store.py",  # re-serializing touched usage records
+    "Record.from_bytes (streams/usage_store.py",  # decoding records (cache misses)
     "faust/tables",  # table writes → changelog sends
     "aiokafka/producer",  # producing (changelog, rejections)
     "aiokafka/consumer",  # fetching

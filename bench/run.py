@@ -273,7 +273,7 @@ def worker_row(name: str, runs: list[dict[str, Any]], target: float | None) -> R
         f"{rng([r['changelog_writes_per_measurement'] for r in good], '.2f')} usage-record "
         f"writes (changelog messages) per measurement, a record ~"
         f"{rng([r['record_bytes_at_end'] / 1000 for r in good], '.1f')} kB at the end "
-        "(whole account-day record re-serialized and re-produced per batch that touches it)"
+        "(a whole usage record re-serialized and re-produced per batch that touches it)"
     )
     return row
 
@@ -293,7 +293,7 @@ def profile_row(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Row:
     shares = summary.get("inclusive", {})
     names = {
         "Metering.process (streams/metering.py": "agent body",
-        "DayRecord.to_bytes (streams/usage_store.py": "record to_bytes",
+        "Record.to_bytes (streams/usage_store.py": "record to_bytes",
         "fold (streams/usage.py": "fold",
         "Metering._judge (streams/metering.py": "validate+dedup",
         "aiokafka/producer": "aiokafka producer",
@@ -465,11 +465,11 @@ def memory_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) -
         )
         if "record_stored_bytes" in r:
             row.bound = (
-                f"an account-day record is {r['record_stored_bytes'] / 1000:.1f} kB stored "
-                f"(x {accounts:,} in the memory store) and "
-                f"{r['record_decoded_bytes'] / 1000:.0f} kB decoded (x up to 20,000 in the "
-                "usage agent's decoded-record cache): Decimals and UsageState objects per "
-                "hour and aggregation"
+                f"~{r['changelog_records']:,} usage records in the memory store, each "
+                f"{r['record_stored_bytes']:,.0f} B long but held in a "
+                f"{r['record_retained_bytes']:,.0f} B buffer (orjson >= 3.12 does not shrink "
+                f"what dumps returns); decoded {r['record_decoded_bytes']:,.0f} B each "
+                "(x up to 20,000 in the usage agent's record cache)"
             )
     return [row]
 
