@@ -53,6 +53,8 @@ PROFILE_MARKS = (
     "AccountState.plans (streams/agents/accounts.py",  # account plans (pydantic decode)
     "AccountState.account (streams/agents/accounts.py",
     "Billing.usage (streams/agents/billing.py",  # usage of the period from the table
+    "merged_states (streams/usage_store.py",  # ... record by record over the period
+    "Table.__missing__ (faust/tables/table.py",  # ... of which lookups of absent records
     "build_bill (streams/billing.py",  # pricing
     "BaseModel.model_dump_json",
     "register.<locals>.publish (streams/agents/billing.py",  # produce + wait + store

@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import bench_bill_run, bench_latency, bench_memory, bench_worker
-from bench.common import RESULTS, ROOT, Broker, kafka, machine
+from bench.common import RESULTS, ROOT, Broker, kafka, machine, py_spy
 
 ALL = ("raw", "worker", "ingest", "latency", "bills", "memory", "sink")
 console = Console()
@@ -408,9 +408,11 @@ def bills_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) ->
     runs: list[dict[str, Any]] = []
     accounts = 2_000 if args.quick else 10_000
     for i in range(args.repeat):
+        # py-spy (non-blocking, ~100 Hz) on the last run: it costs the worker little.
+        profile = args.profile and i == args.repeat - 1 and bool(py_spy())
         attempt(
-            f"bill run ({i + 1}/{args.repeat})",
-            lambda: bench_bill_run.run(broker, accounts=accounts),
+            f"bill run ({i + 1}/{args.repeat})" + (", under py-spy" if profile else ""),
+            lambda profile=profile: bench_bill_run.run(broker, accounts=accounts, profile=profile),
             runs,
         )
     raw["bills"] = runs
@@ -419,8 +421,8 @@ def bills_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) ->
         f"5  bill run, {accounts:,} accounts x 3 aggregations",
         "s",
         [r["seconds"] if r["bills"] >= r["accounts"] else math.inf for r in good],
-        target="< 10 s",
-        goal=lambda v: v < 10,
+        target="< 10 s" if accounts == 10_000 else "(quick: scaled down)",
+        goal=(lambda v: v < 10) if accounts == 10_000 else None,
         error=first_error(runs),
         over="> 180 s",
     )
@@ -431,10 +433,22 @@ def bills_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) ->
             f"stripe.events + measurements {rng([r['setup_s'] for r in good])} s (excluded)"
         )
         row.bound = (
-            f"worker CPU {rng([100 * r['worker_cpu_share'] for r in good])} % of a core: "
-            "per account pydantic decode of plans/bills, usage merge, build_bill, bill JSON, "
-            "one produce per bill (awaited per tick)"
+            f"worker CPU {rng([100 * r['worker_cpu_share'] for r in good])} % of a core "
+            "(one tick per partition runs every account of it in one agent call)"
         )
+        profiled = [r for r in good if "inclusive" in r.get("profile", {})]
+        if profiled:
+            shares = profiled[-1]["profile"]["inclusive"]
+            names = {
+                "Billing.usage (streams/agents/billing.py": "usage of the period",
+                "Table.__missing__ (faust/tables/table.py": "of it absent-record lookups",
+                "build_bill (streams/billing.py": "build_bill",
+                "register.<locals>.publish (streams/agents/billing.py": "publish + store",
+                "aiokafka/producer": "aiokafka producer",
+            }
+            row.bound += "; py-spy: " + ", ".join(
+                f"{label} {100 * shares.get(mark, 0):.0f} %" for mark, label in names.items()
+            )
     return [row]
 
 
@@ -452,8 +466,8 @@ def memory_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) -
         f"6  worker VmHWM, {accounts:,} accounts x 3 aggregations x 24 h",
         "GiB",
         [r["vm_hwm_gib"] for r in good],
-        target="< 1 GiB",
-        goal=lambda v: v < 1.0,
+        target="< 1 GiB" if accounts == 100_000 else "(quick: scaled down)",
+        goal=(lambda v: v < 1.0) if accounts == 100_000 else None,
         error=first_error(runs),
     )
     if good:
