@@ -27,10 +27,12 @@ from streams.schemas.measurement import (
 )
 from streams.usage import fold
 from streams.usage_store import (
+    MAX_RECORD_BYTES,
     MAX_UIDS_PER_RECORD,
     Reader,
     RecordCache,
     UsageRecord,
+    parse_record_key,
     record_key,
     slot_of,
     uid_key,
@@ -203,9 +205,41 @@ class Metering:
         self._fold(fresh, origins, catalog, touched, outcome, windows)
         for key, record in touched.items():
             stored = record.to_bytes()
+            if len(stored) > MAX_RECORD_BYTES:
+                self._refuse_record(key, len(stored), fresh, origins, outcome)
+                continue
             self.cache.put(key, stored, record)
             outcome.writes[key] = stored
         return outcome
+
+    def _refuse_record(
+        self,
+        key: str,
+        size: int,
+        fresh: list[ValidMeasurement],
+        origins: list[tuple[Any, Source, int | None]],
+        outcome: BatchOutcome,
+    ) -> None:
+        """Dead-letter this batch's measurements of a record that outgrew a Kafka message.
+
+        The record keeps its stored state (the cached copy, changed in place, is dropped),
+        so nothing of the refused measurements is counted, and every other record of the
+        batch is written as usual.
+        """
+        self.cache.forget(key)
+        account, slot = parse_record_key(key)
+        reason = (
+            f"the usage record of account {account!r} for the hour starting "
+            f"{slot * HOUR_MS} (epoch ms) would grow to {size:,} bytes, more than the "
+            f"{MAX_RECORD_BYTES:,} one Kafka message holds: not counted"
+        )
+        for measurement, (raw, source, position) in zip(fresh, origins, strict=True):
+            if record_key(measurement.account, slot_of(measurement.ts)) == key:
+                outcome.accepted -= 1
+                outcome.rejected.append(
+                    Rejected(measurement.account, "measurement", reason, raw, source, position)
+                )
+        log.error("%s", reason)
 
     def _judge(
         self,

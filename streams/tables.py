@@ -10,34 +10,115 @@ account's measurements, Stripe events, bill commands and bills live on. So:
 - the worker that owns an account's partition owns all of its state, after any
   rebalance, and faust's table routing (`table_route`) finds it by the account code.
 
+An account code may hold any character, `|` and `%` included: the account part of a
+key escapes those two (`%7C`, `%25`), so splitting a key always gives back the code
+and the partition it was written to.
+
+Durability: faust buffers changelog writes and its commit does not wait for them (see
+DESIGN.md). An `AccountTable` keeps the delivery future of every write; an agent awaits
+`confirm()` before its events are acknowledged, so an offset is committed only after
+the state it stands for is on the broker.
+
 Keys and values are bytes, raw on the wire (values are orjson documents).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from typing import Any, cast
+from urllib.parse import unquote
 
 import faust
+from faust.types import FutureMessage
 
+from streams.delivery import backoff
 from streams.partitioning import partition_for
+
+log = logging.getLogger(__name__)
 
 SEPARATOR = "|"
 
 
-def account_of(key: str | bytes) -> str:
+def _escape(account: str) -> str:
+    return account.replace("%", "%25").replace(SEPARATOR, "%7C")
+
+
+def split_key(key: str | bytes) -> tuple[str, str | None]:
+    """(account code, the rest after the separator or None) of a table key."""
     text = key.decode() if isinstance(key, bytes) else key
-    return text.split(SEPARATOR, 1)[0]
+    escaped, separator, rest = text.partition(SEPARATOR)
+    return unquote(escaped), (rest if separator else None)
+
+
+def account_of(key: str | bytes) -> str:
+    return split_key(key)[0]
 
 
 def table_key(account: str, *parts: object) -> str:
-    return SEPARATOR.join((account, *map(str, parts)))
+    return SEPARATOR.join((_escape(account), *map(str, parts)))
+
+
+def account_key(account: str) -> bytes:
+    """The key of an account's own entry (account, bill index): its escaped code."""
+    return _escape(account).encode()
 
 
 class AccountTable(faust.Table):  # type: ignore[type-arg]
     """A faust Table partitioned by the account prefix of its keys."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unconfirmed: list[FutureMessage] = []
+        self._confirming = asyncio.Lock()
+
     def partition_for_key(self, key: Any) -> int:
         return partition_for(account_of(key), self.partitions)
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
+        future: FutureMessage = super().send_changelog(*args, **kwargs)
+        self._unconfirmed.append(future)
+        return future
+
+    @property
+    def unconfirmed(self) -> int:
+        """Changelog writes not yet confirmed by `confirm()`."""
+        return len(self._unconfirmed)
+
+    async def confirm(self) -> None:
+        """Wait until Kafka acknowledged every changelog write made before this call.
+
+        A write Kafka refused is sent again with the key's *current* value (a later
+        write of the same key may have overtaken it), until the broker takes it. One
+        caller at a time: a second caller (a timer beside the agent) waits for the first,
+        whose loop covers every write made before either call.
+        """
+        async with self._confirming:
+            attempt = 0
+            while self._unconfirmed:
+                pending, self._unconfirmed = self._unconfirmed, []
+                outcomes = await asyncio.gather(*pending, return_exceptions=True)
+                failed = {
+                    cast(bytes, future.message.key): error
+                    for future, error in zip(pending, outcomes, strict=True)
+                    if isinstance(error, BaseException)
+                }
+                if not failed:
+                    continue
+                delay = backoff(attempt)
+                attempt += 1
+                log.warning(
+                    "%d changelog writes of table %s failed (first: %r); sending again in %.1f s",
+                    len(failed),
+                    self.name,
+                    next(iter(failed.values())),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                for key in failed:
+                    self.send_changelog(
+                        self.partition_for_key(key), key, self.data.get(key), "raw", "raw"
+                    )
 
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the largest table value (a busy account-hour of usage)
@@ -46,8 +127,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the largest table value (a busy account-h
 def account_table(app: faust.App, name: str, partitions: int, help: str) -> AccountTable:
     """Declare an account-partitioned table; keys and values are bytes (raw on the wire).
 
-    Keys must be bytes (`table_key(...).encode()`): faust routes web requests by the
-    raw key bytes, which then hash exactly like the account on every other topic.
+    Keys must be bytes (`table_key(...).encode()`, `account_key(...)`). faust routes web
+    requests (`table_route`) by the raw account code, which hashes exactly like the
+    account on every other topic and so finds the partition its keys were written to.
     """
     table = AccountTable(
         app,

@@ -13,6 +13,7 @@ so any split, order or grouping of the same measurements gives the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,9 +63,22 @@ def canonical(number: Decimal) -> Decimal:
     return reduced
 
 
+# UNIQUE keeps a string value as it is up to this many characters; a longer one (or
+# one that starts like a digest) is kept as a 128-bit digest, so a distinct value costs
+# at most ~70 bytes of state however long it is.
+MAX_DISTINCT_CHARS = 64
+DIGEST_MARK = "\x00"
+
+
 def distinct_key(value: Decimal | str) -> str:
-    """How a value is told apart for UNIQUE: strings as they are, numbers by value."""
-    return value if isinstance(value, str) else str(canonical(value))
+    """How a value is told apart for UNIQUE: short strings as they are, long strings by
+    digest, numbers by value."""
+    if not isinstance(value, str):
+        return str(canonical(value))
+    if len(value) <= MAX_DISTINCT_CHARS and not value.startswith(DIGEST_MARK):
+        return value
+    digest = hashlib.blake2b(value.encode(errors="surrogatepass"), digest_size=16).hexdigest()
+    return DIGEST_MARK + digest
 
 
 def _either(
@@ -233,7 +247,7 @@ def fold(
                 _emit(out, account, hour, target, *_numbers_states(*window, target.keeps_unique))
         for target, texts in zip(plan.strings, string_windows, strict=True):
             if texts is not None:
-                unique = frozenset(texts) if target.keeps_unique else frozenset()
+                unique = frozenset(map(distinct_key, texts)) if target.keeps_unique else frozenset()
                 plain = UsageState(len(texts))
                 _emit(out, account, hour, target, plain, UsageState(len(texts), unique=unique))
     return out

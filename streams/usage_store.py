@@ -23,7 +23,7 @@ from decimal import Decimal
 import orjson
 
 from streams.schemas.catalog import AggregationFunction
-from streams.tables import SEPARATOR, account_of, table_key
+from streams.tables import MAX_MESSAGE_BYTES, account_of, split_key, table_key
 from streams.usage import UsageState, from_document, merge, merge_all, to_document, value
 
 DAY_MS = 86_400_000
@@ -32,6 +32,10 @@ UID_SEPARATOR = b"\x1f"
 # A record must fit in one Kafka message (the usage changelog allows 8 MiB): past this
 # many uids in one account-hour, further measurements are dead-lettered, not folded.
 MAX_UIDS_PER_RECORD = 400_000
+# The largest record written: what one message of the usage changelog holds, less room
+# for the key and the record batch's overhead. A batch that would grow a record past it
+# is dead-lettered for that record (see `Metering`), never sent to fail in the producer.
+MAX_RECORD_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 
 def slot_of(ts_ms: int) -> int:
@@ -44,8 +48,8 @@ def record_key(account: str, slot: int) -> str:
 
 
 def parse_record_key(key: str) -> tuple[str, int]:
-    account, _, slot = key.rpartition(SEPARATOR)
-    return account, int(slot)
+    account, slot = split_key(key)
+    return account, int(slot or "")
 
 
 def uid_key(meter: str, uid: str) -> str:
@@ -105,6 +109,9 @@ class RecordCache:
         record = UsageRecord.from_bytes(stored)
         self.put(key, stored, record)
         return record
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
 
     def put(self, key: str, stored: bytes, record: UsageRecord) -> None:
         self._entries[key] = (stored, record)

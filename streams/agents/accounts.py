@@ -40,8 +40,9 @@ from faust.web import Request, Response, View
 
 from streams.accounts import AccountsChange, InvalidStripeEvent, UnmappedPrice, apply_event
 from streams.accounts import customer_key as event_customer
+from streams.delivery import deliver
 from streams.schemas.accounts import Account, AccountPlan
-from streams.tables import AccountTable, account_of, account_table, table_key
+from streams.tables import AccountTable, account_key, account_of, account_table, table_key
 from streams.topics import ACCOUNTS_REJECTED, STRIPE_EVENTS, faust_topic
 
 if TYPE_CHECKING:
@@ -115,11 +116,11 @@ class AccountState:
         self._plan_keys = None
 
     def account(self, code: str) -> Account | None:
-        raw = self.accounts.get(code.encode())
+        raw = self.accounts.get(account_key(code))
         return None if raw is None else Account.model_validate_json(raw)
 
     def account_json(self, code: str) -> bytes | None:
-        raw: bytes | None = self.accounts.get(code.encode())
+        raw: bytes | None = self.accounts.get(account_key(code))
         return raw
 
     def plans(self, code: str) -> list[AccountPlan]:
@@ -141,7 +142,9 @@ class AccountState:
             self.plans_table[key] = plan.model_dump_json().encode()
             index.setdefault(plan.accountCode, set()).add(key)
         if change.account is not None:
-            self.accounts[change.account.code.encode()] = change.account.model_dump_json().encode()
+            self.accounts[account_key(change.account.code)] = (
+                change.account.model_dump_json().encode()
+            )
 
     def _index(self) -> dict[str, set[bytes]]:
         if self._plan_keys is None:
@@ -212,7 +215,12 @@ class AccountsAgent:
         return change.unmapped
 
     async def _reject(self, key: bytes | None, record: bytes) -> None:
-        await self.rejected.send(key=key, value=record)
+        await deliver(self.rejected, [(key, record, None)])
+
+    async def confirm(self) -> None:
+        """Wait until Kafka holds every table write (before faust acks the event)."""
+        await self.state.accounts.confirm()
+        await self.state.plans_table.confirm()
 
 
 def register(app: MeterlineApp, context: WorkerContext) -> None:
@@ -233,7 +241,9 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     @app.agent(faust_topic(app, context.topics, STRIPE_EVENTS), name="accounts", concurrency=1)
     async def accounts(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            # 1. tables written, rejections delivered  2. writes confirmed  3. faust acks
             await worker.handle(event.message)
+            await worker.confirm()
 
     _register_pages(app, state)
     del accounts

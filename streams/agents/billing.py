@@ -11,7 +11,6 @@ id + version) instead of losing one. faust commits the command's offset after th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -33,10 +32,11 @@ from streams.bill_runs import (
     updated_index,
 )
 from streams.billing import LifecycleError, transition
+from streams.delivery import deliver
 from streams.partitioning import partition_for
 from streams.schemas.bill import Bill
 from streams.schemas.commands import COMMANDS, ChangeStatus, RunBills, Tick
-from streams.tables import AccountTable, account_table, table_key
+from streams.tables import AccountTable, account_key, account_table, table_key
 from streams.topics import BILL_COMMANDS, BILLS, faust_topic
 from streams.usage_store import period_values
 
@@ -58,7 +58,7 @@ class Billing:
     # reads ------------------------------------------------------------------------
 
     def bills_of(self, account: str) -> dict[str, Bill]:
-        stored = self.index.get(account.encode())
+        stored = self.index.get(account_key(account))
         out: dict[str, Bill] = {}
         for entry in orjson.loads(stored) if stored else []:
             raw = self.bills.get(table_key(account, entry["id"]).encode())
@@ -68,7 +68,7 @@ class Billing:
 
     def locked(self, account: str, ts_ms: int) -> str | None:
         """Why a measurement of `account` at `ts_ms` may not be folded (its bill is locked)."""
-        stored = self.index.get(account.encode())
+        stored = self.index.get(account_key(account))
         if stored is None:
             return None
         cached = self._locks.get(account)
@@ -145,7 +145,7 @@ class Billing:
             self.bills[key] = bill.model_dump_json().encode()
             by_account.setdefault(bill.accountCode, []).append(bill)
         for account, changed in by_account.items():
-            key = account.encode()
+            key = account_key(account)
             self.index[key] = updated_index(self.index.get(key), changed)
 
 
@@ -168,15 +168,15 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     bills_topic = faust_topic(app, context.topics, BILLS)
 
     async def publish(bills: list[Bill], source: str) -> None:
-        # 1. publish and wait for Kafka  2. then the tables (see the module docstring)
-        futures = [
-            await bills_topic.send(
-                key=bill.accountCode.encode(), value=bill.model_dump_json().encode()
-            )
-            for bill in bills
-        ]
-        await asyncio.gather(*futures)
+        # 1. publish and wait for Kafka  2. then the tables, and wait for Kafka again
+        # (see the module docstring)
+        await deliver(
+            bills_topic,
+            [(bill.accountCode.encode(), bill.model_dump_json().encode(), None) for bill in bills],
+        )
         billing.store(bills)
+        await billing.bills.confirm()
+        await billing.index.confirm()
         for bill in bills:
             log.info(
                 "bill %s v%d %s account=%s total=%s %s (%s)",

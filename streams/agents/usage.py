@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.web import Request, Response, View
 
+from streams.delivery import deliver
 from streams.metering import Message, Metering, Source
 from streams.partitioning import partition_for
 from streams.schemas.measurement import DAY_MS, HOUR_MS, Horizon
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage import to_document
-from streams.usage_store import UsageRecord, expired, merged_states
+from streams.usage_store import UsageRecord, expired, merged_states, parse_record_key
 
 if TYPE_CHECKING:
     from streams.app import MeterlineApp, WorkerContext
@@ -96,6 +97,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 context.lock_check,
                 boundaries,
             )
+            # 1. records written  2. rejections sent  3. both acknowledged by Kafka
+            # (awaited here: faust's commit would not wait)  4. faust acks the batch
             for key, value in outcome.writes.items():
                 usage[key.encode()] = value
             for rejection in outcome.rejected:
@@ -107,9 +110,11 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                     rejection.field,
                     rejection.reason,
                 )
-                await rejected.send(
-                    key=(rejection.account or "").encode(), value=rejection.to_bytes()
-                )
+            await deliver(
+                rejected,
+                [((r.account or "").encode(), r.to_bytes(), None) for r in outcome.rejected],
+            )
+            await usage.confirm()
             newest["ts"] = max(newest["ts"], outcome.newest_ts)
             context.stats["measurements_accepted"] += outcome.accepted
             context.stats["measurements_duplicate"] += outcome.duplicates
@@ -140,6 +145,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             if record.uids:
                 record.uids.clear()
                 usage[key] = record.to_bytes()
+        await usage.confirm()
         if stale:
             log.info("usage retention: %d records trimmed or deleted", len(stale))
 
@@ -187,11 +193,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             }
             accounts = set()
             for key in usage:
-                account, _, day = key.decode().rpartition("|")
-                if (
-                    first <= int(day) <= last
-                    and partition_for(account, settings.partitions) in owned
-                ):
+                account, hour = parse_record_key(key.decode())
+                if first <= hour <= last and partition_for(account, settings.partitions) in owned:
                     accounts.add(account)
             return self.json({"accounts": sorted(accounts)})
 

@@ -142,3 +142,56 @@ def test_records_are_per_account_hour_and_remember_compact_uid_hashes() -> None:
     assert sorted(store) == [f"acme|{NOW_MS // 3_600_000}", f"globex|{NOW_MS // 3_600_000}"]
     record = UsageRecord.from_bytes(store[f"acme|{NOW_MS // 3_600_000}"])
     assert len(record.uids) == 1 and all(len(uid) == 11 for uid in record.uids)
+
+
+UNIQUE_CATALOG = Catalog.from_documents(
+    {
+        "meters": [
+            {
+                "code": "api",
+                "dataFields": [
+                    {"category": "MEASURE", "code": "calls"},
+                    {"category": "WHO", "code": "user"},
+                ],
+            }
+        ],
+        "aggregations": [
+            {"code": "calls", "meter": "api", "targetField": "calls", "aggregation": "SUM"},
+            {"code": "users", "meter": "api", "targetField": "user", "aggregation": "UNIQUE"},
+        ],
+    }
+)
+
+
+def test_long_unique_values_are_counted_apart_in_bounded_state() -> None:
+    # 24 distinct 420 kB values once grew one account-hour record to ~10 MB.
+    values = [chr(65 + i) * 420_000 for i in range(24)] + ["A" * 420_000, "short"]
+    batch = {"measurements": [m(f"u{i}", who={"user": v}) for i, v in enumerate(values)]}
+    outcome = Metering().process([msg(0, batch)], UNIQUE_CATALOG, NOW_MS, {}.get)
+    assert outcome.accepted == 26 and not outcome.rejected
+    (stored,) = outcome.writes.values()
+    assert len(stored) < 10_000
+    (states,) = UsageRecord.from_bytes(stored).hours.values()
+    assert len(states["users"].unique) == 25
+
+
+def test_a_record_that_would_outgrow_a_kafka_message_dead_letters_its_measurements_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metering_module, "MAX_RECORD_BYTES", 400)
+    metering, store = Metering(), {}
+    run(metering, store, msg(0, m("first", 1)))
+    before = dict(store)
+    big = [m(f"u{i}", 1) for i in range(40)]
+    outcome = run(
+        metering, store, msg(1, {"measurements": [*big, m("other", 7, account="globex")]})
+    )
+    assert outcome.accepted == 1
+    assert [r.index for r in outcome.rejected] == list(range(40))
+    assert all("would grow to" in r.reason and "acme" in r.reason for r in outcome.rejected)
+    acme = f"acme|{NOW_MS // 3_600_000}"
+    assert store[acme] == before[acme]  # the stored record is unchanged
+    assert total(store) == 1 + 7
+    # the refused uids were not remembered, and the cached record was not kept changed
+    assert run(metering, store, msg(2, m("u0", 5))).accepted == 1
+    assert total(store) == 1 + 5 + 7

@@ -1,0 +1,195 @@
+"""Acknowledged usage survives a worker SIGKILLed right after it committed offsets.
+
+The worker once committed offsets while its usage changelog writes still sat in the
+producer's buffer; a SIGKILL at that moment lost the usage for good. Here the worker
+folds a backlog at full speed (every batch writes hundreds of account-hour records)
+and is killed the moment its committed position moves, several times; afterwards every
+account's total equals the total of its distinct uids, exactly. Accounts with codes
+that once broke keys (`|`, `%`, unicode, 200 characters) are part of the load.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.kafka.broker import KafkaJars
+from connectors.kafka.measurements import MeasurementProducer
+from streams.settings import Settings
+from tests.conftest import cache_dir
+from tests.stack import Stack
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+KILLS = 3
+HOURS = 4
+START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS)
+ODD_ACCOUNTS = ["cus3|eu", "a|b|c", "100%", "züri-😀", "x" * 200]
+ACCOUNTS = [f"acct-{i:03d}" for i in range(195)] + ODD_ACCOUNTS
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("kills"), partitions=PARTITIONS)
+    yield stack
+    stack.stop()
+
+
+def workload(count: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Decimal]]:
+    """Measurements over a few hours, 5 % of them repeated uids."""
+    rng = random.Random(seed)
+    measurements: list[dict[str, Any]] = []
+    expected = dict.fromkeys(ACCOUNTS, Decimal(0))
+    for i in range(count):
+        account = rng.choice(ACCOUNTS)
+        calls = rng.randint(1, 1000)
+        ts = START + timedelta(seconds=rng.randrange(HOURS * 3600))
+        document: dict[str, Any] = {
+            "uid": f"k{seed}-{i}",
+            "meter": "api",
+            "account": account,
+            "ts": ts.isoformat(),
+            "who": {"user": f"u{i % 50}"},
+            "measure": {"calls": calls},
+        }
+        measurements.append(document)
+        expected[account] += calls
+        if rng.random() < 0.05:
+            measurements.append(document)  # a producer retry: the same uid again
+    return measurements, expected
+
+
+WORKER_CLIENT_ID = "faust-0.15.3"  # faust's default client id, the worker's producer
+
+
+def produce_quota(bootstrap: str, bytes_per_s: int | None) -> None:
+    """Throttle (or stop throttling) the worker's producer on the broker: a Kafka client
+    quota makes its changelog writes queue up, the back-pressure under which the commit
+    once raced ahead of them."""
+    import faust
+
+    assert f"faust-{faust.__version__}" == WORKER_CLIENT_ID
+    libs = KafkaJars(Settings().kafka_version, cache_dir()).ensure()
+    change = (
+        ["--add-config", f"producer_byte_rate={bytes_per_s}"]
+        if bytes_per_s
+        else ["--delete-config", "producer_byte_rate"]
+    )
+    subprocess.run(
+        [
+            "java",
+            "-cp",
+            f"{libs}/*",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            bootstrap,
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            WORKER_CLIENT_ID,
+            *change,
+        ],
+        check=bool(bytes_per_s),  # deleting a quota that is not set is an error: fine
+        capture_output=True,
+        timeout=60,
+    )
+
+
+class Positions:
+    """The worker group's committed and end offsets of `measurements`."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.topic = stack.topics.measurements
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": stack.bootstrap,
+                "group.id": stack.env["METERLINE_APP_ID"],
+                "enable.auto.commit": False,
+            }
+        )
+        self.partitions = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+
+    def committed(self) -> int:
+        offsets = self.consumer.committed(self.partitions, timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+
+    def end(self) -> int:
+        return sum(self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.partitions)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def totals(stack: Stack) -> dict[str, Decimal] | None:
+    with stack.client() as client:
+        answer = client.post(
+            f"{stack.api}/usage/query",
+            json={
+                "startDate": (START - timedelta(hours=1)).isoformat(),
+                "endDate": (START + timedelta(hours=HOURS + 1)).isoformat(),
+                "accountIds": ACCOUNTS,
+                "aggregations": ["api_calls"],
+            },
+        )
+    if answer.status_code != 200:
+        return None
+    out = dict.fromkeys(ACCOUNTS, Decimal(0))
+    for row in answer.json()["data"]:
+        out[row["accountId"]] = Decimal(row["value"])
+    return out
+
+
+def test_usage_is_exact_after_sigkills_right_after_offset_commits(stack: Stack) -> None:
+    # envelopes of 100, as the ingest API writes them: every batch of the worker then
+    # rewrites most account-hour records, the load under which the commit raced ahead
+    measurements, expected = workload(120_000, seed=11)
+    with MeasurementProducer(stack.bootstrap, stack.topics.measurements, PARTITIONS) as out:
+        for measurement in measurements:
+            out.send(measurement)
+    positions = Positions(stack)
+    produce_quota(stack.bootstrap, 256 * 1024)
+    try:
+        end = positions.end()
+        kills_done = 0
+        for _ in range(KILLS):
+            before = positions.committed()
+            if before >= end:
+                break
+            stack.start_worker()
+            # kill the moment the group's committed position moves (the commit landed
+            # while the batches after it were still being written)
+            eventually(lambda b=before: positions.committed() > b, timeout=90, interval=0.02)
+            stack.worker.stop(signal.SIGKILL)
+            kills_done += 1
+        assert kills_done >= 2, "the backlog was folded before the worker could be killed twice"
+        produce_quota(stack.bootstrap, None)
+        stack.start_worker()
+        stack.start_http()
+        eventually(lambda: positions.committed() >= end, timeout=240, interval=0.5)
+        eventually(lambda: totals(stack) == expected, timeout=60, interval=0.5)
+        assert totals(stack) == expected
+    finally:
+        produce_quota(stack.bootstrap, None)
+        positions.close()
+
+
+def test_odd_account_codes_keep_their_usage_across_a_restart(stack: Stack) -> None:
+    before = totals(stack)
+    assert before is not None and all(before[code] > 0 for code in ODD_ACCOUNTS)
+    stack.worker.stop()
+    started = time.monotonic()
+    stack.start_worker()
+    eventually(lambda: totals(stack) == before, timeout=90, interval=0.5)
+    assert time.monotonic() - started < 90
