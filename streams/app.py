@@ -16,6 +16,7 @@ from faust.web import Request, Response, View
 
 from streams.agents.catalog import LiveCatalog
 from streams.metering import LockCheck
+from streams.readiness import readiness
 from streams.settings import Settings
 from streams.tables import MAX_MESSAGE_BYTES
 from streams.topics import Topics
@@ -106,6 +107,10 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
 
 
 def _register_health(app: MeterlineApp) -> None:
+    """`/healthz` is readiness: 503 while the worker rebalances or recovers its tables
+    (its read pages answer 503 then too). `/livez` is liveness: 200 while the process
+    serves requests, recovering or not."""
+
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -114,11 +119,18 @@ def _register_health(app: MeterlineApp) -> None:
             )
             live = app.context.catalog
             catalog = live.current() if live is not None else None
+            state = readiness(app)
             return self.json(
                 {
-                    "status": "ok",
+                    **state.document(),
                     "assigned": assigned,
                     "catalogItems": len(catalog.entries()) if catalog else 0,
                     "stats": dict(app.context.stats),
-                }
+                },
+                status=200 if state.ready else 503,
             )
+
+    @app.page("/livez")
+    class Live(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"live": True})

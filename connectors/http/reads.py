@@ -6,8 +6,9 @@
 The edge keeps no state: it asks a worker (`settings.worker_base_url`), and faust's table
 routing forwards the request to the worker that owns the account's partition
 (`streams.agents.accounts` pages). Answers: 200 with the state (m3ter's field names,
-camelCase), 404 for an unknown account, 503 when no worker answers (or the owner is
-rebalancing), 502 when a worker answers with an error. Bearer API key and org check
+camelCase), 404 for an unknown account, 503 with Retry-After when no worker answers or
+the owner is not ready (rebalancing, recovering its tables: `streams.readiness`), 502 when
+a worker answers with an error. Bearer API key and org check
 from `connectors.http.auth`.
 """
 
@@ -71,7 +72,8 @@ async def from_worker(worker: str, page: str, code: str, timeout_s: float) -> Re
         raise ApiError(404, "not_found", f"account {code!r} not found")
     if answer.status_code == 503:
         raise unavailable(
-            f"the worker owning account {code!r} is not available (rebalancing?); retry"
+            f"the worker owning account {code!r} is not ready (rebalancing or recovering "
+            "its tables); retry"
         )
     raise ApiError(
         502,

@@ -100,7 +100,7 @@ async def _get(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
         ) from None
     if answer.status_code == 503:
         raise ApiError(
-            503, "unavailable", "a worker is rebalancing; retry", headers={"Retry-After": "1"}
+            503, "unavailable", "a worker is not ready; retry", headers={"Retry-After": "1"}
         )
     if answer.status_code != 200:
         raise ApiError(

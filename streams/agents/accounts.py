@@ -41,6 +41,7 @@ from faust.web import Request, Response, View
 from streams.accounts import AccountsChange, InvalidStripeEvent, UnmappedPrice, apply_event
 from streams.accounts import customer_key as event_customer
 from streams.delivery import deliver
+from streams.readiness import when_ready
 from streams.schemas.accounts import Account, AccountPlan
 from streams.tables import AccountTable, account_key, account_of, account_table, table_key
 from streams.topics import ACCOUNTS_REJECTED, STRIPE_EVENTS, faust_topic
@@ -256,6 +257,7 @@ def _register_pages(app: MeterlineApp, state: AccountState) -> None:
     @app.page("/accounts/{code}")
     class AccountPage(View):
         # faust's handler type has no room for match_info parameters: hence the ignores.
+        @when_ready(app)
         @app.table_route(table=state.accounts, match_info="code")  # type: ignore[arg-type]
         async def get(self, request: Request, code: str) -> Response:
             raw = state.account_json(code)
@@ -265,6 +267,7 @@ def _register_pages(app: MeterlineApp, state: AccountState) -> None:
 
     @app.page("/accountplans/{code}")
     class AccountPlansPage(View):
+        @when_ready(app)
         @app.table_route(table=state.plans_table, match_info="code")  # type: ignore[arg-type]
         async def get(self, request: Request, code: str) -> Response:
             if state.account_json(code) is None:

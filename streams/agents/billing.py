@@ -34,6 +34,7 @@ from streams.bill_runs import (
 from streams.billing import LifecycleError, transition
 from streams.delivery import deliver
 from streams.partitioning import partition_for
+from streams.readiness import when_ready
 from streams.schemas.bill import Bill
 from streams.schemas.commands import COMMANDS, ChangeStatus, RunBills, Tick
 from streams.tables import AccountTable, account_key, account_table, table_key
@@ -230,6 +231,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     class AccountBills(View):
         """Every bill of one account (latest versions), from the worker that owns it."""
 
+        @when_ready(app)
         @app.table_route(table=billing.index, match_info="account")  # type: ignore[arg-type]
         async def get(self, request: Request, account: str) -> Response:
             bills = sorted(billing.bills_of(account).values(), key=lambda b: b.startDate)

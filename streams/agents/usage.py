@@ -18,6 +18,7 @@ from faust.web import Request, Response, View
 from streams.delivery import deliver
 from streams.metering import Message, Metering, Source
 from streams.partitioning import partition_for
+from streams.readiness import when_ready
 from streams.schemas.measurement import DAY_MS, HOUR_MS, Horizon
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
@@ -153,6 +154,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     class AccountUsage(View):
         """Mergeable usage states of one account, served by the worker that owns it."""
 
+        @when_ready(app)
         @app.table_route(table=usage, match_info="account")  # type: ignore[arg-type]
         async def get(self, request: Request, account: str) -> Response:
             query = request.query
@@ -180,6 +182,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     class UsageAccounts(View):
         """Accounts with usage in [start, end) on the partitions this worker owns."""
 
+        @when_ready(app)
         async def get(self, request: Request) -> Response:
             try:
                 first = int(request.query["start"]) // HOUR_MS
