@@ -105,16 +105,17 @@ def parse_json(body: bytes) -> Any:
     try:
         return decode_json(body)
     except DecodeError as exc:
-        reason = f"the body is not valid JSON: {where(body, exc)}"
+        reason = f"the body is not valid JSON: {json_problem(body, exc)}"
         raise ApiError(400, "invalid_json", reason) from None
 
 
-def where(text: bytes, error: DecodeError) -> str:
+def json_problem(text: bytes, error: DecodeError, line: bool = True) -> str:
     """What is wrong with `text` and where: orjson words it with line and column."""
     try:
         orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno} (position {exc.pos})"
+        at = f"line {exc.lineno} column {exc.colno}" if line else f"column {exc.colno}"
+        return f"{exc.msg} at {at} (position {exc.pos})"
     return str(error)  # JSON to orjson, not to the exact decoder (e.g. a 5,000-digit integer)
 
 

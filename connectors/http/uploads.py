@@ -63,9 +63,9 @@ from connectors.http.ingest import (
     await_acks,
     check_content_length,
     edge_of,
+    json_problem,
     measurement_errors,
     unavailable,
-    where,
 )
 from connectors.kafka.measurements import Envelope, PartitionBatcher
 from connectors.kafka.producer import AsyncProducer
@@ -225,7 +225,7 @@ class JsonLinesParser:
         try:
             value = decode_json(text)
         except DecodeError as exc:
-            yield Unreadable(line, f"not valid JSON: {where(text, exc)}")
+            yield Unreadable(line, f"not valid JSON: {json_problem(text, exc, line=False)}")
         else:
             yield Record(line, value, text)
 
