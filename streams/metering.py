@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
-
 from streams.schemas.catalog import Catalog
 from streams.schemas.measurement import (
     DEFAULT_HORIZON,
@@ -25,6 +23,7 @@ from streams.schemas.measurement import (
     ValidMeasurement,
     rules_for,
 )
+from streams.schemas.numbers import DecodeError, decode_json, encode_json
 from streams.usage import fold
 from streams.usage_store import (
     MAX_RECORD_BYTES,
@@ -89,7 +88,7 @@ class Rejected:
     index: int | None = None
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
+        return encode_json(
             {
                 "account": self.account,
                 "field": self.field,
@@ -100,8 +99,7 @@ class Rejected:
                 "sourceOffset": self.source.offset,
                 "index": self.index,
                 "measurement": self.measurement,
-            },
-            default=str,
+            }
         )
 
 
@@ -130,13 +128,14 @@ def measurements_of(value: bytes | None) -> Carried | str:
     """The measurements a message carries, or why it carries none.
 
     A message is one m3ter measurement (a JSON object) or a batch envelope
-    `{"measurements": [...]}`.
+    `{"measurements": [...]}`. Numbers are decoded exactly (`decode_json`: int, Decimal),
+    never through a float.
     """
     if not value:
         return "empty message"
     try:
-        document = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+        document = decode_json(value)
+    except DecodeError as exc:
         return f"not JSON: {exc}"
     if isinstance(document, dict):
         batch = document.get("measurements")

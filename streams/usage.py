@@ -9,6 +9,11 @@ this module's.
 Numbers in a state are canonical (`canonical`): a state depends only on the values
 folded into it, never on their order or on how a producer wrote them (1, 1.0, 1.00),
 so any split, order or grouping of the same measurements gives the same bytes.
+
+Numbers are exact: values arrive as exact Decimals (`streams.schemas.numbers`) and sums
+are computed in `EXACT`, which never rounds (a sum needs at most as many digits as the
+span of its terms, and accepted measurement numbers span at most 50). Only MEAN, a
+quotient, is rounded (to 28 significant digits, like every calculation).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import orjson
 from streams.expressions import ARITHMETIC, ONE, ZERO
 from streams.schemas.catalog import AggregationFunction, Catalog
 from streams.schemas.measurement import HOUR_MS, ValidMeasurement
+from streams.schemas.numbers import EXACT
 
 UsageKey = tuple[str, str, int]  # account code, aggregation code, hour start (epoch ms)
 
@@ -54,12 +60,14 @@ def hour_of(ts_ms: int) -> int:
 
 
 def canonical(number: Decimal) -> Decimal:
-    """The one representation of a value: no trailing zeros, whole numbers without exponent."""
+    """The one representation of a value: no trailing zeros, whole numbers below 10**28
+    without exponent. Exact: never rounds."""
     if not number:
         return ZERO  # also -0 and 0E-5
-    reduced = number.normalize(ARITHMETIC)
-    if reduced.adjusted() < ARITHMETIC.prec and reduced == reduced.to_integral_value():
-        return reduced.quantize(ONE, context=ARITHMETIC)
+    reduced = number.normalize(EXACT)
+    exponent: int = reduced.as_tuple().exponent  # type: ignore[assignment]  # finite
+    if exponent > 0 and reduced.adjusted() < ARITHMETIC.prec:
+        return reduced.quantize(ONE, context=EXACT)
     return reduced
 
 
@@ -93,7 +101,7 @@ def merge(a: UsageState, b: UsageState) -> UsageState:
         return a
     if not a.count:
         return b
-    total = _either(ARITHMETIC.add, a.sum, b.sum)
+    total = _either(EXACT.add, a.sum, b.sum)
     return UsageState(
         count=a.count + b.count,
         sum=None if total is None else canonical(total),
@@ -259,7 +267,7 @@ def _numbers_states(
     latest_ts, latest = max(zip(stamps, values, strict=True))
     plain = UsageState(
         count=len(values),
-        sum=canonical(reduce(ARITHMETIC.add, values)),
+        sum=canonical(reduce(EXACT.add, values)),
         min=canonical(min(values)),
         max=canonical(max(values)),
         latest=(latest_ts, canonical(latest)),

@@ -11,6 +11,10 @@ every problem of every invalid measurement, and nothing is published. Checks tha
 the catalog (unknown meter or field, required fields, ts horizon, derived fields) happen
 later in the usage agent, which sends failures to `measurements.rejected`.
 
+Numbers are read exactly (`streams.schemas.numbers`: int and Decimal from the JSON text,
+never a float) and a number that cannot be kept exactly within the limits (30 digits
+before the decimal point, 20 after) is a 400 naming its field, never rounded.
+
 A valid request is published as one batch envelope per partition (see
 `connectors.kafka.measurements`): the measurements exactly as sent, grouped by
 `partition_for(account)`, keyed by the account of the group's first measurement.
@@ -26,7 +30,6 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
-from math import isfinite
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,6 +47,8 @@ from streams.schemas.measurement import (
     Measurement,
     parse_timestamp,
 )
+from streams.schemas.numbers import LIMIT as NUMBER_LIMIT
+from streams.schemas.numbers import DecodeError, decode_json, exact_number
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,15 +101,22 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
+    """The body with exact numbers (`decode_json`), or 400 saying where it is not JSON."""
     try:
-        return orjson.loads(body)
+        return decode_json(body)
+    except DecodeError as exc:
+        reason = f"the body is not valid JSON: {json_problem(body, exc)}"
+        raise ApiError(400, "invalid_json", reason) from None
+
+
+def json_problem(text: bytes, error: DecodeError, line: bool = True) -> str:
+    """What is wrong with `text` and where: orjson words it with line and column."""
+    try:
+        orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(
-            400,
-            "invalid_json",
-            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            f" (position {exc.pos})",
-        ) from None
+        at = f"line {exc.lineno} column {exc.colno}" if line else f"column {exc.colno}"
+        return f"{exc.msg} at {at} (position {exc.pos})"
+    return str(error)  # JSON to orjson, not to the exact decoder (e.g. a 5,000-digit integer)
 
 
 # --- structural validation -------------------------------------------------------------
@@ -131,8 +143,8 @@ def plainly_valid(measurement: object) -> bool:
 
     The model costs ~8 us a measurement, most of the edge's CPU; this pre-check of the
     common shape costs ~2 us. It accepts a strict subset of what the model accepts
-    (same shared rules: identifier lengths, code pattern, `parse_timestamp`, finite
-    numbers), so the model still judges, and words the errors of, everything else.
+    (same shared rules: identifier lengths, code pattern, `parse_timestamp`,
+    `exact_number`), so the model still judges, and words the errors of, everything else.
     """
     if type(measurement) is not dict:
         return False
@@ -154,7 +166,10 @@ def plainly_valid(measurement: object) -> bool:
             if type(values) is not dict:
                 return False
             for value in values.values():
-                if type(value) is not int and not (type(value) is float and isfinite(value)):
+                if type(value) is int:
+                    if not -NUMBER_LIMIT < value < NUMBER_LIMIT:
+                        return False
+                elif isinstance(exact_number(value), str):
                     return False
         elif name in _STRING_MAPS:
             if type(values) is not dict:

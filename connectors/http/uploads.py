@@ -12,6 +12,10 @@ per-partition envelopes being filled.
   names (`uid`, `meter`, `account`, `ts`, `ets`, or `<map>.<field>` such as
   `measure.calls`, `who.user`); number maps' cells become numbers; empty cells are
   omitted; a quoted cell may span lines.
+- Numbers are read exactly in every format (`streams.schemas.numbers`: int and Decimal
+  from the text, never a float) and judged by the one rule (30 digits before the decimal
+  point, 20 after; no NaN or Infinity): refused naming the field, never rounded. A JSON
+  Lines line is published byte for byte as sent.
 - JSON is parsed element by element with the standard library's incremental scanner
   (`JSONDecoder.raw_decode`) over a sliding buffer.
 
@@ -46,9 +50,9 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
-import orjson
 from fastapi import APIRouter, Depends, Path, Request, Response
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -59,12 +63,22 @@ from connectors.http.ingest import (
     await_acks,
     check_content_length,
     edge_of,
+    json_problem,
     measurement_errors,
     unavailable,
 )
 from connectors.kafka.measurements import Envelope, PartitionBatcher
 from connectors.kafka.producer import AsyncProducer
 from streams.schemas.measurement import NUMBER_MAPS, STRING_MAPS
+from streams.schemas.numbers import (
+    DecodeError,
+    EncodeError,
+    OutOfRange,
+    decode_json,
+    encode_json,
+    json_integer,
+    json_number,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -209,9 +223,9 @@ class JsonLinesParser:
         if not text:
             return
         try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            yield Unreadable(line, f"not valid JSON: {exc.msg} at column {exc.colno}")
+            value = decode_json(text)
+        except DecodeError as exc:
+            yield Unreadable(line, f"not valid JSON: {json_problem(text, exc, line=False)}")
         else:
             yield Record(line, value, text)
 
@@ -253,13 +267,14 @@ def parse_header(names: list[str]) -> list[Column]:
     return columns
 
 
-def csv_number(cell: str) -> int | float | str:
-    """A JSON-like number from a cell; anything else stays text (and fails validation)."""
+def csv_number(cell: str) -> int | Decimal | OutOfRange | str:
+    """The exact number a cell spells, as JSON would; anything else stays text (and fails
+    validation)."""
     text = cell.strip()
     if _INTEGER.fullmatch(text):
-        return int(text)
+        return json_integer(text)
     if _DECIMAL.fullmatch(text):
-        return float(text)
+        return json_number(text)
     return cell
 
 
@@ -355,7 +370,11 @@ class JsonArrayParser:
     def __init__(self, max_element_bytes: int) -> None:
         self.max_element_bytes = max_element_bytes
         self._text = codecs.getincrementaldecoder("utf-8-sig")()
-        self._scan = json.JSONDecoder().raw_decode
+        # Numbers exactly, as `decode_json` reads them; NaN and Infinity (which this decoder
+        # would take) become Decimals that validation refuses, naming the field.
+        self._scan = json.JSONDecoder(
+            parse_float=json_number, parse_int=json_integer, parse_constant=Decimal
+        ).raw_decode
         self._buf = ""
         self._pos = 0
         self._state: Literal["opening", "elements", "closing", "done"] = "opening"
@@ -589,8 +608,8 @@ class UploadJob:
         encoded = item.raw
         if not problems and encoded is None:
             try:
-                encoded = orjson.dumps(item.value)
-            except orjson.JSONEncodeError as exc:
+                encoded = encode_json(item.value)
+            except (EncodeError, ValueError) as exc:  # e.g. a lone surrogate in a string
                 problems = [{"field": "measurement", "reason": f"cannot be encoded: {exc}"}]
         if problems or encoded is None:
             self._reject(item.line, item.index, problems)

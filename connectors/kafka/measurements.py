@@ -12,6 +12,10 @@ keying by account with the Java client's murmur2 (confluent-kafka:
 `MeasurementProducer` does what the HTTP ingest API and file upload do: group
 measurements by `partition_for(account)`, publish one envelope per partition (at most
 `batch_size` measurements), acks=all, idempotent.
+
+Numbers are written exactly (`encode_json`): an int of any size or a `Decimal` becomes
+the same JSON number (`Decimal("0.1")` is `0.1`, 2**64 is 18446744073709551616); a float
+is written as its shortest repr. The worker reads them back exactly.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from confluent_kafka import Message, Producer
 
 from connectors.kafka.producer import DeliveryError, new_producer
 from streams.partitioning import partition_for
+from streams.schemas.numbers import encode_json
 
 # Stay well below the broker's default max.message.bytes (1 MiB): an envelope is
 # flushed before it would grow past this, whatever its count.
@@ -52,7 +56,7 @@ def account_of(measurement: Mapping[str, Any]) -> str:
 
 def encode_measurement(measurement: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """A single-measurement message: (key = account code, value = the measurement as JSON)."""
-    return account_of(measurement).encode(), orjson.dumps(measurement)
+    return account_of(measurement).encode(), encode_json(measurement)
 
 
 def encode_envelope(encoded: Iterable[bytes]) -> bytes:
@@ -71,7 +75,7 @@ def envelopes_by_partition(
         Envelope(
             partition,
             group[0]["account"].encode(),
-            orjson.dumps({"measurements": group}),
+            encode_json({"measurements": group}),
             len(group),
         )
         for partition, group in groups.items()
@@ -155,7 +159,7 @@ class MeasurementProducer:
         self._failures: list[str] = []
 
     def send(self, measurement: Mapping[str, Any]) -> None:
-        envelope = self._batcher.add(account_of(measurement), orjson.dumps(measurement))
+        envelope = self._batcher.add(account_of(measurement), encode_json(measurement))
         if envelope is not None:
             self._produce(envelope)
 

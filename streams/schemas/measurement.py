@@ -5,11 +5,13 @@ The fast validator builds no model per measurement: `rules_for(catalog)` compile
 meter once (allowed codes per map, required fields, derived-field expressions) and
 `CatalogRules.validate` checks a plain dict against them, returning a
 `ValidMeasurement` or a `Rejection` naming the field and the rule.
+
+Both judge numbers by one rule, `streams.schemas.numbers.exact_number`: a number is kept
+exactly as sent (an exact Decimal) or refused with the reason; it is never rounded.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +30,9 @@ from pydantic import (
 
 from streams.expressions import Expression, ExpressionError, compile_expression
 from streams.schemas.catalog import Catalog, Code, Meter
+from streams.schemas.numbers import JSON_SCHEMA as NUMBER_SCHEMA
+from streams.schemas.numbers import LIMIT as NUMBER_LIMIT
+from streams.schemas.numbers import exact_number
 
 STRING_MAPS = ("who", "what", "where", "other", "metadata")
 NUMBER_MAPS = ("measure", "income", "cost")
@@ -54,20 +59,6 @@ def parse_timestamp(value: object) -> datetime | str:
     return parsed
 
 
-def to_decimal(value: object) -> Decimal | None:
-    """The exact Decimal of a JSON number (int, or float via its shortest repr), else None.
-
-    bool, strings, NaN and infinities are not numbers here.
-    """
-    if type(value) is int:
-        return Decimal(value)
-    if type(value) is float:
-        return Decimal(repr(value)) if math.isfinite(value) else None
-    if type(value) is Decimal:
-        return value if value.is_finite() else None
-    return None
-
-
 # --- the model -------------------------------------------------------------------------
 
 
@@ -81,14 +72,14 @@ def _timestamp(value: object) -> object:
 
 
 def _number(value: object) -> Decimal:
-    number = to_decimal(value)
-    if number is None:
-        raise ValueError("expected a finite number")
+    number = exact_number(value)
+    if isinstance(number, str):
+        raise ValueError(number)
     return number
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
-Number = Annotated[Decimal, BeforeValidator(_number), WithJsonSchema({"type": "number"})]
+Number = Annotated[Decimal, BeforeValidator(_number), WithJsonSchema(NUMBER_SCHEMA)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
@@ -305,15 +296,13 @@ class CatalogRules:
                 for code, value in values.items():
                     if code not in allowed:
                         return rules.unknown(name, code)
-                    # to_decimal, inlined for the two shapes orjson gives
-                    if type(value) is int:
+                    # exact_number, with its most common case inlined
+                    if type(value) is int and -NUMBER_LIMIT < value < NUMBER_LIMIT:
                         numbers[code] = Decimal(value)
-                    elif type(value) is float and math.isfinite(value):
-                        numbers[code] = Decimal(repr(value))
                     else:
-                        number = to_decimal(value)
-                        if number is None:
-                            return Rejection(f"{name}.{code}", "expected a number")
+                        number = exact_number(value)
+                        if isinstance(number, str):
+                            return Rejection(f"{name}.{code}", number)
                         numbers[code] = number
             else:
                 for code, value in values.items():

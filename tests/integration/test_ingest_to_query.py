@@ -1,5 +1,5 @@
 """Ingest API + file upload + direct producer → the usage query API, exactly, on a real broker,
-and the same answer after the worker restarts."""
+and the same answer after the worker restarts; numbers exact to the last digit on every path."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Consumer
 
 from connectors.kafka.measurements import MeasurementProducer
+from streams.schemas.numbers import decode_json
 from tests.stack import Stack
+from tests.unit.test_exact_numbers import KEPT, REFUSED
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
@@ -123,6 +127,103 @@ def test_every_ingest_path_lands_exactly_in_the_query_api_and_survives_a_restart
     stack.worker.stop()
     stack.start_worker()
     stack.wait_for(lambda: query(stack, ["acme", "globex", "initech"]) == before, timeout=60)
+
+
+def test_numbers_arrive_exactly_through_every_path_and_the_rest_is_refused_naming_the_field(
+    stack: Stack,
+) -> None:
+    """12345678901234567890123, 2**64, a 40-digit decimal, -0, 1E+2… summed exactly; 1e-400
+    and the other numbers that cannot be kept exactly refused, on every path."""
+    run = uuid.uuid4().hex[:6]
+    api, jsonl, csv, raw = (f"exact-{path}-{run}" for path in ("api", "jsonl", "csv", "raw"))
+
+    def as_text(account: str, index: int, number: str) -> str:
+        return (
+            f'{{"uid":"{account}-{index}","meter":"api","account":"{account}",'
+            f'"ts":"{NOW.isoformat()}","who":{{"user":"u"}},"measure":{{"calls":{number}}}}}'
+        )
+
+    def items(account: str, numbers: Any) -> list[str]:
+        return [as_text(account, i, number) for i, number in enumerate(numbers)]
+
+    refused = list(REFUSED)
+    with stack.client() as client:
+        body = '{"measurements": [' + ",".join(items(api, KEPT)) + "]}"
+        accepted = client.post(f"{stack.api}/measurements", content=body.encode())
+        assert accepted.status_code == 200, accepted.text
+        tiny = '{"measurements": [' + as_text(api, 99, "1e-400") + "]}"
+        refusal = client.post(f"{stack.api}/measurements", content=tiny.encode())
+        assert refusal.status_code == 400
+        assert refusal.json()["errors"] == [
+            {"index": 0, "field": "measure.calls", "reason": REFUSED["1e-400"]}
+        ]
+        lines = "\n".join(items(jsonl, [*KEPT, *refused]))
+        rows = "\n".join(
+            f"{csv}-{i},api,{csv},{NOW.isoformat()},u,{number}"
+            for i, number in enumerate([*KEPT, *refused])
+        )
+        for content, content_type in (
+            (lines, "application/x-ndjson"),
+            ("uid,meter,account,ts,who.user,measure.calls\n" + rows, "text/csv"),
+        ):
+            upload = client.post(
+                f"{stack.api}/fileuploads/measurements",
+                content=content.encode(),
+                headers={"Content-Type": content_type},
+            )
+            assert upload.status_code == 200, upload.text
+            answer = upload.json()
+            assert (answer["accepted"], answer["rejected"]) == (len(KEPT), len(REFUSED))
+            assert {(e["field"], e["reason"]) for e in answer["errors"]} == {
+                ("measure.calls", reason) for reason in REFUSED.values()
+            }
+    envelope = '{"measurements": [' + ",".join(items(raw, [*KEPT, *refused])) + "]}"
+    stack.produce(stack.topics.measurements, raw, [envelope.encode()])
+
+    exact = sum(map(Fraction, KEPT.values()))
+
+    def totals() -> dict[str, Fraction] | None:
+        got = values(query(stack, [api, jsonl, csv, raw]))
+        calls = {account: got.get((account, "api_calls")) for account in (api, jsonl, csv, raw)}
+        return None if None in calls.values() else {a: Fraction(v) for a, v in calls.items()}
+
+    assert stack.wait_for(totals, timeout=45) == dict.fromkeys((api, jsonl, csv, raw), exact)
+    assert (
+        str(values(query(stack, [raw]))[(raw, "api_calls")])
+        == "1000000012396405013142382359729.22345678901234567889"
+    )
+    dead = rejected(stack, raw, len(REFUSED))
+    assert [(r["field"], r["reason"]) for r in dead] == [
+        ("measure.calls", reason) for reason in REFUSED.values()
+    ]
+    sent_refused = [r["measurement"]["measure"]["calls"] for r in dead]
+    assert sent_refused[2] == 1234567890123456789012345678901234567890  # kept, not rounded
+
+
+def rejected(stack: Stack, account: str, count: int) -> list[dict[str, Any]]:
+    """The first `count` dead letters of `account`, read with exact numbers."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([stack.topics.measurements_rejected])
+    seen: list[dict[str, Any]] = []
+
+    def enough() -> list[dict[str, Any]] | None:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            document = decode_json(message.value())
+            if document["account"] == account:
+                seen.append(document)
+        return seen if len(seen) >= count else None
+
+    try:
+        return stack.wait_for(enough, timeout=30)  # type: ignore[no-any-return]
+    finally:
+        consumer.close()
 
 
 def test_a_bad_query_names_the_field(stack: Stack) -> None:

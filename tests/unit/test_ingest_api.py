@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -38,8 +39,10 @@ from connectors.metrics import Metrics
 from streams.partitioning import partition_for
 from streams.schemas.catalog import CODE_PATTERN
 from streams.schemas.measurement import NUMBER_MAPS, STRING_MAPS, Measurement
+from streams.schemas.numbers import NOT_FINITE, decode_json, exact_number
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.unit.test_exact_numbers import KEPT, REFUSED
 
 ORG = "acme-org"
 KEY = "key-2"
@@ -311,7 +314,7 @@ async def test_invalid_measurements_are_listed_by_index_and_field_and_nothing_is
     answer = response.json()
     assert answer["error"] == "invalid_measurements"
     assert answer["errors"] == [
-        {"index": 1, "field": "measure.calls", "reason": "expected a finite number"},
+        {"index": 1, "field": "measure.calls", "reason": "expected a number"},
         {"index": 3, "field": "account", "reason": "is required"},
         {"index": 3, "field": "color", "reason": "unknown property"},
     ]
@@ -335,6 +338,66 @@ async def test_no_acknowledgement_within_the_timeout_is_503(settings: Settings) 
         response = await c.post(MEASUREMENTS, content=body(measurement()), headers=AUTH)
     assert response.status_code == 503
     assert "not acknowledged within 0.05s" in response.json()["message"]
+
+
+# --- exact numbers (the values of test_exact_numbers.py) ------------------------------
+
+
+def as_text(index: int, number: str) -> str:
+    """A measurement whose `measure.bytes` is the JSON number `number`, written as text."""
+    return (
+        f'{{"uid":"n-{index}","meter":"api","account":"acme","ts":"2024-04-01T10:00:00Z",'
+        f'"measure":{{"bytes":{number}}}}}'
+    )
+
+
+async def post_numbers(client: httpx.AsyncClient, *numbers: str) -> httpx.Response:
+    """An ingest request of one measurement per number (its `measure.bytes`)."""
+    items = ",".join(as_text(i, t) for i, t in enumerate(numbers))
+    return await client.post(MEASUREMENTS, content=f'{{"measurements": [{items}]}}', headers=AUTH)
+
+
+def published_numbers(producer: FakeProducer) -> dict[str, Decimal | str]:
+    """uid -> the exact value of `measure.bytes` as published (read without floats)."""
+    return {
+        measurement["uid"]: exact_number(measurement["measure"]["bytes"])
+        for sent in producer.sent
+        for measurement in decode_json(sent.value)["measurements"]
+    }
+
+
+async def test_the_ingest_api_publishes_every_number_exactly_as_sent(
+    client: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    response = await post_numbers(client, *KEPT)
+    assert response.status_code == 200, response.text
+    assert published_numbers(producer) == {f"n-{i}": v for i, v in enumerate(KEPT.values())}
+    published = b"".join(sent.value for sent in producer.sent)
+    assert b'"bytes":12345678901234567890.12345678901234567890' in published
+    assert b'"bytes":12345678901234567890123' in published
+
+
+@pytest.mark.parametrize("text", REFUSED)
+async def test_the_ingest_api_refuses_a_number_it_cannot_keep_exactly_naming_the_field(
+    client: httpx.AsyncClient, producer: FakeProducer, text: str
+) -> None:
+    response = await post_numbers(client, "1", text)
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"index": 1, "field": "measure.bytes", "reason": REFUSED[text]}
+    ]
+    assert producer.sent == []
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+async def test_the_ingest_api_refuses_nan_and_infinity_as_not_json(
+    client: httpx.AsyncClient, producer: FakeProducer, text: str
+) -> None:
+    response = await post_numbers(client, text)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_json"
+    assert "line 1 column" in response.json()["message"]
+    assert producer.sent == []
 
 
 # --- file upload -----------------------------------------------------------------------
@@ -396,7 +459,7 @@ async def test_a_csv_upload_reports_bad_rows_by_line_and_publishes_the_rest(
     answer = response.json()
     assert (answer["accepted"], answer["rejected"]) == (1, 3)
     assert answer["errors"] == [
-        {"line": 3, "field": "measure.calls", "reason": "expected a finite number"},
+        {"line": 3, "field": "measure.calls", "reason": "expected a number"},
         {"line": 5, "field": "measurement", "reason": "6 cells, but the header has 5"},
         {"line": 6, "field": "account", "reason": "is required"},
     ]
@@ -454,6 +517,53 @@ async def test_a_json_upload_is_read_element_by_element_across_tiny_chunks(
     assert answer["errors"][0]["index"] == 2
     assert answer["errors"][0]["field"] == "meter"
     assert producer.measurements == sent[:2]
+
+
+def exact_file(kind: str, numbers: list[str]) -> tuple[bytes, str]:
+    """A file of one measurement per number (its `measure.bytes`), and its Content-Type."""
+    if kind == "csv":
+        rows = [f"n-{i},api,acme,2024-04-01T10:00:00Z,{t}" for i, t in enumerate(numbers)]
+        return "\n".join(["uid,meter,account,ts,measure.bytes", *rows]).encode(), "text/csv"
+    items = [as_text(i, t) for i, t in enumerate(numbers)]
+    if kind == "jsonl":
+        return "\n".join(items).encode(), "application/x-ndjson"
+    return ("[\n" + ",\n".join(items) + "\n]").encode(), "application/json"
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "csv"])
+async def test_an_upload_publishes_every_number_exactly_and_refuses_what_it_cannot_keep(
+    client: httpx.AsyncClient, producer: FakeProducer, kind: str
+) -> None:
+    numbers = [*KEPT, *REFUSED]
+    content, content_type = exact_file(kind, numbers)
+    answer = (await upload(client, content, content_type)).json()
+    assert (answer["accepted"], answer["rejected"]) == (len(KEPT), len(REFUSED))
+    assert [(e["field"], e["reason"]) for e in answer["errors"]] == [
+        ("measure.bytes", reason) for reason in REFUSED.values()
+    ]
+    assert published_numbers(producer) == {f"n-{i}": v for i, v in enumerate(KEPT.values())}
+
+
+async def test_a_json_lines_upload_publishes_each_number_byte_for_byte(
+    client: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    content, content_type = exact_file("jsonl", list(KEPT))
+    assert (await upload(client, content, content_type)).json()["accepted"] == len(KEPT)
+    published = b"".join(sent.value for sent in producer.sent)
+    assert all(line in published for line in content.split(b"\n"))
+
+
+async def test_nan_in_a_json_upload_is_refused_naming_the_field_and_the_rest_is_read(
+    client: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    content, content_type = exact_file("json", ["1", "NaN", "-Infinity", "2"])
+    answer = (await upload(client, content, content_type)).json()
+    assert (answer["accepted"], answer["rejected"]) == (2, 2)
+    assert [(e["index"], e["field"], e["reason"]) for e in answer["errors"]] == [
+        (1, "measure.bytes", NOT_FINITE),
+        (2, "measure.bytes", NOT_FINITE),
+    ]
+    assert published_numbers(producer) == {"n-0": 1, "n-3": 2}
 
 
 async def test_a_json_syntax_error_ends_the_job_after_what_was_read(

@@ -18,6 +18,7 @@ from streams.schemas.measurement import (
     derived_field_errors,
     rules_for,
 )
+from streams.schemas.numbers import NOT_FINITE
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 NOW = "2026-01-01T00:00:00Z"
@@ -168,8 +169,8 @@ def test_ts_exactly_at_the_horizon_is_accepted() -> None:
         (measurement(measure={"calls": "5"}), "measure.calls", "expected a number"),
         (measurement(measure={"calls": True}), "measure.calls", "expected a number"),
         (measurement(measure={"calls": None}), "measure.calls", "expected a number"),
-        (measurement(measure={"calls": float("nan")}), "measure.calls", "expected a number"),
-        (measurement(measure={"calls": float("inf")}), "measure.calls", "expected a number"),
+        (measurement(measure={"calls": float("nan")}), "measure.calls", NOT_FINITE),
+        (measurement(measure={"calls": float("inf")}), "measure.calls", NOT_FINITE),
         (measurement(who={"user": 42}), "who.user", "expected a string"),
         (measurement(who={}), "who.user", "required WHO field 'user' missing"),
         (
@@ -282,7 +283,11 @@ def test_the_model_rejects_structural_problems_like_the_fast_validator(
 def test_the_json_schema_describes_numbers_and_timestamps() -> None:
     schema = Measurement.model_json_schema()
     properties = schema["properties"]
-    assert properties["measure"]["additionalProperties"] == {"type": "number"}
+    number = properties["measure"]["additionalProperties"]
+    assert number["type"] == "number"
+    assert (number["exclusiveMinimum"], number["exclusiveMaximum"]) == (-(10**30), 10**30)
+    assert "at most 30 digits before the decimal point and 20 after it" in number["description"]
+    assert properties["cost"]["additionalProperties"] == number
     assert properties["who"]["additionalProperties"] == {"type": "string"}
     assert properties["ts"]["format"] == "date-time"
     assert schema["additionalProperties"] is False
