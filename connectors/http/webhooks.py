@@ -4,7 +4,9 @@ Order of a request:
   1. refuse when no signing secret is configured (503: nothing could be verified)
   2. read the raw body, at most 512 KiB (413)
   3. verify `Stripe-Signature` with the stripe SDK against every configured secret in
-     turn (rotation), with the configured tolerance (400 with the reason)
+     turn (rotation), with the configured tolerance (400 with the reason); the SDK only
+     refuses a timestamp too old, so a timestamp more than the tolerance in the future
+     is refused here as well (a signature made with a skewed or stolen clock)
   4. parse the body (400 when it is not a JSON Stripe event)
   5. answer a duplicate delivery of an already published event id without publishing
   6. answer an event type the accounts agent does not read without publishing (counted)
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -104,7 +107,8 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 def verify_signature(
     body: bytes, header: str | None, secrets: Sequence[str], tolerance_s: int
 ) -> None:
-    """Raise ApiError(400) unless one of `secrets` signed `body` within the tolerance."""
+    """Raise ApiError(400) unless one of `secrets` signed `body` within the tolerance,
+    either way of now."""
     if not header:
         raise invalid_signature("missing Stripe-Signature header")
     try:
@@ -116,8 +120,21 @@ def verify_signature(
             stripe.WebhookSignature.verify_header(payload, header, secret, tolerance_s)
         except stripe.SignatureVerificationError:
             continue
+        ahead = signed_at(header) - time.time()
+        if ahead > tolerance_s:
+            raise invalid_signature(
+                f"Stripe-Signature timestamp is {ahead:.0f} s in the future, "
+                f"outside the tolerance of {tolerance_s} s"
+            )
         return
     raise invalid_signature(_why_unverified(payload, header, secrets, tolerance_s))
+
+
+def signed_at(header: str) -> int:
+    """The `t=` timestamp of a header the stripe SDK verified, read the way the SDK reads
+    it (the first `t` item), so the one checked here is the one that was signed."""
+    items = (item.split("=", 2) for item in header.split(","))
+    return int(next(item[1] for item in items if item[0] == "t"))
 
 
 def _why_unverified(payload: str, header: str, secrets: Sequence[str], tolerance_s: int) -> str:
