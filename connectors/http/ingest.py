@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
+from connectors.http.openapi import JSON, ORG_ERRORS, errors, measurements_schema, request_body
 from connectors.kafka.measurements import Envelope, envelopes_by_partition
 from streams.schemas.catalog import CODE_PATTERN
 from streams.schemas.measurement import (
@@ -75,7 +76,9 @@ def edge_of(request: Request) -> Edge:
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
+    return ApiError(
+        413, "payload_too_large", f"the request body exceeds {limit} bytes", field="body"
+    )
 
 
 def check_content_length(request: Request, limit: int) -> None:
@@ -104,6 +107,7 @@ def parse_json(body: bytes) -> Any:
             "invalid_json",
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             f" (position {exc.pos})",
+            field="body",
         ) from None
 
 
@@ -193,7 +197,12 @@ def batch_errors(measurements: list[Any]) -> list[dict[str, Any]]:
 
 def measurements_of(document: Any, limit: int) -> list[Any]:
     if type(document) is not dict:
-        raise ApiError(400, "invalid_request", 'the body must be an object {"measurements": [...]}')
+        raise ApiError(
+            400,
+            "invalid_request",
+            'the body must be an object {"measurements": [...]}',
+            field="body",
+        )
     unknown = sorted(set(document) - {"measurements"})
     if unknown:
         raise ApiError(400, "invalid_request", f"unknown property {unknown[0]!r}", field=unknown[0])
@@ -263,7 +272,14 @@ def ingest_router(settings: Settings, ack_timeout_s: float = ACK_TIMEOUT_S) -> A
     router = APIRouter(route_class=ApiRoute, tags=["ingest"])
     authorized_org = require_org_key(settings)
 
-    @router.post("/organizations/{orgId}/measurements", summary="Submit measurements")
+    @router.post(
+        "/organizations/{orgId}/measurements",
+        summary="Submit measurements",
+        responses=errors(*ORG_ERRORS, 413, 503),
+        openapi_extra=request_body(
+            {JSON: measurements_schema(settings.max_measurements_per_request)}
+        ),
+    )
     async def submit_measurements(
         request: Request, org_id: str = Depends(authorized_org)
     ) -> Response:

@@ -38,6 +38,7 @@ import stripe
 from fastapi import APIRouter, Request, Response
 
 from connectors.http.auth import ApiError, json_response
+from connectors.http.openapi import JSON, errors, request_body
 from connectors.kafka.producer import DeliveryError
 from streams.accounts import customer_key
 from streams.settings import Settings
@@ -57,6 +58,30 @@ PUBLISHED_TYPES = frozenset(
 )
 PUBLISHED_PREFIXES = ("customer.subscription.",)
 UNVERIFIED = "-"  # metrics label of the type of an event we could not trust
+SIGNATURE = "Stripe-Signature"
+# What the bridge reads of an event; Stripe's own fields beyond these are kept as they are.
+STRIPE_EVENT = {
+    "type": "object",
+    "required": ["id", "type"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "api_version": {"type": ["string", "null"]},
+        "data": {"type": "object", "properties": {"object": {"type": "object"}}},
+    },
+}
+OPENAPI = {
+    **request_body({JSON: STRIPE_EVENT}, description="A Stripe event, signed by Stripe"),
+    "parameters": [
+        {
+            "name": SIGNATURE,
+            "in": "header",
+            "required": True,
+            "description": "t=<unix seconds>,v1=<HMAC-SHA256 of '<t>.<body>'>",
+            "schema": {"type": "string"},
+        }
+    ],
+}
 
 
 class RecentEventIds:
@@ -91,7 +116,12 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise ApiError(400, "bad_request", f"Content-Length {declared!r} is not a number")
+            raise ApiError(
+                400,
+                "bad_request",
+                f"Content-Length {declared!r} is not a number",
+                field="Content-Length",
+            )
         if int(declared) > limit:
             raise too_large(f"a body of {declared} bytes exceeds {limit} bytes")
     chunks: list[bytes] = []
@@ -160,7 +190,7 @@ def parse_event(body: bytes) -> dict[str, Any]:
         raise not_an_event("the body is not a JSON object")
     for field in ("id", "type"):
         if not isinstance(event.get(field), str) or not event[field]:
-            raise not_an_event(f"the body has no string {field!r}")
+            raise not_an_event(f"the body has no string {field!r}", field)
     return event
 
 
@@ -174,15 +204,15 @@ def event_headers(event: dict[str, Any], received_at: datetime) -> list[tuple[st
 
 
 def invalid_signature(message: str) -> ApiError:
-    return ApiError(400, "invalid_signature", message)
+    return ApiError(400, "invalid_signature", message, field=SIGNATURE)
 
 
-def not_an_event(message: str) -> ApiError:
-    return ApiError(400, "invalid_event", message)
+def not_an_event(message: str, field: str = "body") -> ApiError:
+    return ApiError(400, "invalid_event", message, field=field)
 
 
 def too_large(message: str) -> ApiError:
-    return ApiError(413, "payload_too_large", message)
+    return ApiError(413, "payload_too_large", message, field="body")
 
 
 def webhook_router(
@@ -197,7 +227,12 @@ def webhook_router(
     tolerance_s = settings.stripe_webhook_tolerance_s
     recent = RecentEventIds(dedup_capacity)
 
-    @router.post("/webhooks/stripe")
+    @router.post(
+        "/webhooks/stripe",
+        summary="Receive a Stripe webhook",
+        responses=errors(400, 413, 503),
+        openapi_extra=OPENAPI,
+    )
     async def stripe_webhook(request: Request) -> Response:
         """Receive a Stripe webhook (signed by Stripe, no API key); 200 once it is in Kafka."""
         edge: Edge = request.app.state.edge

@@ -160,6 +160,7 @@ async def test_a_request_without_a_signature_header_is_refused_with_400(bridge: 
     assert response.json() == {
         "error": "invalid_signature",
         "message": "missing Stripe-Signature header",
+        "field": "Stripe-Signature",
     }
     assert bridge.producer.sent == []
 
