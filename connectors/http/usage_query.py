@@ -10,9 +10,9 @@
 The edge asks the worker owning each account (`streams.pages.UsageRequest`, routed by
 faust by the account's partition) for mergeable hourly states, merges them per requested
 group and answers each aggregation's value (exact decimals as strings). Without
-`accountIds` it asks the worker at `worker_base_url` which accounts have usage in the
-range; with several workers, pass `accountIds` (the listing covers that worker's
-partitions). A repeated account or aggregation counts once.
+`accountIds` (or with none in it) it asks the worker at `worker_base_url` which accounts
+have usage in the range; with several workers, pass `accountIds` (the listing covers that
+worker's partitions). A repeated account or aggregation counts once.
 
 Bad input is a 400 naming the field before any worker is asked: dates need a timezone
 and must lie in 1970..9999 UTC; account ids are 1 to 200 characters of anything (`.`,
@@ -80,7 +80,7 @@ class UsageQuery(BaseModel):
     accountIds: tuple[AccountId, ...] | None = Field(
         default=None,
         max_length=MAX_ACCOUNTS,
-        description="Accounts to query; all accounts with usage in the range when omitted",
+        description="Accounts to query; all accounts with usage in the range when omitted or empty",
         examples=[["acme", "cus_Nk3p0sWk2"]],
     )
     aggregations: tuple[Code, ...] = Field(
@@ -184,10 +184,10 @@ def usage_query_router(
         query = parse_query(await read_body(request, MAX_QUERY_BYTES))
         start, end = epoch_ms(query.startDate), epoch_ms(query.endDate)
         async with worker.client() as client:
-            if query.accountIds is None:
-                accounts = await _accounts(worker, client, start, end)
-            else:
+            if query.accountIds:
                 accounts = list(query.accountIds)
+            else:
+                accounts = await _accounts(worker, client, start, end)
             answers = await asyncio.gather(
                 *(_account_states(worker, client, a, query, start, end) for a in accounts)
             )

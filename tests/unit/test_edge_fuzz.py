@@ -120,11 +120,16 @@ JSON_VALUES = st.recursive(
 OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
 NEAR = st.datetimes(datetime(2026, 2, 27), datetime(2026, 3, 3), timezones=OFFSETS | st.just(UTC))
 ANY_YEAR = st.datetimes(timezones=st.none() | OFFSETS)
+# The first and last days datetime can hold: an offset moves them out of its range.
+EXTREME = st.datetimes(datetime(1, 1, 1), datetime(1, 1, 3), timezones=OFFSETS) | st.datetimes(
+    datetime(9999, 12, 29), datetime(9999, 12, 31, 23, 59, 59), timezones=OFFSETS
+)
 # Mostly near the usage the stand-in worker holds (so two of them make a valid range).
 MOMENTS = st.one_of(
     NEAR.map(datetime.isoformat),
     NEAR.map(datetime.isoformat),
     NEAR.map(datetime.isoformat),
+    EXTREME.map(datetime.isoformat),
     ANY_YEAR.map(datetime.isoformat),
     st.sampled_from(STRANGE_MOMENTS),
 )
@@ -421,7 +426,7 @@ def check(call: Call, response: httpx.Response, worker: StubWorker) -> None:
     elif call.operation.key == USAGE_QUERY and isinstance(call.json_body, dict):
         asked = [ask for page, ask in worker.asked if page == pages.USAGE]
         given_ids = call.json_body.get("accountIds")
-        if given_ids is not None:
+        if given_ids:  # else every account the worker lists
             assert [ask.account for ask in asked] == list(dict.fromkeys(given_ids))
         codes = list(dict.fromkeys(call.json_body["aggregations"]))
         assert all(list(ask.aggregations) == codes for ask in asked)

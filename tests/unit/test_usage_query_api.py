@@ -78,18 +78,20 @@ def usage_asked(worker: StubWorker) -> list[pages.UsageRequest]:
 
 
 @pytest.mark.parametrize(
-    ("field", "moment"),
+    ("field", "start", "end"),
     [
-        ("startDate", "0001-01-01T00:00:00+09:22"),  # before year 1 in UTC
-        ("startDate", "1969-12-31T23:59:59Z"),
-        ("endDate", "9999-12-31T23:59:59-14:00"),  # after year 9999 in UTC
-        ("endDate", "2026-03-02T00:00:00"),  # no timezone
+        # before year 1 in UTC
+        ("startDate", "0001-01-01T00:00:00+09:22", "0001-01-02T00:00:00Z"),
+        ("startDate", "1969-12-31T23:59:59Z", "1970-01-01T01:00:00Z"),
+        # after year 9999 in UTC
+        ("endDate", "9999-12-31T00:00:00Z", "9999-12-31T23:59:59-14:00"),
+        ("endDate", "2026-03-01T00:00:00Z", "2026-03-02T00:00:00"),  # no timezone
     ],
 )
 async def test_a_date_outside_1970_to_9999_utc_or_without_timezone_is_a_400_naming_it(
-    client: httpx.AsyncClient, worker: StubWorker, field: str, moment: str
+    client: httpx.AsyncClient, worker: StubWorker, field: str, start: str, end: str
 ) -> None:
-    response = await post(client, **{field: moment})
+    response = await post(client, startDate=start, endDate=end)
     assert refused_field(response) == field
     assert worker.asked == []
 
@@ -186,14 +188,14 @@ async def test_a_repeated_account_or_aggregation_counts_once(
     assert response.json()["accounts"] == 1
 
 
+@pytest.mark.parametrize("selection", [{}, {"accountIds": []}, {"accountIds": None}])
 async def test_without_account_ids_the_listed_accounts_are_queried(
-    client: httpx.AsyncClient, worker: StubWorker
+    client: httpx.AsyncClient, worker: StubWorker, selection: dict[str, Any]
 ) -> None:
     for account in (".", "a|b"):
         worker.add_usage(account, "api_calls", T0_MS, 2)
-    response = await client.post(
-        QUERY, json={k: v for k, v in body().items() if k != "accountIds"}, headers=AUTH
-    )
+    everyone = {k: v for k, v in body().items() if k != "accountIds"}
+    response = await client.post(QUERY, json={**everyone, **selection}, headers=AUTH)
     assert response.status_code == 200, response.text
     assert sorted(ask.account for ask in usage_asked(worker)) == [".", "a|b"]
     assert {row["accountId"]: row["value"] for row in response.json()["data"]} == {
