@@ -247,14 +247,44 @@ async def test_a_worker_error_is_a_502(
     assert response.json()["error"] == "bad_gateway"
 
 
-async def test_a_worker_answer_the_edge_cannot_read_is_a_502() -> None:
+GOOD_ROW = {"aggregation": "api_calls", "bucket": 0, "state": {"n": 1, "s": "1"}}
+
+
+@pytest.mark.parametrize(
+    ("listing", "states"),
+    [
+        ({"accounts": ["acme"]}, {"rows": [{"aggregation": "api_calls"}], "functions": {}}),
+        ({"accounts": ["acme"]}, {"rows": [GOOD_ROW], "functions": {"api_calls": "TOTAL"}}),
+        ({"accounts": ["acme"]}, {"rows": [{**GOOD_ROW, "bucket": -1}], "functions": {}}),
+        ({"accounts": ["acme"]}, {"rows": [{**GOOD_ROW, "state": {"n": 1, "s": "x"}}]}),
+        ({"accounts": ["acme"]}, b"not json"),
+        ({"accounts": [1]}, {"rows": [], "functions": {}}),
+        ({"accounts": None}, {"rows": [], "functions": {}}),
+    ],
+)
+async def test_a_worker_answer_the_edge_cannot_read_is_a_502(
+    listing: dict[str, Any], states: dict[str, Any] | bytes
+) -> None:
     def garbled(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"rows": [{"aggregation": "api_calls"}]})
+        document = listing if request.url.path == pages.USAGE_ACCOUNTS else states
+        if isinstance(document, bytes):
+            return httpx.Response(200, content=document)
+        return httpx.Response(200, json=document)
 
     settings = Settings(org_id=ORG, api_keys=KEY, topic_prefix="unit.")
     worker = StubWorker()
     worker.handle = garbled  # type: ignore[method-assign]
+    everyone = {k: v for k, v in body().items() if k != "accountIds"}
     async with edge_client(settings, worker) as edge:
-        response = await edge.post(QUERY, json=body(), headers=AUTH)
-    assert response.status_code == 502
+        response = await edge.post(QUERY, json=everyone, headers=AUTH)
+    assert response.status_code == 502, response.text
     assert "cannot read" in response.json()["message"]
+
+
+async def test_a_query_body_over_1_mib_is_a_413_naming_the_body(
+    client: httpx.AsyncClient, worker: StubWorker
+) -> None:
+    response = await post(client, accountIds=["a" * 200] * 6000)
+    assert response.status_code == 413
+    assert response.json()["field"] == "body"
+    assert worker.asked == []
