@@ -10,11 +10,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import FastAPI
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from connectors.bill_view import BillView
+from connectors.http.auth import ApiError
 from connectors.http.bills import bills_router
 from connectors.http.ingest import ingest_router
 from connectors.http.reads import reads_router
@@ -40,7 +45,10 @@ class Edge:
     producer: AsyncProducer
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(
+    settings: Settings, *, worker_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The edge; `worker_transport` replaces the network to the worker (tests)."""
     metrics = Metrics()
     topics = Topics.from_settings(settings)
     bill_view = BillView(settings.kafka_bootstrap_servers, topics.bills)
@@ -72,9 +80,44 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(webhook_router(settings))
-    app.include_router(reads_router(settings))
+    app.include_router(reads_router(settings, transport=worker_transport))
     app.include_router(ingest_router(settings))
     app.include_router(uploads_router(settings))
-    app.include_router(usage_query_router(settings))
+    app.include_router(usage_query_router(settings, transport=worker_transport))
     app.include_router(bills_router(settings, bill_view))
+    declare_our_errors(app)
     return app
+
+
+def declare_our_errors(app: FastAPI) -> None:
+    """Parameters FastAPI refuses are a 400 in our error shape (naming the parameter), not
+    FastAPI's 422, and the OpenAPI document says so: routes declare their errors
+    (`connectors.http.openapi`), FastAPI's generic 422 is left out."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameter(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            {"field": str(error["loc"][-1]) if error["loc"] else "request", "reason": error["msg"]}
+            for error in exc.errors()
+        ]
+        message = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
+        error = ApiError(
+            400, "invalid_request", message, field=problems[0]["field"], errors=problems
+        )
+        return error.response()
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, tags=app.openapi_tags
+            )
+            for item in document.get("paths", {}).values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -66,7 +66,13 @@ class ApiRoute(APIRoute):
 
 
 def unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return ApiError(
+        401,
+        "unauthorized",
+        message,
+        headers={"WWW-Authenticate": "Bearer"},
+        field="Authorization",
+    )
 
 
 class KeyRing:
@@ -119,7 +125,7 @@ def require_org_key(settings: Settings) -> Callable[..., Awaitable[str]]:
         if not keys.accepts(credentials.credentials):
             raise unauthorized("invalid API key")
         if requested != org_id:
-            raise ApiError(404, "not_found", f"unknown organization {requested!r}")
+            raise ApiError(404, "not_found", f"unknown organization {requested!r}", field="orgId")
         return org_id
 
     return authorized_org

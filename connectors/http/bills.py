@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.bill_view import BillView
 from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
+from connectors.http.openapi import JSON, ORG_ERRORS, errors, request_body, schema_of
 from streams.billing import LifecycleError, transition
 from streams.partitioning import partition_for
 from streams.schemas.bill import Bill, BillStatus
@@ -33,6 +34,9 @@ from streams.schemas.commands import ChangeStatus, RunBills, Tick
 from streams.settings import Settings
 
 STATUS_WAIT_S = 10.0
+STILL_PENDING = {
+    "description": f"Accepted; the new version was not seen within {STATUS_WAIT_S:g} s"
+}
 
 
 class BillJob(BaseModel):
@@ -58,14 +62,20 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         except Exception as exc:
             raise ApiError(503, "unavailable", f"Kafka did not accept the command: {exc}") from None
 
-    @router.post("/organizations/{orgId}/billjobs")
+    @router.post(
+        "/organizations/{orgId}/billjobs",
+        summary="Run bills now",
+        status_code=202,
+        responses=errors(*ORG_ERRORS, 503),
+        openapi_extra=request_body({JSON: schema_of(BillJob)}, required=False),
+    )
     async def bill_job(request: Request, org_id: str = Depends(authorized_org)) -> Response:
         """Run bills now for the listed accounts, or for every account."""
         body = await request.body()
         try:
             job = BillJob.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            raise ApiError(400, "invalid_request", str(exc.errors()[0]["msg"])) from None
+            raise invalid(exc) from None
         job_id = f"job_{uuid.uuid4().hex[:16]}"
         now = time.time_ns() // 1_000_000
         if job.accountIds is None:
@@ -94,7 +104,9 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         )
         return json_response({"jobId": job_id, "accounts": len(job.accountIds)}, 202)
 
-    @router.get("/organizations/{orgId}/bills")
+    @router.get(
+        "/organizations/{orgId}/bills", summary="Latest bills", responses=errors(*ORG_ERRORS)
+    )
     async def list_bills(
         org_id: str = Depends(authorized_org), account: str | None = None
     ) -> Response:
@@ -102,7 +114,9 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         bills = view.bills(account)
         return json_response({"data": [orjson.loads(raw) for raw in bills]})
 
-    @router.get("/organizations/{orgId}/bills/{bill_id}")
+    @router.get(
+        "/organizations/{orgId}/bills/{bill_id}", summary="A bill", responses=errors(*ORG_ERRORS)
+    )
     async def get_bill(bill_id: str, org_id: str = Depends(authorized_org)) -> Response:
         return Response(_known(view, bill_id), media_type="application/json")
 
@@ -111,7 +125,9 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         try:
             changed = transition(bill, target, bill.statusChangedAt)
         except LifecycleError as exc:
-            raise ApiError(409, "conflict", exc.reason, billStatus=bill.status.value) from None
+            raise ApiError(
+                409, "conflict", exc.reason, field="status", billStatus=bill.status.value
+            ) from None
         if changed is bill:
             return Response(_known(view, bill_id), media_type="application/json")
         command = ChangeStatus(
@@ -134,7 +150,12 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
             await asyncio.sleep(0.05)
         return json_response({"billId": bill_id, "status": "accepted"}, 202)
 
-    @router.put("/organizations/{orgId}/bills/{bill_id}/status")
+    @router.put(
+        "/organizations/{orgId}/bills/{bill_id}/status",
+        summary="Approve or lock a bill",
+        responses={**errors(*ORG_ERRORS, 409, 503), 202: STILL_PENDING},
+        openapi_extra=request_body({JSON: schema_of(StatusChange)}),
+    )
     async def put_status(
         bill_id: str, request: Request, org_id: str = Depends(authorized_org)
     ) -> Response:
@@ -142,14 +163,21 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         try:
             wanted = StatusChange.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise ApiError(
-                400, "invalid_request", str(exc.errors()[0]["msg"]), field="status"
-            ) from None
+            raise invalid(exc) from None
         if wanted.status == BillStatus.PENDING:
-            raise ApiError(409, "conflict", "a bill returns to PENDING only when recalculated")
+            raise ApiError(
+                409,
+                "conflict",
+                "a bill returns to PENDING only when recalculated",
+                field="status",
+            )
         return await change(request, bill_id, wanted.status)
 
-    @router.put("/organizations/{orgId}/bills/{bill_id}/lock")
+    @router.put(
+        "/organizations/{orgId}/bills/{bill_id}/lock",
+        summary="Lock a bill",
+        responses={**errors(*ORG_ERRORS, 409, 503), 202: STILL_PENDING},
+    )
     async def put_lock(
         bill_id: str, request: Request, org_id: str = Depends(authorized_org)
     ) -> Response:
@@ -162,8 +190,15 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
 def _known(view: BillView, bill_id: str) -> bytes:
     raw = view.bill(bill_id)
     if raw is None:
-        raise ApiError(404, "not_found", f"unknown bill {bill_id!r}")
+        raise ApiError(404, "not_found", f"unknown bill {bill_id!r}", field="bill_id")
     return raw
+
+
+def invalid(exc: ValidationError) -> ApiError:
+    """400 naming the field of the first problem (`body` when it is the whole body)."""
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(map(str, error["loc"])) or "body"
+    return ApiError(400, "invalid_request", f"{where}: {error['msg']}", field=where)
 
 
 __all__: list[Any] = ["bills_router"]

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
+from connectors.http.openapi import JSON, ORG_ERRORS, errors, measurements_schema, request_body
 from connectors.kafka.measurements import Envelope, envelopes_by_partition
 from streams.schemas.catalog import CODE_PATTERN
 from streams.schemas.measurement import (
@@ -80,7 +81,9 @@ def edge_of(request: Request) -> Edge:
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
+    return ApiError(
+        413, "payload_too_large", f"the request body exceeds {limit} bytes", field="body"
+    )
 
 
 def check_content_length(request: Request, limit: int) -> None:
@@ -106,7 +109,7 @@ def parse_json(body: bytes) -> Any:
         return decode_json(body)
     except DecodeError as exc:
         reason = f"the body is not valid JSON: {json_problem(body, exc)}"
-        raise ApiError(400, "invalid_json", reason) from None
+        raise ApiError(400, "invalid_json", reason, field="body") from None
 
 
 def json_problem(text: bytes, error: DecodeError, line: bool = True) -> str:
@@ -208,7 +211,12 @@ def batch_errors(measurements: list[Any]) -> list[dict[str, Any]]:
 
 def measurements_of(document: Any, limit: int) -> list[Any]:
     if type(document) is not dict:
-        raise ApiError(400, "invalid_request", 'the body must be an object {"measurements": [...]}')
+        raise ApiError(
+            400,
+            "invalid_request",
+            'the body must be an object {"measurements": [...]}',
+            field="body",
+        )
     unknown = sorted(set(document) - {"measurements"})
     if unknown:
         raise ApiError(400, "invalid_request", f"unknown property {unknown[0]!r}", field=unknown[0])
@@ -278,7 +286,14 @@ def ingest_router(settings: Settings, ack_timeout_s: float = ACK_TIMEOUT_S) -> A
     router = APIRouter(route_class=ApiRoute, tags=["ingest"])
     authorized_org = require_org_key(settings)
 
-    @router.post("/organizations/{orgId}/measurements", summary="Submit measurements")
+    @router.post(
+        "/organizations/{orgId}/measurements",
+        summary="Submit measurements",
+        responses=errors(*ORG_ERRORS, 413, 503),
+        openapi_extra=request_body(
+            {JSON: measurements_schema(settings.max_measurements_per_request)}
+        ),
+    )
     async def submit_measurements(
         request: Request, org_id: str = Depends(authorized_org)
     ) -> Response:

@@ -67,6 +67,7 @@ from connectors.http.ingest import (
     measurement_errors,
     unavailable,
 )
+from connectors.http.openapi import ORG_ERRORS, errors, upload_body
 from connectors.kafka.measurements import Envelope, PartitionBatcher
 from connectors.kafka.producer import AsyncProducer
 from streams.schemas.measurement import NUMBER_MAPS, STRING_MAPS
@@ -153,7 +154,9 @@ def media_type(content_type: str | None) -> str:
 
 def unsupported(what: str) -> ApiError:
     accepted = ", ".join(sorted({*MEDIA_TYPES, "multipart/form-data"}))
-    return ApiError(415, "unsupported_media_type", f"{what}; accepted: {accepted}")
+    return ApiError(
+        415, "unsupported_media_type", f"{what}; accepted: {accepted}", field="Content-Type"
+    )
 
 
 # --- lines -----------------------------------------------------------------------------
@@ -722,7 +725,7 @@ async def read_upload(request: Request, job: UploadJob, limits: UploadLimits) ->
     except BadUpload as error:
         if job.read == 0:
             where = f"line {error.line}: " if error.line > 1 else ""
-            raise ApiError(400, "invalid_upload", f"{where}{error.reason}") from None
+            raise ApiError(400, "invalid_upload", f"{where}{error.reason}", field="file") from None
         job.stop(error)
     return digest.hexdigest()[:32]
 
@@ -772,7 +775,12 @@ def uploads_router(settings: Settings, limits: UploadLimits | None = None) -> AP
     jobs = JobStore()
     path = "/organizations/{orgId}/fileuploads/measurements"
 
-    @router.post(path, summary="Upload a file of measurements")
+    @router.post(
+        path,
+        summary="Upload a file of measurements",
+        responses=errors(*ORG_ERRORS, 413, 415, 503),
+        openapi_extra=upload_body(MEDIA_TYPES, settings.max_measurements_per_request),
+    )
     async def upload_measurements(
         request: Request, org_id: str = Depends(authorized_org)
     ) -> Response:
@@ -797,6 +805,7 @@ def uploads_router(settings: Settings, limits: UploadLimits | None = None) -> AP
                 "payload_too_large",
                 f"the upload exceeds {limits.max_upload_bytes} bytes; reading stopped there, "
                 f"{job.accepted} measurements before that point were accepted",
+                field="body",
                 accepted=job.accepted,
             ) from None
         counter.labels("upload", "accepted").inc(job.accepted)
@@ -812,7 +821,9 @@ def uploads_router(settings: Settings, limits: UploadLimits | None = None) -> AP
         )
         return json_response(result)
 
-    @router.get(path + "/{jobId}", summary="The result of an upload job")
+    @router.get(
+        path + "/{jobId}", summary="The result of an upload job", responses=errors(*ORG_ERRORS)
+    )
     async def upload_job(
         job_id: Annotated[str, Path(alias="jobId")], org_id: str = Depends(authorized_org)
     ) -> Response:
@@ -823,6 +834,7 @@ def uploads_router(settings: Settings, limits: UploadLimits | None = None) -> AP
                 "not_found",
                 f"no upload job {job_id!r} in this process (it keeps the results of its "
                 f"last {jobs.limit} uploads in memory)",
+                field="jobId",
             )
         return json_response(result)
 

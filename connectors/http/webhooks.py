@@ -4,7 +4,9 @@ Order of a request:
   1. refuse when no signing secret is configured (503: nothing could be verified)
   2. read the raw body, at most 512 KiB (413)
   3. verify `Stripe-Signature` with the stripe SDK against every configured secret in
-     turn (rotation), with the configured tolerance (400 with the reason)
+     turn (rotation), with the configured tolerance (400 with the reason); the SDK only
+     refuses a timestamp too old, so a timestamp more than the tolerance in the future
+     is refused here as well (a signature made with a skewed or stolen clock)
   4. parse the body (400 when it is not a JSON Stripe event)
   5. answer a duplicate delivery of an already published event id without publishing
   6. answer an event type the accounts agent does not read without publishing (counted)
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -35,6 +38,7 @@ import stripe
 from fastapi import APIRouter, Request, Response
 
 from connectors.http.auth import ApiError, json_response
+from connectors.http.openapi import JSON, errors, request_body
 from connectors.kafka.producer import DeliveryError
 from streams.accounts import customer_key
 from streams.settings import Settings
@@ -54,6 +58,30 @@ PUBLISHED_TYPES = frozenset(
 )
 PUBLISHED_PREFIXES = ("customer.subscription.",)
 UNVERIFIED = "-"  # metrics label of the type of an event we could not trust
+SIGNATURE = "Stripe-Signature"
+# What the bridge reads of an event; Stripe's own fields beyond these are kept as they are.
+STRIPE_EVENT = {
+    "type": "object",
+    "required": ["id", "type"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "api_version": {"type": ["string", "null"]},
+        "data": {"type": "object", "properties": {"object": {"type": "object"}}},
+    },
+}
+OPENAPI = {
+    **request_body({JSON: STRIPE_EVENT}, description="A Stripe event, signed by Stripe"),
+    "parameters": [
+        {
+            "name": SIGNATURE,
+            "in": "header",
+            "required": True,
+            "description": "t=<unix seconds>,v1=<HMAC-SHA256 of '<t>.<body>'>",
+            "schema": {"type": "string"},
+        }
+    ],
+}
 
 
 class RecentEventIds:
@@ -88,7 +116,12 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise ApiError(400, "bad_request", f"Content-Length {declared!r} is not a number")
+            raise ApiError(
+                400,
+                "bad_request",
+                f"Content-Length {declared!r} is not a number",
+                field="Content-Length",
+            )
         if int(declared) > limit:
             raise too_large(f"a body of {declared} bytes exceeds {limit} bytes")
     chunks: list[bytes] = []
@@ -104,7 +137,8 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 def verify_signature(
     body: bytes, header: str | None, secrets: Sequence[str], tolerance_s: int
 ) -> None:
-    """Raise ApiError(400) unless one of `secrets` signed `body` within the tolerance."""
+    """Raise ApiError(400) unless one of `secrets` signed `body` within the tolerance,
+    either way of now."""
     if not header:
         raise invalid_signature("missing Stripe-Signature header")
     try:
@@ -116,8 +150,21 @@ def verify_signature(
             stripe.WebhookSignature.verify_header(payload, header, secret, tolerance_s)
         except stripe.SignatureVerificationError:
             continue
+        ahead = signed_at(header) - time.time()
+        if ahead > tolerance_s:
+            raise invalid_signature(
+                f"Stripe-Signature timestamp is {ahead:.0f} s in the future, "
+                f"outside the tolerance of {tolerance_s} s"
+            )
         return
     raise invalid_signature(_why_unverified(payload, header, secrets, tolerance_s))
+
+
+def signed_at(header: str) -> int:
+    """The `t=` timestamp of a header the stripe SDK verified, read the way the SDK reads
+    it (the first `t` item), so the one checked here is the one that was signed."""
+    items = (item.split("=", 2) for item in header.split(","))
+    return int(next(item[1] for item in items if item[0] == "t"))
 
 
 def _why_unverified(payload: str, header: str, secrets: Sequence[str], tolerance_s: int) -> str:
@@ -143,7 +190,7 @@ def parse_event(body: bytes) -> dict[str, Any]:
         raise not_an_event("the body is not a JSON object")
     for field in ("id", "type"):
         if not isinstance(event.get(field), str) or not event[field]:
-            raise not_an_event(f"the body has no string {field!r}")
+            raise not_an_event(f"the body has no string {field!r}", field)
     return event
 
 
@@ -157,15 +204,15 @@ def event_headers(event: dict[str, Any], received_at: datetime) -> list[tuple[st
 
 
 def invalid_signature(message: str) -> ApiError:
-    return ApiError(400, "invalid_signature", message)
+    return ApiError(400, "invalid_signature", message, field=SIGNATURE)
 
 
-def not_an_event(message: str) -> ApiError:
-    return ApiError(400, "invalid_event", message)
+def not_an_event(message: str, field: str = "body") -> ApiError:
+    return ApiError(400, "invalid_event", message, field=field)
 
 
 def too_large(message: str) -> ApiError:
-    return ApiError(413, "payload_too_large", message)
+    return ApiError(413, "payload_too_large", message, field="body")
 
 
 def webhook_router(
@@ -180,7 +227,12 @@ def webhook_router(
     tolerance_s = settings.stripe_webhook_tolerance_s
     recent = RecentEventIds(dedup_capacity)
 
-    @router.post("/webhooks/stripe")
+    @router.post(
+        "/webhooks/stripe",
+        summary="Receive a Stripe webhook",
+        responses=errors(400, 413, 503),
+        openapi_extra=OPENAPI,
+    )
     async def stripe_webhook(request: Request) -> Response:
         """Receive a Stripe webhook (signed by Stripe, no API key); 200 once it is in Kafka."""
         edge: Edge = request.app.state.edge

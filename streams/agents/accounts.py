@@ -23,8 +23,9 @@ metadata). Replaying `stripe.events` (resetting this app's consumer group offset
 not: every replayed event is a duplicate or stale against the stored state, by design.
 
 Worker pages (served by the worker that owns the account's partition; faust forwards
-the request there): `GET /accounts/{code}` and `GET /accountplans/{code}`. Counters go to
-the worker's `context.stats` (`accounts_applied`, `_ignored`, `_rejected`, `_unmapped`).
+the request there): `GET /accounts?account=` and `GET /accountplans?account=`
+(`streams.pages`). Counters go to the worker's `context.stats` (`accounts_applied`,
+`_ignored`, `_rejected`, `_unmapped`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from streams import pages
 from streams.accounts import AccountsChange, InvalidStripeEvent, UnmappedPrice, apply_event
 from streams.accounts import customer_key as event_customer
+from streams.agents.routing import on_owner
 from streams.delivery import deliver
 from streams.readiness import when_ready
 from streams.schemas.accounts import Account, AccountPlan
@@ -254,22 +257,29 @@ def _register_pages(app: MeterlineApp, state: AccountState) -> None:
     def not_found(view: View, code: str) -> Response:
         return view.error(404, f"account {code!r} not found", code=code)
 
-    @app.page("/accounts/{code}")
+    @app.page(pages.ACCOUNT)
     class AccountPage(View):
-        # faust's handler type has no room for match_info parameters: hence the ignores.
         @when_ready(app)
-        @app.table_route(table=state.accounts, match_info="code")  # type: ignore[arg-type]
-        async def get(self, request: Request, code: str) -> Response:
+        async def get(self, request: Request) -> Response:
+            return await on_owner(
+                app, state.accounts, self, request, pages.parse_account, self.answer
+            )
+
+        async def answer(self, code: str) -> Response:
             raw = state.account_json(code)
             if raw is None:
                 return not_found(self, code)
             return self.bytes(raw, content_type="application/json")
 
-    @app.page("/accountplans/{code}")
+    @app.page(pages.ACCOUNT_PLANS)
     class AccountPlansPage(View):
         @when_ready(app)
-        @app.table_route(table=state.plans_table, match_info="code")  # type: ignore[arg-type]
-        async def get(self, request: Request, code: str) -> Response:
+        async def get(self, request: Request) -> Response:
+            return await on_owner(
+                app, state.plans_table, self, request, pages.parse_account, self.answer
+            )
+
+        async def answer(self, code: str) -> Response:
             if state.account_json(code) is None:
                 return not_found(self, code)
             return self.bytes(plans_document(state.plans(code)), content_type="application/json")

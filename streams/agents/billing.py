@@ -22,6 +22,8 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
+from streams import pages
+from streams.agents.routing import on_owner
 from streams.bill_runs import (
     LockedRange,
     finalize,
@@ -227,13 +229,17 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 key=b"tick", value=tick.model_dump_json().encode(), partition=partition
             )
 
-    @app.page("/bills/{account}")
+    @app.page(pages.BILLS)
     class AccountBills(View):
         """Every bill of one account (latest versions), from the worker that owns it."""
 
         @when_ready(app)
-        @app.table_route(table=billing.index, match_info="account")  # type: ignore[arg-type]
-        async def get(self, request: Request, account: str) -> Response:
+        async def get(self, request: Request) -> Response:
+            return await on_owner(
+                app, billing.index, self, request, pages.parse_account, self.answer
+            )
+
+        async def answer(self, account: str) -> Response:
             bills = sorted(billing.bills_of(account).values(), key=lambda b: b.startDate)
             body = b"[" + b",".join(bill.model_dump_json().encode() for bill in bills) + b"]"
             return self.bytes(body, content_type="application/json")

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.web import Request, Response, View
 
+from streams import pages
+from streams.agents.routing import on_owner
 from streams.delivery import deliver
 from streams.metering import Message, Metering, Source
 from streams.partitioning import partition_for
 from streams.readiness import when_ready
+from streams.schemas.catalog import Aggregation
 from streams.schemas.measurement import DAY_MS, HOUR_MS, Horizon
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage import to_document
-from streams.usage_store import UsageRecord, expired, merged_states, parse_record_key
+from streams.usage_store import Reader, UsageRecord, expired, merged_states, parse_record_key
 
 if TYPE_CHECKING:
     from streams.app import MeterlineApp, WorkerContext
@@ -33,6 +37,26 @@ BUCKETS = {
     "HOUR": lambda window: window - window % HOUR_MS,
     "DAY": lambda window: window - window % DAY_MS,
 }
+
+
+def usage_page(
+    read: Reader, known: Mapping[str, Aggregation], ask: pages.UsageRequest
+) -> dict[str, Any]:
+    """The `/usage` page's answer: the functions of the known aggregations asked for, and
+    the mergeable state of each (aggregation, bucket) with usage."""
+    codes = ask.aggregations
+    functions = {code: known[code].aggregation.value for code in codes if code in known}
+    bucket = BUCKETS[ask.group_by] if ask.group_by else None
+    states = merged_states(read, ask.account, codes, ask.start, ask.end, bucket)
+    rows = [
+        {"aggregation": code, "bucket": group, "state": to_document(state)}
+        for (code, group), state in sorted(states.items())
+    ]
+    return {"account": ask.account, "functions": functions, "rows": rows}
+
+
+def _account(ask: pages.UsageRequest) -> str:
+    return ask.account
 
 
 def now_ms() -> int:
@@ -150,45 +174,31 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         if stale:
             log.info("usage retention: %d records trimmed or deleted", len(stale))
 
-    @app.page("/usage/{account}")
+    @app.page(pages.USAGE)
     class AccountUsage(View):
         """Mergeable usage states of one account, served by the worker that owns it."""
 
         @when_ready(app)
-        @app.table_route(table=usage, match_info="account")  # type: ignore[arg-type]
-        async def get(self, request: Request, account: str) -> Response:
-            query = request.query
-            try:
-                start = int(query["start"])
-                end = int(query["end"])
-                codes = [c for c in query.get("aggregations", "").split(",") if c]
-                bucket = BUCKETS.get(query.get("groupBy", ""))
-            except (KeyError, ValueError) as exc:
-                return self.json({"error": f"bad query: {exc}"}, status=400)
-            assert context.catalog is not None
-            known = context.catalog.current().aggregations
-            functions = {code: known[code].aggregation.value for code in codes if code in known}
-            states = merged_states(read, account, codes, start, end, bucket)
-            rows = [
-                {"aggregation": code, "bucket": group, "state": to_document(state)}
-                for (code, group), state in sorted(states.items())
-            ]
-            return self.bytes(
-                orjson.dumps({"account": account, "functions": functions, "rows": rows}),
-                content_type="application/json",
-            )
+        async def get(self, request: Request) -> Response:
+            parse = pages.UsageRequest.parse
+            return await on_owner(app, usage, self, request, parse, self.answer, _account)
 
-    @app.page("/usage-accounts")
+        async def answer(self, ask: pages.UsageRequest) -> Response:
+            assert context.catalog is not None
+            document = usage_page(read, context.catalog.current().aggregations, ask)
+            return self.bytes(orjson.dumps(document), content_type="application/json")
+
+    @app.page(pages.USAGE_ACCOUNTS)
     class UsageAccounts(View):
         """Accounts with usage in [start, end) on the partitions this worker owns."""
 
         @when_ready(app)
         async def get(self, request: Request) -> Response:
             try:
-                first = int(request.query["start"]) // HOUR_MS
-                last = (int(request.query["end"]) - 1) // HOUR_MS
-            except (KeyError, ValueError) as exc:
-                return self.json({"error": f"bad query: {exc}"}, status=400)
+                ask = pages.UsageAccountsRequest.parse(request.query.items())
+            except pages.BadPageRequest as error:
+                return self.json(error.document(), status=400)
+            first, last = ask.start // HOUR_MS, (ask.end - 1) // HOUR_MS
             owned = {
                 tp.partition
                 for tp in app.assignor.assigned_actives()

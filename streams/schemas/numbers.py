@@ -127,9 +127,13 @@ EncodeError = msgspec.EncodeError
 def decode_json(data: bytes | str) -> Any:
     """A JSON document with exact numbers: int for integers, Decimal for the rest.
 
-    Raises `DecodeError` (a ValueError) for text that is not JSON, NaN and Infinity included.
+    Raises `DecodeError` (a ValueError) for text that is not JSON, NaN and Infinity included,
+    and for a document nested deeper than the decoder's recursion limit.
     """
-    return _DECODER.decode(data)
+    try:
+        return _DECODER.decode(data)
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply") from None
 
 
 def encode_json(value: Any) -> bytes:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer
 
 from connectors.catalog_io import publish
 from connectors.kafka.producer import new_producer
+from streams.pages import USAGE, UsageRequest
 from tests.stack import Stack
 from tests.support import eventually, try_get_json
 
@@ -32,11 +34,15 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def usage(stack: Stack, account: str, aggregations: str, group_by: str = "") -> dict[str, Any]:
     """The worker's mergeable states of one account (routed by faust to its owner)."""
     now = int(time.time() * 1000)
-    query = (
-        f"start={now - 3 * 86_400_000}&end={now + 86_400_000}"
-        f"&aggregations={aggregations}&groupBy={group_by}"
+    ask = UsageRequest(
+        account,
+        now - 3 * 86_400_000,
+        now + 86_400_000,
+        tuple(aggregations.split(",")),
+        group_by or None,  # type: ignore[arg-type]
     )
-    return try_get_json(f"{stack.worker_url}/usage/{account}?{query}") or {}
+    query = httpx.QueryParams(tuple(ask.params()))
+    return try_get_json(f"{stack.worker_url}{USAGE}?{query}") or {}
 
 
 def measurement(uid: str, account: str, ts: datetime, **measure: Any) -> dict[str, Any]:

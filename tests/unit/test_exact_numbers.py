@@ -220,3 +220,13 @@ def test_a_python_producer_writes_ints_and_decimals_as_the_exact_numbers() -> No
     assert b'"bytes":18446744073709551616' in sent
     assert b'"calls":12345678901234567890.12345678901234567890' in sent
     assert decode_json(encode_measurement(measurement)[1]) == measurement
+
+
+def test_json_nested_deeper_than_the_decoder_goes_is_a_decode_error_not_a_crash() -> None:
+    from streams.metering import measurements_of
+    from streams.schemas.numbers import DecodeError, decode_json
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(DecodeError, match="nested too deeply"):
+        decode_json(deep)
+    assert measurements_of(b'{"measurements": ' + deep + b"}") == "not JSON: JSON nested too deeply"

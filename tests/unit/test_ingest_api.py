@@ -172,7 +172,11 @@ async def test_a_wrong_key_is_401(client: httpx.AsyncClient) -> None:
         MEASUREMENTS, content=body(measurement()), headers={"Authorization": "Bearer key-3"}
     )
     assert response.status_code == 401
-    assert response.json() == {"error": "unauthorized", "message": "invalid API key"}
+    assert response.json() == {
+        "error": "unauthorized",
+        "message": "invalid API key",
+        "field": "Authorization",
+    }
 
 
 async def test_every_configured_key_is_accepted(client: httpx.AsyncClient) -> None:
@@ -274,14 +278,14 @@ async def test_a_body_that_is_not_json_is_400_naming_the_position(
 @pytest.mark.parametrize(
     ("content", "field"),
     [
-        (b"[]", None),
+        (b"[]", "body"),
         (b'{"measurement": []}', "measurement"),
         (b'{"measurements": {}}', "measurements"),
         (b'{"measurements": []}', "measurements"),
     ],
 )
 async def test_a_body_of_the_wrong_shape_is_400(
-    client: httpx.AsyncClient, content: bytes, field: str | None
+    client: httpx.AsyncClient, content: bytes, field: str
 ) -> None:
     response = await client.post(MEASUREMENTS, content=content, headers=AUTH)
     assert response.status_code == 400

@@ -21,11 +21,11 @@ from streams.readiness import Behind, judge, readiness
 from streams.settings import Settings
 
 READ_PAGES = [
-    "/accounts/acme",
-    "/accountplans/acme",
-    "/usage/acme?start=0&end=3600000&aggregations=api_calls",
+    "/accounts?account=acme",
+    "/accountplans?account=acme",
+    "/usage?account=acme&start=0&end=3600000&aggregation=api_calls",
     "/usage-accounts?start=0&end=3600000",
-    "/bills/acme",
+    "/bills?account=acme",
 ]
 
 

@@ -160,6 +160,7 @@ async def test_a_request_without_a_signature_header_is_refused_with_400(bridge: 
     assert response.json() == {
         "error": "invalid_signature",
         "message": "missing Stripe-Signature header",
+        "field": "Stripe-Signature",
     }
     assert bridge.producer.sent == []
 
@@ -188,6 +189,23 @@ async def test_a_signature_older_than_the_tolerance_is_refused_with_400_naming_i
     assert response.status_code == 400
     assert "outside the tolerance of 300 s" in response.json()["message"]
     assert bridge.producer.sent == []
+
+
+async def test_a_signature_dated_beyond_the_tolerance_in_the_future_is_refused_with_400(
+    bridge: Bridge,
+) -> None:
+    response = await bridge.post(customer_created(), at=now() + 3600)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_signature"
+    assert "in the future, outside the tolerance of 300 s" in response.json()["message"]
+    assert bridge.producer.sent == []
+    assert bridge.count("rejected", "-") == 1
+
+
+async def test_a_signature_dated_slightly_in_the_future_is_accepted(bridge: Bridge) -> None:
+    response = await bridge.post(customer_created(), at=now() + 60)
+    assert response.status_code == 200, response.text
+    assert len(bridge.producer.sent) == 1
 
 
 async def test_a_malformed_signature_header_is_refused_with_400(bridge: Bridge) -> None:
