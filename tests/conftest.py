@@ -14,6 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI explores the same inputs on every run (a red CI is then a change, not a draw);
+# locally every run draws anew and keeps finding what CI has not seen.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _docker_reachable() -> bool:

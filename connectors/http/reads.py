@@ -20,6 +20,7 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Depends, Path, Query, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from connectors.http.auth import ApiError, ApiRoute, require_org_key
 from connectors.http.openapi import ORG_ERRORS, errors
@@ -30,6 +31,19 @@ from streams.settings import Settings
 
 WORKER_TIMEOUT_S = 5.0
 READ_ERRORS = errors(*ORG_ERRORS, 502, 503)
+
+
+class AccountCode(Convertor[str]):
+    """A path segment that is an account code: anything, `/` and line breaks included
+    (starlette's `path` stops at a line break)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
 def reads_router(
@@ -43,10 +57,14 @@ def reads_router(
     worker = Worker(settings.worker_base_url, timeout_s, transport)
 
     # `= Depends(...)`, not `Annotated[...]`: with postponed annotations FastAPI cannot
-    # resolve a dependency that is a local of this function. `{code:path}`: a code may
-    # hold a `/` (sent as %2F).
+    # resolve a dependency that is a local of this function. `{code:account}`: a code may
+    # hold a `/` (sent as %2F) or a line break.
+    register_url_convertor("account", AccountCode())
+
     @router.get(
-        "/organizations/{orgId}/accounts/{code:path}", summary="An account", responses=READ_ERRORS
+        "/organizations/{orgId}/accounts/{code:account}",
+        summary="An account",
+        responses=READ_ERRORS,
     )
     async def get_account(
         code: Annotated[str, Path(description="Account code")],

@@ -82,3 +82,12 @@ async def test_a_worker_error_is_a_502(client: httpx.AsyncClient, worker: StubWo
     worker.status = 500
     response = await client.get(f"{API}/accounts/acme", headers=AUTH)
     assert response.status_code == 502
+
+
+async def test_an_account_code_with_a_line_break_is_read_like_any_other(
+    client: httpx.AsyncClient, worker: StubWorker
+) -> None:
+    worker.accounts["\n0"] = {"code": "\n0"}
+    answer = await client.get(f"{API}/accounts/%0A0", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"code": "\n0"}
