@@ -19,6 +19,7 @@ from streams.metering import LockCheck
 from streams.settings import Settings
 from streams.tables import MAX_MESSAGE_BYTES
 from streams.topics import Topics
+from streams.watchdog import Watchdog, install_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class MeterlineApp(faust.App):
     def __init__(self, id: str, *, context: WorkerContext, **options: Any) -> None:
         super().__init__(id, **options)
         self.context = context
+        self.watchdog: Watchdog | None = None
 
 
 def create_app(settings: Settings, *, fast_rebalance: bool = False) -> MeterlineApp:
@@ -106,6 +108,8 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
 
 
 def _register_health(app: MeterlineApp) -> None:
+    watchdog = app.watchdog = install_watchdog(app)  # and /metrics
+
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -114,11 +118,14 @@ def _register_health(app: MeterlineApp) -> None:
             )
             live = app.context.catalog
             catalog = live.current() if live is not None else None
+            stalls = watchdog.stalls()
             return self.json(
                 {
-                    "status": "ok",
+                    "status": "stalled" if stalls else "ok",
+                    "stalls": [stall.as_dict() for stall in stalls],
                     "assigned": assigned,
                     "catalogItems": len(catalog.entries()) if catalog else 0,
                     "stats": dict(app.context.stats),
-                }
+                },
+                status=503 if stalls else 200,
             )
