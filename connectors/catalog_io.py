@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.producer import new_producer
+from connectors.kafka.readiness import wait_for_leaders, watermark_offsets
 from streams.schemas.catalog import SECTIONS, Catalog, CatalogError, parse_catalog_key
 
 
@@ -28,7 +30,11 @@ def load_document(path: Path) -> dict[str, Any]:
 
 
 def read_live(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
-    """Every live item on the catalog topic (latest value per key; tombstones removed)."""
+    """Every live item on the catalog topic (latest value per key; tombstones removed).
+
+    A topic created a moment ago may have no leader yet: wait for it (at most
+    `timeout`, then TopicsNotReady says which topic and why).
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -37,12 +43,11 @@ def read_live(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[str, di
         }
     )
     live: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        metadata = wait_for_leaders(consumer, [topic], timeout)[topic]
         for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
+            low, high = watermark_offsets(consumer, TopicPartition(topic, partition), deadline)
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, partition, low)])

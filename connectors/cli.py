@@ -168,14 +168,24 @@ def kafka_status(
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create every meterline topic that is missing (idempotent, any cluster)."""
+    """Create every topic meterline needs, the worker's changelogs included (idempotent).
+
+    Waits until every partition has a leader; exits 1 when an existing topic's partition
+    count or settings differ from what meterline declares.
+    """
+    from confluent_kafka import KafkaException
+
     from connectors.kafka.admin import create_topics
-    from streams.topics import Topics
+    from connectors.kafka.readiness import TopicsNotReady
+    from streams.worker_topics import worker_topics
 
     s = settings()
-    outcomes = create_topics(
-        s.kafka_bootstrap_servers, Topics.from_settings(s).all(), s.replication_factor
-    )
+    try:
+        outcomes = create_topics(s.kafka_bootstrap_servers, worker_topics(s), s.replication_factor)
+    except TopicsNotReady as exc:
+        fail(str(exc))
+    except KafkaException as exc:
+        fail(f"Kafka at {s.kafka_bootstrap_servers} did not answer: {exc.args[0]}")
     table = Table(title=f"topics on {s.kafka_bootstrap_servers}")
     for column in ("topic", "partitions", "outcome"):
         table.add_column(column)
@@ -190,14 +200,14 @@ def topics_create() -> None:
 @topics_app.command("list")
 def topics_list() -> None:
     """Print every topic meterline uses, its key, value and cleanup policy."""
-    from streams.topics import Topics
+    from streams.worker_topics import worker_topics
 
     s = settings()
     table = Table(title="meterline topics")
     for column in ("topic", "partitions", "key", "value", "cleanup"):
         table.add_column(column)
-    for topic in Topics.from_settings(s).all():
-        cleanup = "compact" if topic.spec.compacted else "delete"
+    for topic in worker_topics(s):
+        cleanup = topic.config.get("cleanup.policy", "delete")
         table.add_row(topic.name, str(topic.partitions), topic.spec.key, topic.spec.value, cleanup)
     Console().print(table)
 
@@ -217,6 +227,7 @@ def catalog_apply(
 ) -> None:
     """Validate FILE whole (every error with its path) and publish it to the catalog topic."""
     from connectors.catalog_io import load_document, merged_catalog, publish, read_live
+    from connectors.kafka.readiness import TopicsNotReady
     from streams.schemas.catalog import CatalogError
     from streams.topics import Topics
 
@@ -228,6 +239,8 @@ def catalog_apply(
         merged_catalog({} if prune else live, document)
     except CatalogError as exc:
         fail(f"{file} is not valid, nothing was published:\n" + "\n".join(exc.errors))
+    except TopicsNotReady as exc:
+        fail(f"cannot read the live catalog, nothing was published: {exc}")
     if dry_run:
         console.print(f"[green]{file} is valid[/] (dry run: nothing published)")
         return
@@ -246,10 +259,14 @@ def catalog_show(
     import yaml
 
     from connectors.catalog_io import read_live
+    from connectors.kafka.readiness import TopicsNotReady
     from streams.topics import Topics
 
     s = settings()
-    live = read_live(s.kafka_bootstrap_servers, Topics.from_settings(s).catalog)
+    try:
+        live = read_live(s.kafka_bootstrap_servers, Topics.from_settings(s).catalog)
+    except TopicsNotReady as exc:
+        fail(f"cannot read the live catalog: {exc}")
     if as_yaml:
         print(yaml.safe_dump(live, sort_keys=True))
         return
@@ -283,13 +300,23 @@ def schemas_export() -> None:
 @app.command()
 def worker() -> None:
     """Run the faust worker (accounts, usage and billing agents and their tables)."""
-    import faust
+    from confluent_kafka import KafkaException
 
+    from connectors.kafka.readiness import TopicsNotReady
+    from connectors.worker import WorkerTopicsError, prepare_topics, run
     from streams.app import create_app
 
     s = settings()
+    setup_logging(s.log_level)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
     faust_app = create_app(s, fast_rebalance=True)
-    faust.Worker(faust_app, loglevel=s.log_level, quiet=True).execute_from_commandline()
+    try:
+        prepare_topics(faust_app, s)
+    except (TopicsNotReady, WorkerTopicsError) as exc:
+        fail(str(exc))
+    except KafkaException as exc:
+        fail(f"Kafka at {s.kafka_bootstrap_servers} did not answer: {exc.args[0]}")
+    run(faust_app, s)
 
 
 @app.command()
@@ -359,9 +386,12 @@ def dev(
 ) -> None:
     """Start Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), topics and every process.
 
-    Streams their logs with a prefix; Ctrl-C stops all of them.
+    Without STRIPE_API_KEY the Stripe simulator runs too, and the sink writes to it.
+    Streams their logs with a prefix, reports a process that turns unhealthy (a stalled
+    worker) with the reason; Ctrl-C stops all of them.
     """
     from connectors.dev import DevStack
+    from connectors.kafka.readiness import TopicsNotReady
 
     s = settings()
     stack = DevStack(s, console=Console(), broker_port=port)
@@ -370,6 +400,9 @@ def dev(
         stack.create_topics()
         stack.add_defaults()
         code = stack.run_until_interrupted()
+    except TopicsNotReady as exc:
+        console.print(f"[red]error:[/] {exc}")
+        code = 1
     finally:
         stack.stop()
     raise typer.Exit(code)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -99,6 +100,7 @@ class Demo:
         self.stripe = stripe.StripeClient(
             key, base_addresses={"api": self.sim_url} if not self.real_stripe else None
         )
+        self.done = threading.Event()  # ends the health watch
         self.accounts: dict[str, str] = {}  # customer id -> plan lookup key
         self.expected = Expected()
         self.figures: dict[str, str] = {}
@@ -113,6 +115,9 @@ class Demo:
             "METERLINE_STRIPE_MODE": self.options.mode,
             "METERLINE_STRIPE_TRIGGER": self.options.trigger,
             "METERLINE_STRIPE_FINALIZE_ON_APPROVAL": "true",
+            # A stalled worker is reported well within the demo's own waits.
+            "METERLINE_WORKER_STALL_TIMEOUT_S": "30",
+            "METERLINE_WORKER_SEND_TIMEOUT_S": "20",
         }
         if not self.real_stripe:
             env["STRIPE_API_BASE"] = self.sim_url
@@ -126,18 +131,14 @@ class Demo:
         publish(stack.bootstrap(), topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
         self.console.print(f"catalog applied from {EXAMPLE_CATALOG.name}")
         if not self.real_stripe:
-            webhook = f"http://127.0.0.1:{self.settings.http_port}/webhooks/stripe"
-            stack.add(
-                "stripe-sim",
-                ["stripe-sim", "--port", str(self.sim_port), "--webhook-url", webhook],
-                f"{self.sim_url}/_sim/stats",
-            )
+            stack.add_stripe_simulator(self.sim_port)
         stack.add_defaults()
         stack.extra_env.update(self.env())
         stack.spawn()
         with self.console.status("waiting for every process to be healthy…"):
             stack.wait_healthy()
         self.console.print(stack.status_table())
+        stack.watch_health(self.done)
 
     # -- 1. checkout ------------------------------------------------------------------
 
@@ -531,6 +532,9 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         return 0 if ok else 1
     except DemoFailure as exc:
         console.print(f"[red bold]demo failed:[/] {exc}")
+        for problem in stack.problems():
+            console.print(f"[red]{problem}[/]")
         return 1
     finally:
+        demo.done.set()
         stack.stop()

@@ -1,13 +1,17 @@
 """The dev stack: a local broker, topics, and every meterline process as a subprocess.
 
 Children run in their own process groups and die with their parent (PR_SET_PDEATHSIG),
-their output is streamed with a prefix, and `stop()` terminates every group.
+their output is streamed with a prefix, and `stop()` terminates every group. Without
+STRIPE_API_KEY (and STRIPE_API_BASE) the Stripe simulator runs too and the sink writes
+to it. Once everything is up, the health of every process is polled: a process that
+turns unhealthy (a stalled worker) or recovers is reported with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -26,12 +30,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from connectors.kafka.admin import create_topics
-from connectors.kafka.broker import LocalKafka
+from connectors.kafka.broker import LocalKafka, free_port, port_is_free
+from connectors.stripe_sim.config import SimConfig
+from connectors.stripe_sink.stripe_api import SIMULATOR_KEY
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker_topics import worker_topics
 
 PR_SET_PDEATHSIG = 1
 COLOURS = {"worker": "cyan", "http": "green", "stripe-sink": "magenta", "stripe-sim": "yellow"}
+DEV_WEBHOOK_SECRET = "whsec_meterline_dev"
+HEALTH_EVERY_S = 2.0
 
 
 def _die_with_parent() -> None:
@@ -46,6 +54,7 @@ class Child:
     health_url: str
     process: subprocess.Popen[bytes] | None = None
     healthy: bool = False
+    problem: str | None = None  # why it is not healthy, once it was
 
     @property
     def pid(self) -> int | None:
@@ -86,17 +95,42 @@ class DevStack:
         )
 
     def create_topics(self) -> None:
-        topics = Topics.from_settings(self.settings).all()
+        """Every topic the processes need (the worker's changelogs too), leaders known."""
+        topics = worker_topics(self.settings)
         for outcome in create_topics(self.bootstrap(), topics, self.settings.replication_factor):
             if outcome.problem:
                 self.console.print(f"[red]topic {outcome.name} {outcome.problem}[/]")
+
+    def add_stripe_simulator(self, port: int | None = None) -> str:
+        """The Stripe simulator as a child, sending signed webhooks to the HTTP edge; the
+        sink (every child) is pointed at it. Returns its base URL."""
+        if port is None:
+            default = SimConfig().port
+            port = default if port_is_free(default) else free_port()
+        url = f"http://127.0.0.1:{port}"
+        webhook = f"http://127.0.0.1:{self.settings.http_port}/webhooks/stripe"
+        self.add(
+            "stripe-sim",
+            ["stripe-sim", "--port", str(port), "--webhook-url", webhook],
+            f"{url}/_sim/stats",
+        )
+        self.extra_env.setdefault("STRIPE_API_BASE", url)
+        self.extra_env.setdefault("STRIPE_API_KEY", SIMULATOR_KEY)
+        if not self.settings.stripe_webhook_secrets:
+            self.extra_env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+        return url
 
     def add(self, name: str, command: list[str], health_url: str) -> None:
         argv = [sys.executable, "-m", "connectors.cli", *command]
         self.children.append(Child(name, argv, health_url))
 
     def add_defaults(self) -> None:
+        """The worker, the HTTP edge and the sink; the simulator when Stripe is not set."""
         s = self.settings
+        simulated = any(child.name == "stripe-sim" for child in self.children)
+        if s.stripe_api_key is None and not s.stripe_api_base and not simulated:
+            url = self.add_stripe_simulator()
+            self.console.print(f"STRIPE_API_KEY unset: the Stripe simulator runs at {url}")
         self.add("worker", ["worker"], f"http://127.0.0.1:{s.worker_web_port}/healthz")
         self.add("http", ["http"], f"http://127.0.0.1:{s.http_port}/healthz")
         self.add("stripe-sink", ["stripe-sink"], f"http://127.0.0.1:{s.sink_port}/healthz")
@@ -168,6 +202,38 @@ class DevStack:
                 "not healthy in time: " + ", ".join(f"{c.name} ({c.health_url})" for c in pending)
             )
 
+    def watch_health(self, stop: threading.Event) -> threading.Thread:
+        """Poll every child's health until `stop`; print each change with its reason."""
+
+        def watch() -> None:
+            while not stop.wait(HEALTH_EVERY_S):
+                for child in self.children:
+                    self._check(child)
+
+        thread = threading.Thread(target=watch, name="health", daemon=True)
+        thread.start()
+        return thread
+
+    def _check(self, child: Child) -> None:
+        if child.process is None or child.process.poll() is not None:
+            return
+        healthy, reason = probe(child.health_url)
+        if healthy and not child.healthy:
+            self.console.print(f"[green]{child.name} is healthy again[/]")
+        elif not healthy and child.healthy:
+            self.console.print(f"[red bold]{child.name} is unhealthy:[/] {escape(reason)}")
+        child.healthy, child.problem = healthy, None if healthy else reason
+
+    def problems(self) -> list[str]:
+        """Every child that exited or is unhealthy, with the reason."""
+        out = []
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                out.append(f"{child.name} exited ({child.process.returncode})")
+            elif child.problem:
+                out.append(f"{child.name} is unhealthy: {child.problem}")
+        return out
+
     def status_table(self) -> Table:
         table = Table(title="meterline dev stack")
         for column in ("process", "pid", "health", "endpoint"):
@@ -176,7 +242,7 @@ class DevStack:
             table.add_row("kafka", str(self.broker.pid()), "up", self.broker.bootstrap)
         for child in self.children:
             alive = child.process is not None and child.process.poll() is None
-            state = "healthy" if child.healthy and alive else ("starting" if alive else "exited")
+            state = "healthy" if child.healthy and alive else ("unhealthy" if alive else "exited")
             table.add_row(child.name, str(child.pid), state, child.health_url)
         return table
 
@@ -215,6 +281,7 @@ class DevStack:
             self.spawn()
             self.wait_healthy()
             self.console.print(self.status_table())
+            self.watch_health(stop)
             if on_ready:
                 on_ready()
             self.console.print("dev stack ready; Ctrl-C stops every process")
@@ -237,8 +304,28 @@ class DevStack:
 
 
 def _get_ok(url: str) -> bool:
+    return probe(url)[0]
+
+
+def probe(url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """(healthy?, why not) from a health URL: 200 is healthy; a worker's 503 names its
+    stalls (`streams.watchdog`)."""
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200), ""
+    except urllib.error.HTTPError as exc:
+        return False, _reason(exc.code, exc.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return False, f"no answer from {url} ({exc})"
+
+
+def _reason(code: int, body: bytes) -> str:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return f"HTTP {code}"
+    stalls = document.get("stalls") if isinstance(document, dict) else None
+    if stalls:
+        return "; ".join(f"{s['what']} for {s['seconds']:.0f}s" for s in stalls)
+    status = document.get("status") if isinstance(document, dict) else None
+    return f"HTTP {code}" + (f" ({status})" if status else "")

@@ -20,6 +20,7 @@ from streams.readiness import readiness
 from streams.settings import Settings
 from streams.tables import MAX_MESSAGE_BYTES
 from streams.topics import Topics
+from streams.watchdog import Watchdog, install_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class MeterlineApp(faust.App):
     def __init__(self, id: str, *, context: WorkerContext, **options: Any) -> None:
         super().__init__(id, **options)
         self.context = context
+        self.watchdog: Watchdog | None = None
 
 
 def create_app(settings: Settings, *, fast_rebalance: bool = False) -> MeterlineApp:
@@ -107,9 +109,10 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
 
 
 def _register_health(app: MeterlineApp) -> None:
-    """`/healthz` is readiness: 503 while the worker rebalances or recovers its tables
-    (its read pages answer 503 then too). `/livez` is liveness: 200 while the process
-    serves requests, recovering or not."""
+    """`/healthz`: 503 while the worker rebalances or recovers its tables (its read pages
+    answer 503 then too) or while an agent or a send is stalled (`streams.watchdog`).
+    `/livez` is liveness: 200 while the process serves requests, recovering or not."""
+    watchdog = app.watchdog = install_watchdog(app)  # and /metrics
 
     @app.page("/healthz")
     class Health(View):
@@ -120,14 +123,19 @@ def _register_health(app: MeterlineApp) -> None:
             live = app.context.catalog
             catalog = live.current() if live is not None else None
             state = readiness(app)
+            stalls = watchdog.stalls()
+            document = state.document()
+            if stalls:
+                document["status"] = "stalled"
             return self.json(
                 {
-                    **state.document(),
+                    **document,
+                    "stalls": [stall.as_dict() for stall in stalls],
                     "assigned": assigned,
                     "catalogItems": len(catalog.entries()) if catalog else 0,
                     "stats": dict(app.context.stats),
                 },
-                status=200 if state.ready else 503,
+                status=200 if state.ready and not stalls else 503,
             )
 
     @app.page("/livez")

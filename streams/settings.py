@@ -88,6 +88,24 @@ class Settings(BaseSettings):
         description="Where the HTTP edge reaches a worker for reads (faust routes to the "
         "owner); default http://<worker_web_host>:<worker_web_port>.",
     )
+    worker_stall_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A worker whose agent has input it does not acknowledge, or whose "
+        "rebalance does not finish, for this long reports itself stalled (/healthz 503).",
+    )
+    worker_send_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A worker with a Kafka send or offset commit unfinished for this long "
+        "reports itself stalled (/healthz 503).",
+    )
+    worker_stop_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Longest clean stop of a worker; past it the worker exits at once, "
+        "naming what was stuck (its unacknowledged events are processed again).",
+    )
     sink_port: int = Field(
         default=8082, ge=1, le=65535, description="Stripe sink health and metrics port."
     )

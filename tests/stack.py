@@ -3,19 +3,28 @@ all on the session's real Kafka broker with a unique topic prefix and app id."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import yaml
 
 from connectors.catalog_io import publish
 from connectors.kafka.admin import create_topics
-from connectors.kafka.broker import free_port
+from connectors.kafka.broker import LocalKafka, free_port
 from connectors.kafka.producer import new_producer
 from streams.topics import Topics
+from tests.conftest import cache_dir
 from tests.support import Process, eventually, try_get_json
 
 EXAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "streams" / "catalog" / "example.yaml"
@@ -23,7 +32,9 @@ API_KEY = "test-key"
 
 
 class Stack:
-    def __init__(self, bootstrap: str, tmp: Path, partitions: int = 3, **env: str) -> None:
+    def __init__(
+        self, bootstrap: str, tmp: Path, partitions: int = 3, provision: bool = True, **env: str
+    ) -> None:
         prefix = f"s{os.urandom(4).hex()}."
         self.bootstrap = bootstrap
         self.topics = Topics(prefix=prefix, partitions=partitions)
@@ -45,8 +56,21 @@ class Stack:
         )
         self.worker = Process(["worker"], self.env, tmp / "worker.log")
         self.http = Process(["http"], self.env, tmp / "http.log")
-        create_topics(bootstrap, self.topics.all())
-        publish(bootstrap, self.topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
+        if provision:
+            create_topics(bootstrap, self.topics.all())
+            publish(bootstrap, self.topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run `meterline ARGS` as a user would, with this stack's settings; assert exit 0."""
+        done = subprocess.run(
+            [sys.executable, "-m", "connectors.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, f"meterline {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done
 
     @property
     def worker_url(self) -> str:
@@ -79,6 +103,19 @@ class Stack:
         self.http.stop()
         self.worker.stop()
 
+    def webhook(self, payload: dict[str, Any]) -> httpx.Response:
+        """POST a Stripe event to the webhook bridge, signed with the stack's secret."""
+        body = orjson.dumps(payload)
+        timestamp = int(time.time())
+        secret = self.env["STRIPE_WEBHOOK_SECRET"].split(",")[-1]
+        digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+        headers = {
+            "Stripe-Signature": f"t={timestamp},v1={digest.hexdigest()}",
+            "Content-Type": "application/json",
+        }
+        url = f"http://127.0.0.1:{self.http_port}/webhooks/stripe"
+        return httpx.post(url, content=body, headers=headers, timeout=30)
+
     def client(self) -> httpx.Client:
         return httpx.Client(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
 
@@ -94,3 +131,18 @@ class Stack:
 
 def now_s() -> int:
     return int(time.time())
+
+
+@contextlib.contextmanager
+def fresh_broker(data_dir: Path) -> Iterator[LocalKafka]:
+    """A broker of its own, just started (its JVM cold, no topic); resumed and stopped after."""
+    kafka = LocalKafka(port=free_port(), data_dir=data_dir, cache_dir=cache_dir())
+    kafka.start(timeout=120)
+    try:
+        yield kafka
+    finally:
+        pid = kafka.pid()
+        if pid is not None:  # a test may have paused it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        kafka.stop()

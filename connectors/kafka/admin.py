@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -14,6 +13,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from connectors.kafka.readiness import wait_for_leaders
 from streams.topics import ResolvedTopic
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,14 @@ def admin_client(bootstrap: str) -> AdminClient:
 def create_topics(
     bootstrap: str, topics: list[ResolvedTopic], replication_factor: int = 1, timeout: float = 30.0
 ) -> list[TopicOutcome]:
-    """Create what is missing; leave existing topics alone but report a partition mismatch."""
+    """Create what is missing, then wait until every partition of every topic has a leader.
+
+    Existing topics are left alone; a partition count or a setting (cleanup policy,
+    `max.message.bytes`, ...) that differs from the declaration is reported as a problem.
+    Raises TopicsNotReady when leaders are still unknown after `timeout`.
+    """
     admin = admin_client(bootstrap)
     existing = admin.list_topics(timeout=timeout).topics
-    outcomes: list[TopicOutcome] = []
     to_create = [t for t in topics if t.name not in existing]
     futures = (
         admin.create_topics(
@@ -51,37 +55,58 @@ def create_topics(
         if to_create
         else {}
     )
+    created: set[str] = set()
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        else:
+            created.add(name)
+    metadata = wait_for_leaders(admin, [t.name for t in topics], timeout)
+    configs = _configs(admin, [t.name for t in topics if t.name not in created], timeout)
+    outcomes = []
     for topic in topics:
-        if topic.name in futures:
-            try:
-                futures[topic.name].result()
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-            else:
-                log.info("created topic %s (%d partitions)", topic.name, topic.partitions)
-                outcomes.append(TopicOutcome(topic.name, True, topic.partitions))
-                continue
-        actual = _partition_count(admin, topic.name, timeout)
-        problem = None
-        if actual != topic.partitions:
-            problem = (
-                f"has {actual} partitions, expected {topic.partitions}: co-partitioning "
-                "needs every per-account topic to have the same count"
-            )
-        outcomes.append(TopicOutcome(topic.name, False, actual, problem))
+        partitions = len(metadata[topic.name].partitions)
+        if topic.name in created:
+            log.info("created topic %s (%d partitions)", topic.name, partitions)
+        problems = _problems(topic, partitions, configs.get(topic.name, {}))
+        outcomes.append(
+            TopicOutcome(topic.name, topic.name in created, partitions, "; ".join(problems) or None)
+        )
     return outcomes
 
 
-def _partition_count(admin: AdminClient, name: str, timeout: float) -> int:
-    """Partitions of an existing topic (a just-created one reports 0 until its leaders exist)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        metadata = admin.list_topics(name, timeout=timeout).topics[name]
-        if metadata.partitions or time.monotonic() > deadline:
-            return len(metadata.partitions)
-        time.sleep(0.1)
+def _problems(topic: ResolvedTopic, partitions: int, actual: dict[str, str]) -> list[str]:
+    """How an existing topic differs from its declaration (nothing for a new one)."""
+    problems = []
+    if partitions != topic.partitions:
+        problems.append(
+            f"has {partitions} partitions, expected {topic.partitions}: co-partitioning "
+            "needs every per-account topic to have the same count"
+        )
+    if not actual:
+        return problems
+    wanted = {"cleanup.policy": "delete", **topic.config}
+    for key, value in sorted(wanted.items()):
+        if actual.get(key) != value:
+            problems.append(
+                f"has {key}={actual.get(key)}, expected {value} (kafka-configs.sh --alter "
+                f"--entity-type topics --entity-name {topic.name} --add-config {key}={value})"
+            )
+    return problems
+
+
+def _configs(admin: AdminClient, names: list[str], timeout: float) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    futures = admin.describe_configs(resources, request_timeout=timeout)
+    return {
+        resource.name: {key: entry.value for key, entry in future.result().items()}
+        for resource, future in futures.items()
+    }
 
 
 def topic_config(bootstrap: str, name: str, timeout: float = 10.0) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`meterline dev` brings every process up healthy and stops all of them on Ctrl-C."""
+"""`meterline dev` brings every process up healthy (the Stripe simulator too, without a
+Stripe key) and stops all of them on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def test_dev_starts_every_process_healthy_and_ctrl_c_leaves_no_orphans(
+def test_dev_starts_every_process_and_the_stripe_simulator_and_ctrl_c_leaves_no_orphans(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     ports = {"http": free_port(), "worker": free_port(), "sink": free_port()}
@@ -51,6 +52,8 @@ def test_dev_starts_every_process_healthy_and_ctrl_c_leaves_no_orphans(
         METERLINE_DATA_DIR=str(tmp_path),
         COLUMNS="200",
     )
+    for name in ("STRIPE_API_KEY", "STRIPE_API_BASE"):
+        env.pop(name, None)  # no Stripe configured: the simulator runs
     process = subprocess.Popen(
         [sys.executable, "-m", "connectors.cli", "dev"],
         env=env,
@@ -69,10 +72,16 @@ def test_dev_starts_every_process_healthy_and_ctrl_c_leaves_no_orphans(
             for line in lines
             if (m := re.search(r"started (\S+) \(pid (\d+)\)", line))
         }
-        assert set(pids) == {"worker", "http", "stripe-sink"}
+        assert set(pids) == {"worker", "http", "stripe-sink", "stripe-sim"}
         assert _healthy(f"http://127.0.0.1:{ports['http']}/healthz")
         assert _healthy(f"http://127.0.0.1:{ports['worker']}/healthz")
         assert _healthy(f"http://127.0.0.1:{ports['sink']}/healthz")
+        simulator = next(
+            m.group(1) for line in lines if (m := re.search(r"simulator runs at (\S+)", line))
+        )
+        assert _healthy(f"{simulator}/_sim/stats")
+        sink_log = (tmp_path / "logs" / "stripe-sink.log").read_text()
+        assert "using the simulator at" not in sink_log  # pointed at the one started
         assert any(re.search(r"worker\s*\|", line) for line in lines), "logs carry a prefix"
     finally:
         process.send_signal(signal.SIGINT)

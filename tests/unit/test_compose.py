@@ -20,3 +20,17 @@ def test_compose_file_runs_kafka_topics_and_the_three_processes() -> None:
             services[name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
         )
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_the_topic_service_creates_topics_under_the_names_the_processes_use() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    topics = services["topics"]["environment"]
+    for name in ("worker", "http", "stripe-sink"):
+        environment = services[name]["environment"]
+        for variable in ("METERLINE_APP_ID", "METERLINE_TOPIC_PREFIX", "METERLINE_PARTITIONS"):
+            assert environment[variable] == topics[variable], (name, variable)
+
+
+def test_a_stalled_worker_shows_as_unhealthy_in_compose() -> None:
+    worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    assert "/healthz" in " ".join(worker["healthcheck"]["test"])
