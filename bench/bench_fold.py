@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from streams.schemas.catalog import Catalog
-from streams.schemas.measurement import ValidMeasurement, rules_for
-from streams.usage import fold
+from streams.usage.state import fold
+from streams.usage.validate import ValidMeasurement, rules_for
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 BATCH = 100

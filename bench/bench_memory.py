@@ -164,9 +164,9 @@ def record_sizes(deployment: Deployment, per_partition: int) -> dict[str, float]
     `from_bytes` of the record class takes (tracemalloc in this process), what each entry of the
     worker's decoded-record cache (`Metering`'s `RecordCache`) holds.
     """
-    from streams import usage_store
+    from streams.usage import store as usage_store
 
-    # The record class of streams.usage_store (renamed as its key changed: day → hour).
+    # The record class of streams.usage.store (renamed as its key changed: day → hour).
     record_class = getattr(usage_store, "UsageRecord", None) or usage_store.DayRecord  # type: ignore[attr-defined]
 
     topic = f"{deployment.app_id}-usage-changelog"

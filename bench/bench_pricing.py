@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from streams.billing import build_bill
-from streams.periods import billing_period
+from streams.billing.bills import build_bill
+from streams.billing.periods import billing_period
 from streams.schemas.accounts import AccountPlan
 from streams.schemas.bill import Bill
 from streams.schemas.catalog import Aggregation, Plan

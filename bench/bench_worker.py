@@ -65,9 +65,9 @@ from streams.topics import MEASUREMENTS, Topics
 
 # Inclusive shares of the worker's samples, by frame (substring of py-spy's frame names).
 PROFILE_MARKS = (
-    "Metering.process (streams/metering.py",  # the usage agent's body, all of it
-    "Metering._judge (streams/metering.py",  # validate + uid de-duplication
-    "fold (streams/usage.py",  # the fold proper
+    "Metering.process (streams/usage/metering.py",  # the usage agent's body, all of it
+    "Metering._judge (streams/usage/metering.py",  # validate + uid de-duplication
+    "fold (streams/usage/state.py",  # the fold proper
     "Record.to_bytes (streams/usage_store.py",  # re-serializing touched usage records
     "Record.from_bytes (streams/usage_store.py",  # decoding records (cache misses)
     "faust/tables",  # table writes → changelog sends

@@ -597,7 +597,7 @@ def _unqualified(mark: str) -> str:
 
 
 def _short(frame: str) -> str:
-    """`fold (streams/usage.py:120)` → `fold (streams/usage.py)`; paths shortened."""
+    """`fold (streams/usage/state.py:120)` → `fold (streams/usage/state.py)`; paths shortened."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     path = where.rsplit(":", 1)[0]

@@ -292,10 +292,10 @@ def profile_row(summary: dict[str, Any], runs: list[dict[str, Any]]) -> Row:
         return row
     shares = summary.get("inclusive", {})
     names = {
-        "Metering.process (streams/metering.py": "agent body",
+        "Metering.process (streams/usage/metering.py": "agent body",
         "Record.to_bytes (streams/usage_store.py": "record to_bytes",
-        "fold (streams/usage.py": "fold",
-        "Metering._judge (streams/metering.py": "validate+dedup",
+        "fold (streams/usage/state.py": "fold",
+        "Metering._judge (streams/usage/metering.py": "validate+dedup",
         "aiokafka/producer": "aiokafka producer",
         "faust/tables": "faust table set",
         "aiokafka/consumer": "aiokafka consumer",

@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from connectors.kafka.admin import TopicOutcome, create_topics
-from streams.app import MeterlineApp
+from streams.context import MeterlineApp
 from streams.settings import Settings
 from streams.topics import ResolvedTopic
 from streams.watchdog import describe

@@ -7,38 +7,19 @@ app is built by a factory (tests build a fresh one) and nothing connects at impo
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
-import faust
 from faust.web import Request, Response, View
 
-from streams.agents.catalog import LiveCatalog
-from streams.metering import LockCheck
+from streams.agents import register_all
+from streams.context import MeterlineApp, WorkerContext
 from streams.readiness import readiness
 from streams.settings import Settings
 from streams.tables import MAX_MESSAGE_BYTES
 from streams.topics import Topics
-from streams.watchdog import Watchdog, install_watchdog
+from streams.watchdog import install_watchdog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkerContext:
-    """What agents share: settings, topic names, and the tables registered so far."""
-
-    settings: Settings
-    topics: Topics
-    tables: dict[str, Any] = field(default_factory=dict)
-    catalog: LiveCatalog | None = None
-    # Set by the billing agent: why a measurement of (account, ts) may not be folded.
-    lock_check: LockCheck | None = None
-    stats: Counter[str] = field(default_factory=Counter)
-    # Set by the accounts agent (accounts and their plans) and the billing agent.
-    accounts: Any = None
-    billing: Any = None
 
 
 def broker_url(bootstrap_servers: str) -> str:
@@ -47,15 +28,6 @@ def broker_url(bootstrap_servers: str) -> str:
 
 def store_url(settings: Settings) -> str:
     return "rocksdb://" if settings.store == "rocksdb" else "memory://"
-
-
-class MeterlineApp(faust.App):
-    """A faust App that carries the meterline WorkerContext."""
-
-    def __init__(self, id: str, *, context: WorkerContext, **options: Any) -> None:
-        super().__init__(id, **options)
-        self.context = context
-        self.watchdog: Watchdog | None = None
 
 
 def create_app(settings: Settings, *, fast_rebalance: bool = False) -> MeterlineApp:
@@ -102,8 +74,6 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
     context = WorkerContext(settings=settings, topics=Topics.from_settings(settings))
     app = MeterlineApp(settings.app_id, context=context, **options)
     _register_health(app)
-    from streams.agents import register_all
-
     register_all(app, context)
     return app
 
@@ -112,7 +82,7 @@ def _register_health(app: MeterlineApp) -> None:
     """`/healthz`: 503 while the worker rebalances or recovers its tables (its read pages
     answer 503 then too) or while an agent or a send is stalled (`streams.watchdog`).
     `/livez` is liveness: 200 while the process serves requests, recovering or not."""
-    watchdog = app.watchdog = install_watchdog(app)  # and /metrics
+    watchdog = app.watchdog = install_watchdog(app, app.context.settings, app.context.stats)
 
     @app.page("/healthz")
     class Health(View):

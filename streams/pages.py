@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from streams.schemas.measurement import DAY_MS, MAX_ID_LENGTH
+from streams.clock import DAY_MS
+from streams.schemas.measurement import MAX_ID_LENGTH
 
 USAGE = "/usage"
 USAGE_ACCOUNTS = "/usage-accounts"

@@ -42,6 +42,9 @@ CATALOG = TopicSpec(
     fixed_partitions=1,  # a small global table: one partition keeps every reader's view ordered
 )
 BILL_COMMANDS = TopicSpec("bill.commands", "account code", "run / approve / lock / tick")
+BILL_COMMANDS_REJECTED = TopicSpec(
+    "bill.commands.rejected", "account code", "command + reason + source offset"
+)
 BILLS = TopicSpec("bills", "account code", "full bill snapshot, versioned (JSON)")
 STRIPE_SYNC = TopicSpec(
     "stripe.sync",
@@ -49,7 +52,7 @@ STRIPE_SYNC = TopicSpec(
     "Stripe object ids per bill line, last synced version",
     compacted=True,
 )
-ACCOUNTS_REJECTED = TopicSpec(
+STRIPE_EVENTS_REJECTED = TopicSpec(
     "stripe.events.rejected", "Stripe customer id", "event + reason (e.g. unmapped price)"
 )
 STRIPE_CONFLICTS = TopicSpec(
@@ -65,9 +68,10 @@ ALL: tuple[TopicSpec, ...] = (
     MEASUREMENTS_REJECTED,
     CATALOG,
     BILL_COMMANDS,
+    BILL_COMMANDS_REJECTED,
     BILLS,
     STRIPE_SYNC,
-    ACCOUNTS_REJECTED,
+    STRIPE_EVENTS_REJECTED,
     STRIPE_CONFLICTS,
     HEARTBEAT,
 )
@@ -129,6 +133,10 @@ class Topics:
         return self.name(BILL_COMMANDS)
 
     @property
+    def bill_commands_rejected(self) -> str:
+        return self.name(BILL_COMMANDS_REJECTED)
+
+    @property
     def bills(self) -> str:
         return self.name(BILLS)
 
@@ -137,8 +145,8 @@ class Topics:
         return self.name(STRIPE_SYNC)
 
     @property
-    def accounts_rejected(self) -> str:
-        return self.name(ACCOUNTS_REJECTED)
+    def stripe_events_rejected(self) -> str:
+        return self.name(STRIPE_EVENTS_REJECTED)
 
     @property
     def stripe_conflicts(self) -> str:

@@ -30,9 +30,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from collections import Counter
+
+    import faust
     from faust.web import Request, Response
 
-    from streams.app import MeterlineApp
+    from streams.settings import Settings
 
 Clock = Callable[[], float]
 # aiohttp wants the charset apart from the content type (it adds utf-8 itself).
@@ -188,7 +191,7 @@ class Watchdog:
 class WatchdogSensor(Sensor):
     """Feeds faust's sensor events to a Watchdog."""
 
-    def __init__(self, watchdog: Watchdog, app: MeterlineApp, **kwargs: Any) -> None:
+    def __init__(self, watchdog: Watchdog, app: faust.App, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.watchdog = watchdog
         self.app = app
@@ -288,11 +291,11 @@ class _Collector(Collector):
         yield events
 
 
-def install_watchdog(app: MeterlineApp) -> Watchdog:
-    """Add the watchdog sensor and `/metrics` to a worker app (before it starts)."""
+def install_watchdog(app: faust.App, settings: Settings, stats: Counter[str]) -> Watchdog:
+    """Add the watchdog sensor and `/metrics` (the watchdog's gauges and the worker's
+    `stats` counters) to a worker app, before it starts."""
     from faust.web import View
 
-    settings = app.context.settings
     watchdog = Watchdog(
         stall_after_s=settings.worker_stall_timeout_s,
         send_after_s=settings.worker_send_timeout_s,
@@ -300,7 +303,7 @@ def install_watchdog(app: MeterlineApp) -> Watchdog:
     )
     app.sensors.add(WatchdogSensor(watchdog, app))
     registry = CollectorRegistry()
-    registry.register(_Collector(watchdog, app.context.stats))
+    registry.register(_Collector(watchdog, stats))
 
     @app.page("/metrics")
     class Metrics(View):
@@ -311,7 +314,7 @@ def install_watchdog(app: MeterlineApp) -> Watchdog:
     return watchdog
 
 
-def _agent_inputs(app: MeterlineApp) -> dict[str, str]:
+def _agent_inputs(app: faust.App) -> dict[str, str]:
     """Input topic name -> agent name, for every agent of the app."""
     out = {}
     for agent in app.agents.values():
@@ -320,7 +323,7 @@ def _agent_inputs(app: MeterlineApp) -> dict[str, str]:
     return out
 
 
-def _highwater(app: MeterlineApp, topic: str, partition: int) -> int | None:
+def _highwater(app: faust.App, topic: str, partition: int) -> int | None:
     from faust.types import TP
 
     try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mode.utils.times import want_seconds
 
+from streams.app import create_app
 from streams.topics import ResolvedTopic, Topics, TopicSpec
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 def worker_topics(settings: Settings) -> list[ResolvedTopic]:
     """The declared topics and the worker's own (changelogs, leader election)."""
-    from streams.app import create_app
-
     return app_topics(create_app(settings), Topics.from_settings(settings))
 
 

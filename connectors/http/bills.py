@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from connectors.bill_view import BillView
 from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
 from connectors.http.openapi import JSON, ORG_ERRORS, errors, request_body, schema_of
-from streams.billing import LifecycleError, transition
+from streams.billing.bills import LifecycleError, transition
 from streams.partitioning import partition_for
 from streams.schemas.bill import Bill, BillStatus
 from streams.schemas.commands import ChangeStatus, RunBills, Tick

@@ -55,7 +55,7 @@ from streams.pages import (
 from streams.schemas.catalog import AggregationFunction, Code
 from streams.schemas.measurement import MAX_ID_LENGTH
 from streams.settings import Settings
-from streams.usage import UsageState, from_document, merge_all, value
+from streams.usage.state import UsageState, from_document, merge_all, value
 
 MAX_ACCOUNTS = 1000
 MAX_QUERY_BYTES = 1024 * 1024

@@ -40,7 +40,7 @@ from fastapi import APIRouter, Request, Response
 from connectors.http.auth import ApiError, json_response
 from connectors.http.openapi import JSON, errors, request_body
 from connectors.kafka.producer import DeliveryError
-from streams.accounts import customer_key
+from streams.accounts.events import customer_key
 from streams.settings import Settings
 
 if TYPE_CHECKING:

@@ -1,21 +1,18 @@
-"""faust agents: thin loops that read a topic, call pure functions, write tables/topics.
+"""faust agents: the wiring of each domain into the worker.
 
-Each module exposes `register(app, context)`; `register_all` wires them into one app.
+Each module's `register(app, context)` declares its tables and topics, the agent loop
+(read, call the domain, write), its timers and its read pages, and sets the view it
+offers the other agents on the `WorkerContext`. Order matters only for those views.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from streams.agents import accounts, billing, catalog, usage
+from streams.context import MeterlineApp, WorkerContext
 
-if TYPE_CHECKING:
-    from streams.app import MeterlineApp, WorkerContext
-
-AGENT_MODULES: tuple[str, ...] = ("catalog", "usage", "accounts", "billing")
+AGENTS = (catalog, usage, accounts, billing)
 
 
 def register_all(app: MeterlineApp, context: WorkerContext) -> None:
-    import importlib
-
-    for name in AGENT_MODULES:
-        module = importlib.import_module(f"streams.agents.{name}")
-        module.register(app, context)
+    for agent in AGENTS:
+        agent.register(app, context)

@@ -1,22 +1,20 @@
-"""Billing agent: `bill.commands` → versioned bills on `bills`.
+"""Billing agent: `bill.commands` → versioned bills on `bills` (`streams.billing`).
 
 Runs come from the API (run), from a timer (one tick per partition, published by the
 leader) and status changes (approve, lock). For every command:
-  1. compute the new bill versions from the tables (pure, `streams.bill_runs`)
+  1. compute the new bill versions from the tables (pure, `streams.billing.runs`)
   2. publish them to `bills` and wait for Kafka's acknowledgement
-  3. write them to the tables (bills, per-account index)
+  3. write them to the tables (bills, per-account index) and wait for Kafka again
 so a crash between 2 and 3 re-publishes the same version (downstream de-duplicates by
-id + version) instead of losing one. faust commits the command's offset after this.
+id + version) instead of losing one. A command that is not valid, is refused by the
+bill lifecycle or fails goes to `bill.commands.rejected` with the reason (and is
+acknowledged by Kafka) before faust commits its offset.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Mapping
-from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from faust.web import Request, Response, View
@@ -24,136 +22,42 @@ from pydantic import ValidationError
 
 from streams import pages
 from streams.agents.routing import on_owner
-from streams.bill_runs import (
-    LockedRange,
-    finalize,
-    from_ms,
-    locked_ranges,
-    locked_reason,
-    run_account_plan,
-    updated_index,
-)
-from streams.billing import LifecycleError, transition
+from streams.billing.bills import LifecycleError
+from streams.billing.state import Billing
+from streams.clock import from_ms, now_ms
+from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import deliver
-from streams.partitioning import partition_for
 from streams.readiness import when_ready
 from streams.schemas.bill import Bill
-from streams.schemas.commands import COMMANDS, ChangeStatus, RunBills, Tick
-from streams.tables import AccountTable, account_key, account_table, table_key
-from streams.topics import BILL_COMMANDS, BILLS, faust_topic
-from streams.usage_store import period_values
-
-if TYPE_CHECKING:
-    from streams.app import MeterlineApp, WorkerContext
+from streams.schemas.commands import COMMANDS, Tick
+from streams.sources import Source
+from streams.tables import account_table
+from streams.topics import BILL_COMMANDS, BILL_COMMANDS_REJECTED, BILLS, faust_topic
 
 log = logging.getLogger(__name__)
 
 
-class Billing:
-    """Bill state of the accounts this worker owns, and what each command does to it."""
-
-    def __init__(self, context: WorkerContext, bills: AccountTable, index: AccountTable) -> None:
-        self.context = context
-        self.bills = bills
-        self.index = index
-        self._locks: dict[str, tuple[bytes, list[LockedRange]]] = {}
-
-    # reads ------------------------------------------------------------------------
-
-    def bills_of(self, account: str) -> dict[str, Bill]:
-        stored = self.index.get(account_key(account))
-        out: dict[str, Bill] = {}
-        for entry in orjson.loads(stored) if stored else []:
-            raw = self.bills.get(table_key(account, entry["id"]).encode())
-            if raw is not None:
-                out[entry["id"]] = Bill.model_validate_json(raw)
-        return out
-
-    def locked(self, account: str, ts_ms: int) -> str | None:
-        """Why a measurement of `account` at `ts_ms` may not be folded (its bill is locked)."""
-        stored = self.index.get(account_key(account))
-        if stored is None:
-            return None
-        cached = self._locks.get(account)
-        if cached is None or cached[0] is not stored:
-            cached = self._locks[account] = (stored, locked_ranges(stored))
-        return locked_reason(cached[1], ts_ms)
-
-    def usage(
-        self, account: str, functions: Mapping[str, Any], start: int, end: int
-    ) -> Mapping[str, Decimal | None]:
-        table = self.context.tables["usage"]
-
-        def read(key: str) -> bytes | None:
-            stored: bytes | None = table.get(key.encode())
-            return stored
-
-        return period_values(read, account, functions, start, end)
-
-    # commands ---------------------------------------------------------------------
-
-    def run(self, account: str, now: datetime) -> list[Bill]:
-        accounts = self.context.accounts
-        catalog = self.context.catalog
-        if accounts is None or catalog is None:
-            return []
-        live = catalog.current()
-        previous = self.bills_of(account)
-        owner = accounts.account(account)
-        out: list[Bill] = []
-        for account_plan in accounts.plans(account):
-            result = run_account_plan(
-                account_plan=account_plan,
-                account=owner,
-                catalog=live,
-                previous=previous,
-                usage=self.usage,
-                now=now,
-            )
-            out.extend(result.bills)
-            for reason in result.skipped:
-                log.debug("bill run %s: %s", account, reason)
-        return out
-
-    def tick(self, partition: int, now: datetime) -> list[Bill]:
-        settings = self.context.settings
-        accounts = self.context.accounts
-        if accounts is None:
-            return []
-        out: list[Bill] = []
-        grace = timedelta(seconds=settings.bill_grace_period_s)
-        for account in accounts.account_codes():
-            if partition_for(account, settings.partitions) != partition:
-                continue
-            fresh = {bill.id: bill for bill in self.run(account, now)}
-            out.extend(fresh.values())
-            current = {**self.bills_of(account), **fresh}
-            for bill in current.values():
-                out.extend(
-                    finalize(bill, now, grace, settings.bill_auto_approve, settings.bill_auto_lock)
-                )
-        return out
-
-    def change_status(self, command: ChangeStatus, now: datetime) -> list[Bill]:
-        bill = self.bills_of(command.account).get(command.billId)
-        if bill is None:
-            raise LifecycleError(command.billId, f"no bill {command.billId} for {command.account}")
-        changed = transition(bill, command.status, now, expected_version=command.expectedVersion)
-        return [] if changed is bill else [changed]
-
-    def store(self, bills: list[Bill]) -> None:
-        by_account: dict[str, list[Bill]] = {}
-        for bill in bills:
-            key = table_key(bill.accountCode, bill.id).encode()
-            self.bills[key] = bill.model_dump_json().encode()
-            by_account.setdefault(bill.accountCode, []).append(bill)
-        for account, changed in by_account.items():
-            key = account_key(account)
-            self.index[key] = updated_index(self.index.get(key), changed)
+def rejection_reason(error: Exception, source: Source) -> str:
+    """Why a command was not carried out: each invalid field, the lifecycle's refusal, or
+    an internal error (logged with its traceback)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'command'}: {e['msg']}" for e in error.errors()
+        )
+    if isinstance(error, LifecycleError):
+        return str(error)
+    log.exception("bill command %s failed", source)
+    return f"internal error: {error!r}"
 
 
-def now_utc() -> datetime:
-    return from_ms(time.time_ns() // 1_000_000)
+def rejection(reason: str, source: Source, raw: bytes | None) -> bytes:
+    """A `bill.commands.rejected` record: the reason, where the command was, the command."""
+    command: Any
+    try:
+        command = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        command = raw.decode("utf-8", "replace") if raw else None
+    return orjson.dumps({"reason": reason, "source": str(source), "command": command})
 
 
 def register(app: MeterlineApp, context: WorkerContext) -> None:
@@ -164,11 +68,10 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         account_table(app, "bills", partitions, "Bill by <account>|<bill id> (latest version)"),
         account_table(app, "billindex", partitions, "Bill summaries of an account"),
     )
-    context.tables["bills"] = billing.bills
-    context.lock_check = billing.locked
-    context.billing = billing
+    context.locks = billing  # the usage agent refuses usage of locked periods
     commands = faust_topic(app, context.topics, BILL_COMMANDS)
     bills_topic = faust_topic(app, context.topics, BILLS)
+    rejected = faust_topic(app, context.topics, BILL_COMMANDS_REJECTED)
 
     async def publish(bills: list[Bill], source: str) -> None:
         # 1. publish and wait for Kafka  2. then the tables, and wait for Kafka again
@@ -178,8 +81,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             [(bill.accountCode.encode(), bill.model_dump_json().encode(), None) for bill in bills],
         )
         billing.store(bills)
-        await billing.bills.confirm()
-        await billing.index.confirm()
+        await billing.confirm()
         for bill in bills:
             log.info(
                 "bill %s v%d %s account=%s total=%s %s (%s)",
@@ -197,32 +99,23 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     async def handle(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            source = f"{message.topic}[{message.partition}]@{message.offset}"
+            source = Source(message.topic, message.partition, message.offset)
             try:
                 command = COMMANDS.validate_json(message.value or b"")
-            except ValidationError as exc:
-                log.error("bad bill command %s: %s", source, exc)
-                continue
-            now = now_utc()
-            try:
-                if isinstance(command, RunBills):
-                    bills = billing.run(command.account, from_ms(command.at) if command.at else now)
-                elif isinstance(command, Tick):
-                    bills = billing.tick(command.partition, now)
-                else:
-                    bills = billing.change_status(command, now)
-            except LifecycleError as exc:
-                log.warning("bill command %s refused: %s", source, exc)
-                continue
-            except Exception:
-                log.exception("bill command %s failed", source)
+                bills = billing.handle(command, from_ms(now_ms()))
+            except Exception as exc:  # faust would ack a swallowed command: dead-letter it
+                reason = rejection_reason(exc, source)
+                log.warning("bill command %s rejected: %s", source, reason)
+                context.stats["bill_commands_rejected"] += 1
+                record = rejection(reason, source, message.value)
+                await deliver(rejected, [(message.key, record, None)])
                 continue
             if bills:
-                await publish(bills, source)
+                await publish(bills, str(source))
 
     @app.timer(interval=settings.bill_run_interval_s, on_leader=True)
     async def ticks() -> None:
-        at = time.time_ns() // 1_000_000
+        at = now_ms()
         for partition in range(partitions):
             tick = Tick(partition=partition, at=at)
             await commands.send(

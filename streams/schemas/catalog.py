@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from streams.expressions import Expression, ExpressionError, compile_expression
+
 CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,79}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN)]
 
@@ -334,8 +336,6 @@ class Catalog(Frozen):
         return out
 
     def reference_errors(self) -> list[str]:
-        from streams.schemas.measurement import derived_field_errors  # imports this module
-
         errors: list[str] = []
         for defined in self.meters.values():
             errors.extend(derived_field_errors(defined))
@@ -384,3 +384,27 @@ def _format_errors(prefix: str, exc: ValidationError) -> list[str]:
         )
         out.append(f"{prefix}{location}: {error['msg']}")
     return out
+
+
+CompiledDerived = tuple[str, str, Expression]  # code, wire map ("measure"…), expression
+
+
+def compile_derived(meter: Meter) -> list[CompiledDerived | str]:
+    """Each derived field of `meter`, compiled in order (a calculation may use the fields
+    before it), or why it does not compile, as `path: reason`."""
+    allowed = {field.code for field in meter.dataFields if field.category.is_numeric}
+    out: list[CompiledDerived | str] = []
+    for index, derived in enumerate(meter.derivedFields):
+        try:
+            expression = compile_expression(derived.calculation, allowed)
+        except ExpressionError as exc:
+            out.append(f"meters[{meter.code}].derivedFields[{index}].calculation: {exc}")
+        else:
+            out.append((derived.code, derived.category.wire_key, expression))
+        allowed.add(derived.code)
+    return out
+
+
+def derived_field_errors(meter: Meter) -> list[str]:
+    """Every derived field of `meter` whose calculation does not compile, as `path: reason`."""
+    return [item for item in compile_derived(meter) if isinstance(item, str)]

@@ -95,7 +95,8 @@ class Stack:
 
     def rejected(self) -> list[dict[str, Any]]:
         return [
-            orjson.loads(value) for value in read_all(self.bootstrap, self.topics.accounts_rejected)
+            orjson.loads(value)
+            for value in read_all(self.bootstrap, self.topics.stripe_events_rejected)
         ]
 
 

@@ -27,12 +27,12 @@ from fastapi import FastAPI
 from connectors.http.app import Edge, create_app
 from connectors.metrics import Metrics
 from streams import pages
-from streams.agents.usage import usage_page
 from streams.schemas.catalog import Aggregation, Catalog
 from streams.settings import Settings
 from streams.topics import Topics
-from streams.usage import UsageState
-from streams.usage_store import UsageRecord, parse_record_key, record_key, slot_of
+from streams.usage.book import usage_page
+from streams.usage.state import UsageState
+from streams.usage.store import UsageRecord, parse_record_key, record_key, slot_of
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "catalog" / "example.yaml"
 

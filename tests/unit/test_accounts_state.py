@@ -1,4 +1,4 @@
-"""Stripe events → Account / Account Plan state (streams.accounts)."""
+"""Stripe events → Account / Account Plan state (streams.accounts.events)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streams.accounts import (
+from streams.accounts.events import (
     DUPLICATE,
     STALE,
     AccountsChange,

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from streams.bill_runs import (
+from streams.billing.bills import transition
+from streams.billing.runs import (
     finalize,
     locked_ranges,
     locked_reason,
@@ -17,7 +18,6 @@ from streams.bill_runs import (
     run_account_plan,
     updated_index,
 )
-from streams.billing import transition
 from streams.schemas.accounts import AccountPlan, AccountPlanStatus
 from streams.schemas.bill import Bill, BillStatus
 from streams.schemas.catalog import Catalog

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.billing import BillLocked, LifecycleError, bill_id, build_bill, transition
+from streams.billing.bills import BillLocked, LifecycleError, bill_id, build_bill, transition
+from streams.billing.periods import Period
 from streams.money import minor_units, round_money
-from streams.periods import Period
 from streams.schemas.accounts import Account, AccountPlan
 from streams.schemas.bill import Bill, BillReason, BillStatus, LineItemType
 from streams.schemas.catalog import Aggregation, Plan

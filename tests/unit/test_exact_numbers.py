@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from connectors.kafka.measurements import MeasurementProducer, encode_measurement
-from streams.metering import Message, Metering, Source, measurements_of
 from streams.schemas.catalog import AggregationFunction, Catalog
-from streams.schemas.measurement import Measurement, ValidMeasurement
+from streams.schemas.measurement import Measurement
 from streams.schemas.numbers import (
     NOT_FINITE,
     TOO_LARGE,
@@ -25,8 +24,10 @@ from streams.schemas.numbers import (
     encode_json,
     exact_number,
 )
-from streams.usage import UsageState, fold, merge, value
-from streams.usage_store import UsageRecord
+from streams.usage.metering import Message, Metering, Source, measurements_of
+from streams.usage.state import UsageState, fold, merge, value
+from streams.usage.store import UsageRecord
+from streams.usage.validate import ValidMeasurement
 
 # What a producer writes -> what it must count as, exactly.
 KEPT = {
@@ -223,8 +224,8 @@ def test_a_python_producer_writes_ints_and_decimals_as_the_exact_numbers() -> No
 
 
 def test_json_nested_deeper_than_the_decoder_goes_is_a_decode_error_not_a_crash() -> None:
-    from streams.metering import measurements_of
     from streams.schemas.numbers import DecodeError, decode_json
+    from streams.usage.metering import measurements_of
 
     deep = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(DecodeError, match="nested too deeply"):

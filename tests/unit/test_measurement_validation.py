@@ -7,18 +7,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from streams.schemas.catalog import Catalog
-from streams.schemas.measurement import (
-    DAY_MS,
-    HOUR_MS,
-    Horizon,
-    Measurement,
-    Rejection,
-    ValidMeasurement,
-    derived_field_errors,
-    rules_for,
-)
+from streams.clock import DAY_MS, HOUR_MS
+from streams.schemas.catalog import Catalog, derived_field_errors
+from streams.schemas.measurement import Measurement
 from streams.schemas.numbers import NOT_FINITE
+from streams.usage.validate import Horizon, Rejection, ValidMeasurement, rules_for
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 NOW = "2026-01-01T00:00:00Z"

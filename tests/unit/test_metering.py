@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-import streams.metering as metering_module
-from streams.metering import Message, Metering, Source, measurements_of
+import streams.usage.metering as metering_module
 from streams.schemas.catalog import Catalog
-from streams.usage_store import UsageRecord
+from streams.usage.metering import Message, Metering, Source, measurements_of
+from streams.usage.store import UsageRecord
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

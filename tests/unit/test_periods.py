@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.periods import Period, billing_period, period_containing, proration
+from streams.billing.periods import Period, billing_period, period_containing, proration
 from streams.schemas.accounts import AccountPlan
 from streams.schemas.catalog import BillFrequency, Plan
 

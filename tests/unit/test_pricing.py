@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.pricing import price, quantity
+from streams.billing.pricing import price, quantity
 from streams.schemas.catalog import Aggregation, Pricing, PricingBand
 
 D = Decimal

@@ -16,7 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from faust.types import TP
 
-from streams.app import MeterlineApp, create_app
+from streams.app import create_app
+from streams.context import MeterlineApp
 from streams.readiness import Behind, judge, readiness
 from streams.settings import Settings
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from streams.partitioning import partition_for
 from streams.tables import account_key, account_of, split_key, table_key
-from streams.usage_store import parse_record_key, record_key
+from streams.usage.store import parse_record_key, record_key
 
 ODD_CODES = ["cus3|eu", "a|b|c", ".", "..", "%7C", "100%", "züri-ünïcødé-😀", "x" * 200, "|", "%"]
 codes = st.text(min_size=1, max_size=200)

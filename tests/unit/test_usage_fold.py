@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.clock import HOUR_MS
 from streams.schemas.catalog import AggregationFunction, Catalog
-from streams.schemas.measurement import HOUR_MS, ValidMeasurement
-from streams.usage import (
+from streams.usage.state import (
     EMPTY,
     UsageKey,
     UsageState,
@@ -23,6 +23,7 @@ from streams.usage import (
     to_bytes,
     value,
 )
+from streams.usage.validate import ValidMeasurement
 
 HOUR = 1_767_225_600_000  # 2026-01-01T00:00:00Z, an hour start
 AGGREGATIONS = {

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import orjson
 
-from streams.metering import Message, Metering, Source
 from streams.schemas.catalog import Catalog
-from streams.usage_store import period_values
+from streams.usage.metering import Message, Metering, Source
+from streams.usage.store import period_values
 
 HOUR = 3_600_000
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % HOUR  # an hour start

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from streams import pages
+from streams.clock import DAY_MS
 from streams.schemas.catalog import CODE_PATTERN
-from streams.schemas.measurement import DAY_MS
 
 ACCOUNTS = st.text(min_size=1, max_size=200) | st.sampled_from([".", "..", "a|b", "&", "#", "%2E"])
 CODES = st.from_regex(CODE_PATTERN, fullmatch=True)

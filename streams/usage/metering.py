@@ -14,18 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from streams.clock import HOUR_MS
 from streams.schemas.catalog import Catalog
-from streams.schemas.measurement import (
-    DEFAULT_HORIZON,
-    HOUR_MS,
-    Horizon,
-    Rejection,
-    ValidMeasurement,
-    rules_for,
-)
 from streams.schemas.numbers import DecodeError, decode_json, encode_json
-from streams.usage import fold
-from streams.usage_store import (
+from streams.sources import Source
+from streams.usage.state import fold
+from streams.usage.store import (
     MAX_RECORD_BYTES,
     MAX_UIDS_PER_RECORD,
     Reader,
@@ -36,6 +30,7 @@ from streams.usage_store import (
     slot_of,
     uid_key,
 )
+from streams.usage.validate import DEFAULT_HORIZON, Horizon, Rejection, ValidMeasurement, rules_for
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +61,6 @@ class Windows:
         if index and known[index - 1] > hour:
             return known[index - 1]
         return hour
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    topic: str
-    partition: int
-    offset: int
-
-    def __str__(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 @dataclass(frozen=True, slots=True)

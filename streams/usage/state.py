@@ -27,10 +27,11 @@ from typing import Any
 
 import orjson
 
+from streams.clock import HOUR_MS
 from streams.expressions import ARITHMETIC, ONE, ZERO
 from streams.schemas.catalog import AggregationFunction, Catalog
-from streams.schemas.measurement import HOUR_MS, ValidMeasurement
 from streams.schemas.numbers import EXACT
+from streams.usage.validate import ValidMeasurement
 
 UsageKey = tuple[str, str, int]  # account code, aggregation code, hour start (epoch ms)
 

@@ -22,12 +22,11 @@ from decimal import Decimal
 
 import orjson
 
+from streams.clock import DAY_MS, HOUR_MS
 from streams.schemas.catalog import AggregationFunction
 from streams.tables import MAX_MESSAGE_BYTES, account_of, split_key, table_key
-from streams.usage import UsageState, from_document, merge, merge_all, to_document, value
+from streams.usage.state import UsageState, from_document, merge, merge_all, to_document, value
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 UID_SEPARATOR = b"\x1f"
 # A record must fit in one Kafka message (the usage changelog allows 8 MiB): past this
 # many uids in one account-hour, further measurements are dead-lettered, not folded.

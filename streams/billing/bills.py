@@ -26,9 +26,9 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from streams.billing.periods import Period, covered, proration, utc
+from streams.billing.pricing import price, quantity
 from streams.money import prorate, round_money
-from streams.periods import Period, covered, proration, utc
-from streams.pricing import price, quantity
 from streams.schemas.accounts import Account, AccountPlan
 from streams.schemas.bill import Bill, BillLine, BillReason, BillStatus, LineItemType
 from streams.schemas.catalog import Aggregation, Plan

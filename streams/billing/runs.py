@@ -7,28 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
 import orjson
 
-from streams.billing import BillLocked, bill_id, build_bill, transition
-from streams.periods import Period, billing_period, covered
+from streams.billing.bills import BillLocked, bill_id, build_bill, transition
+from streams.billing.periods import Period, billing_period, covered
+from streams.clock import epoch_ms, from_ms
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
 from streams.schemas.bill import Bill, BillStatus
 from streams.schemas.catalog import Catalog
 
-TICK = timedelta(microseconds=1)
+# The instant before a moment: the last of a period that ends (exclusively) there.
+MICROSECOND = timedelta(microseconds=1)
 UsageReader = Callable[[str, Mapping[str, object], int, int], Mapping[str, Decimal | None]]
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def billable(account_plan: AccountPlan) -> bool:
@@ -46,13 +40,13 @@ def periods_to_bill(account_plan: AccountPlan, catalog: Catalog, now: datetime) 
         return []
     last = now
     if account_plan.endDate is not None and account_plan.endDate <= now:
-        last = account_plan.endDate - TICK
+        last = account_plan.endDate - MICROSECOND
     if last < account_plan.startDate:
         return []
     current = _clamped(billing_period(account_plan, plan, last), account_plan)
     periods = [current]
     if current.start > account_plan.startDate:
-        before = billing_period(account_plan, plan, current.start - TICK)
+        before = billing_period(account_plan, plan, current.start - MICROSECOND)
         periods.insert(0, _clamped(Period(before.start, current.start), account_plan))
     return periods
 

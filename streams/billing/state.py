@@ -1,0 +1,148 @@
+"""Bills as a worker holds them, and what each bill command does to them.
+
+Two account-partitioned tables (`streams.tables`): `bills` (the latest version of each
+bill, `<account>|<bill id>`) and `billindex` (an account's bill summaries, which also
+say which periods are locked). Bill runs read usage, accounts and the catalog through
+the worker's views (`streams.context`); the versions they make are pure functions
+(`streams.billing.runs`, `streams.billing.bills`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from streams.billing.bills import LifecycleError, transition
+from streams.billing.runs import (
+    LockedRange,
+    finalize,
+    locked_ranges,
+    locked_reason,
+    run_account_plan,
+    updated_index,
+)
+from streams.clock import from_ms
+from streams.context import WorkerContext
+from streams.partitioning import partition_for
+from streams.schemas.bill import Bill
+from streams.schemas.commands import ChangeStatus, RunBills, Tick
+from streams.tables import AccountTable, account_key, table_key
+
+log = logging.getLogger(__name__)
+
+
+class Billing:
+    """Bill state of the accounts this worker owns, and what each command does to it."""
+
+    def __init__(self, context: WorkerContext, bills: AccountTable, index: AccountTable) -> None:
+        self.context = context
+        self.bills = bills
+        self.index = index
+        self._locks: dict[str, tuple[bytes, list[LockedRange]]] = {}
+
+    # reads ------------------------------------------------------------------------
+
+    def bills_of(self, account: str) -> dict[str, Bill]:
+        stored = self.index.get(account_key(account))
+        out: dict[str, Bill] = {}
+        for entry in orjson.loads(stored) if stored else []:
+            raw = self.bills.get(table_key(account, entry["id"]).encode())
+            if raw is not None:
+                out[entry["id"]] = Bill.model_validate_json(raw)
+        return out
+
+    def locked(self, account: str, ts_ms: int) -> str | None:
+        """Why a measurement of `account` at `ts_ms` may not be folded (its bill is locked)."""
+        stored = self.index.get(account_key(account))
+        if stored is None:
+            return None
+        cached = self._locks.get(account)
+        if cached is None or cached[0] is not stored:
+            cached = self._locks[account] = (stored, locked_ranges(stored))
+        return locked_reason(cached[1], ts_ms)
+
+    def usage(
+        self, account: str, functions: Mapping[str, Any], start: int, end: int
+    ) -> Mapping[str, Decimal | None]:
+        if self.context.usage is None:
+            raise RuntimeError("the usage agent must be registered before bills run")
+        return self.context.usage.period_values(account, functions, start, end)
+
+    # commands ---------------------------------------------------------------------
+
+    def run(self, account: str, now: datetime) -> list[Bill]:
+        accounts = self.context.accounts
+        catalog = self.context.catalog
+        if accounts is None or catalog is None:
+            return []
+        live = catalog.current()
+        previous = self.bills_of(account)
+        owner = accounts.account(account)
+        out: list[Bill] = []
+        for account_plan in accounts.plans(account):
+            result = run_account_plan(
+                account_plan=account_plan,
+                account=owner,
+                catalog=live,
+                previous=previous,
+                usage=self.usage,
+                now=now,
+            )
+            out.extend(result.bills)
+            for reason in result.skipped:
+                log.debug("bill run %s: %s", account, reason)
+        return out
+
+    def tick(self, partition: int, now: datetime) -> list[Bill]:
+        settings = self.context.settings
+        accounts = self.context.accounts
+        if accounts is None:
+            return []
+        out: list[Bill] = []
+        grace = timedelta(seconds=settings.bill_grace_period_s)
+        for account in accounts.account_codes():
+            if partition_for(account, settings.partitions) != partition:
+                continue
+            fresh = {bill.id: bill for bill in self.run(account, now)}
+            out.extend(fresh.values())
+            current = {**self.bills_of(account), **fresh}
+            for bill in current.values():
+                out.extend(
+                    finalize(bill, now, grace, settings.bill_auto_approve, settings.bill_auto_lock)
+                )
+        return out
+
+    def change_status(self, command: ChangeStatus, now: datetime) -> list[Bill]:
+        bill = self.bills_of(command.account).get(command.billId)
+        if bill is None:
+            raise LifecycleError(command.billId, f"no bill {command.billId} for {command.account}")
+        changed = transition(bill, command.status, now, expected_version=command.expectedVersion)
+        return [] if changed is bill else [changed]
+
+    def handle(self, command: RunBills | Tick | ChangeStatus, now: datetime) -> list[Bill]:
+        """The bill versions a command makes (LifecycleError when it is refused)."""
+        if isinstance(command, RunBills):
+            return self.run(command.account, from_ms(command.at) if command.at else now)
+        if isinstance(command, Tick):
+            return self.tick(command.partition, now)
+        return self.change_status(command, now)
+
+    def store(self, bills: list[Bill]) -> None:
+        by_account: dict[str, list[Bill]] = {}
+        for bill in bills:
+            key = table_key(bill.accountCode, bill.id).encode()
+            self.bills[key] = bill.model_dump_json().encode()
+            by_account.setdefault(bill.accountCode, []).append(bill)
+        for account, changed in by_account.items():
+            key = account_key(account)
+            self.index[key] = updated_index(self.index.get(key), changed)
+
+    async def confirm(self) -> None:
+        """Wait until Kafka holds every write to both tables (`AccountTable.confirm`)."""
+        await self.bills.confirm()
+        await self.index.confirm()

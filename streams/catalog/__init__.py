@@ -1,0 +1,1 @@
+"""The catalog: meters, aggregations, plans and plan mappings, live on every worker."""

@@ -1,0 +1,78 @@
+"""What a worker's agents share, typed: settings, topics, counters and the domain views
+each agent offers the others.
+
+Agents register in order (catalog, usage, accounts, billing: `streams.agents`); each
+sets the view it owns, and reads the others' views when it runs, never at registration.
+The views are Protocols, so a domain module depends on what it reads, not on the agent
+that provides it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+import faust
+
+from streams.settings import Settings
+from streams.topics import Topics
+
+if TYPE_CHECKING:
+    from streams.catalog.live import LiveCatalog
+    from streams.schemas.accounts import Account, AccountPlan
+    from streams.schemas.catalog import AggregationFunction
+
+
+class AccountsView(Protocol):
+    """Accounts and their plans on this worker's partitions (the accounts agent's)."""
+
+    def account(self, code: str) -> Account | None: ...
+
+    def plans(self, code: str) -> list[AccountPlan]: ...
+
+    def account_codes(self) -> list[str]: ...
+
+    def boundaries(self, code: str) -> list[int]: ...
+
+
+class UsageView(Protocol):
+    """Usage of this worker's accounts (the usage agent's)."""
+
+    def period_values(
+        self,
+        account: str,
+        functions: Mapping[str, AggregationFunction],
+        start_ms: int,
+        end_ms: int,
+    ) -> Mapping[str, Decimal | None]: ...
+
+
+class LocksView(Protocol):
+    """Locked billing periods (the billing agent's)."""
+
+    def locked(self, account: str, ts_ms: int) -> str | None: ...
+
+
+@dataclass
+class WorkerContext:
+    """What agents share. A view is None until its agent registered."""
+
+    settings: Settings
+    topics: Topics
+    stats: Counter[str] = field(default_factory=Counter)
+    catalog: LiveCatalog | None = None
+    usage: UsageView | None = None
+    accounts: AccountsView | None = None
+    locks: LocksView | None = None
+
+
+class MeterlineApp(faust.App):
+    """A faust App that carries the meterline WorkerContext."""
+
+    def __init__(self, id: str, *, context: WorkerContext, **options: Any) -> None:
+        super().__init__(id, **options)
+        self.context = context
+        self.watchdog: Any = None  # a streams.watchdog.Watchdog once the app is built
