@@ -175,3 +175,51 @@ def test_unknown_bills_and_bad_status_are_clear_errors(stack: Stack) -> None:
     with stack.client() as client:
         client.headers["Authorization"] = "Bearer wrong"
         assert client.get(f"{stack.api}/bills").status_code == 401
+
+
+def test_bad_bill_commands_are_dead_lettered_with_the_reason(stack: Stack) -> None:
+    account = f"cus_dl_{now_s()}"
+    approve_unknown = {"type": "status", "account": account, "billId": "nope", "status": "APPROVED"}
+    stack.produce(
+        stack.topics.bill_commands,
+        account,
+        [b"not json", orjson.dumps({"type": "launch"}), orjson.dumps(approve_unknown)],
+    )
+
+    def dead_letters() -> dict[str, dict[str, Any]] | None:
+        records = [
+            orjson.loads(value) for value in read_values(stack, stack.topics.bill_commands_rejected)
+        ]
+        by_command = {orjson.dumps(record["command"]).decode(): record for record in records}
+        wanted = ('"not json"', '{"type":"launch"}', orjson.dumps(approve_unknown).decode())
+        return by_command if all(key in by_command for key in wanted) else None
+
+    records = stack.wait_for(dead_letters, timeout=30)
+    assert "Invalid JSON" in records['"not json"']["reason"]
+    assert "launch" in records['{"type":"launch"}']["reason"]
+    assert (
+        f"no bill nope for {account}" in records[orjson.dumps(approve_unknown).decode()]["reason"]
+    )
+    assert all(r["source"].startswith(f"{stack.topics.bill_commands}[") for r in records.values())
+
+
+def read_values(stack: Stack, topic: str) -> list[bytes]:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"dl-{now_s()}-{id(stack)}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    values = []
+    try:
+        for _ in range(10):
+            message = consumer.poll(0.3)
+            if message is not None and not message.error():
+                values.append(message.value())
+    finally:
+        consumer.close()
+    return values
