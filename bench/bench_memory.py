@@ -166,8 +166,7 @@ def record_sizes(deployment: Deployment, per_partition: int) -> dict[str, float]
     """
     from streams.usage import store as usage_store
 
-    # The record class of streams.usage.store (renamed as its key changed: day → hour).
-    record_class = getattr(usage_store, "UsageRecord", None) or usage_store.DayRecord  # type: ignore[attr-defined]
+    record_class = usage_store.UsageRecord
 
     topic = f"{deployment.app_id}-usage-changelog"
     consumer = Consumer({"bootstrap.servers": deployment.bootstrap, "group.id": "bench-sizes"})

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.stack", "tests.fixtures.stripe"]
+
 # CI explores the same inputs on every run (a red CI is then a change, not a draw);
 # locally every run draws anew and keeps finding what CI has not seen.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -1,8 +1,8 @@
 """Metering a batch of `measurements` messages: decode, validate, de-duplicate, fold.
 
-Pure apart from the `read` callable that looks up stored day records: the usage agent
-hands in a batch of messages and gets back the records to write and the rejections to
-dead-letter. Each measurement is judged on its own; nothing is dropped silently
+Pure apart from the `read` callable that looks up stored records (per account-hour,
+`streams.usage`): the usage book hands in a batch of messages and gets back the records
+to write and the rejections to dead-letter. Each measurement is judged on its own; nothing is dropped silently
 (duplicates are counted, everything else that is not folded is rejected with a reason).
 """
 
@@ -133,7 +133,8 @@ def measurements_of(value: bytes | None) -> Carried | str:
 
 
 class Metering:
-    """Folds batches of messages into day records; keeps a cache of decoded records."""
+    """Folds batches of messages into account-hour records; keeps a cache of decoded
+    records."""
 
     def __init__(self, horizon: Horizon = DEFAULT_HORIZON, cache_size: int = 20_000) -> None:
         self.horizon = horizon

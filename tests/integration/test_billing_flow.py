@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,15 +14,6 @@ from tests.unit.stripe_payloads import BASIL, Item, customer, event, price, subs
 
 pytestmark = pytest.mark.integration
 DAY = 86_400
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("billing"))
-    stack.start_worker()
-    stack.start_http()
-    yield stack
-    stack.stop()
 
 
 def subscribe(stack: Stack, account: str, lookup_key: str, period: tuple[int, int]) -> None:

@@ -4,7 +4,6 @@ and the same answer after the worker restarts; numbers exact to the last digit o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -21,15 +20,6 @@ from tests.unit.test_exact_numbers import KEPT, REFUSED
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("query"))
-    stack.start_worker()
-    stack.start_http()
-    yield stack
-    stack.stop()
 
 
 def measurement(account: str, calls: int, user: str, ts: datetime = NOW) -> dict[str, Any]:

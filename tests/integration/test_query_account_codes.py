@@ -5,7 +5,6 @@ the worker (which the edge asks with the code as an encoded query parameter)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,15 +16,6 @@ from tests.stack import Stack
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
 CALLS = {".": 3, "..": 4, "a|b": 5, "Zürich 東京 🙂": 6, "ü" * 200: 7, "a&aggregation=x#y": 8}
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("codes"))
-    stack.start_worker()
-    stack.start_http()
-    yield stack
-    stack.stop()
 
 
 def measurement(account: str, calls: int) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +25,7 @@ import orjson
 import pytest
 
 from connectors.kafka.measurements import MeasurementProducer
+from tests.fixtures.stack import StackOptions
 from tests.stack import Stack, now_s
 from tests.unit import stripe_payloads as sp
 
@@ -45,13 +45,7 @@ QUERY = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("recovery"), partitions=PARTITIONS)
-    stack.start_worker()
-    stack.start_http()
-    yield stack
-    stack.stop()
+STACK = StackOptions(partitions=PARTITIONS)
 
 
 def measurement(account: str, hour: int, calls: int) -> dict[str, Any]:

@@ -18,10 +18,8 @@ import pytest
 import stripe
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import free_port
 from connectors.kafka.producer import new_producer
-from connectors.stripe_sim import SimConfig, serve_in_thread
 from connectors.stripe_sink.sink import StripeSink
 from streams.money import to_stripe_amount
 from streams.schemas.bill import Bill
@@ -37,33 +35,6 @@ SUBSCRIPTION_PLAN = "metered"  # the plan the tests switch to subscription mode
 
 
 # Fixtures and helpers (shared with test_stripe_sink_faults) ----------------------------
-
-
-def fresh_simulator(base: str) -> str:
-    httpx.post(f"{base}/_sim/reset").raise_for_status()
-    return base
-
-
-def fresh_topics(bootstrap: str, unique: str) -> Topics:
-    resolved = Topics(prefix=f"sink{unique}.", partitions=PARTITIONS)
-    create_topics(bootstrap, resolved.all())
-    return resolved
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[str]:
-    with serve_in_thread(SimConfig()) as base:
-        yield base
-
-
-@pytest.fixture
-def url(sim: str) -> str:
-    return fresh_simulator(sim)
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str, unique: str) -> Topics:
-    return fresh_topics(kafka_bootstrap, unique)
 
 
 def sdk(url: str) -> stripe.StripeClient:

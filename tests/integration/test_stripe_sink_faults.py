@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,11 @@ import httpx
 import pytest
 
 from connectors.kafka.broker import free_port
-from connectors.stripe_sim import SimConfig, serve_in_thread
 from streams.schemas.bill import Bill
 from streams.topics import Topics
 from tests.integration.test_stripe_sink import (
     SUBSCRIPTION_PLAN,
     Account,
-    fresh_simulator,
-    fresh_topics,
     handled,
     mismatches,
     new_account,
@@ -34,22 +31,6 @@ from tests.integration.test_stripe_sink import (
 from tests.support import Process, eventually, try_get_json
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[str]:
-    with serve_in_thread(SimConfig()) as base:
-        yield base
-
-
-@pytest.fixture
-def url(sim: str) -> str:
-    return fresh_simulator(sim)
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str, unique: str) -> Topics:
-    return fresh_topics(kafka_bootstrap, unique)
 
 
 def versions(account: Account, number: int, lines: int = 3) -> list[Bill]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,18 +16,14 @@ from confluent_kafka import Consumer
 from connectors.catalog_io import publish
 from connectors.kafka.producer import new_producer
 from streams.pages import USAGE, UsageRequest
+from tests.fixtures.stack import StackOptions
 from tests.stack import Stack
 from tests.support import eventually, try_get_json
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("usage"))
-    stack.start_worker()
-    yield stack
-    stack.stop()
+STACK = StackOptions(http=False)
 
 
 def usage(stack: Stack, account: str, aggregations: str, group_by: str = "") -> dict[str, Any]:

@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -26,6 +25,7 @@ from connectors.kafka.broker import KafkaJars
 from connectors.kafka.measurements import MeasurementProducer
 from streams.settings import Settings
 from tests.conftest import cache_dir
+from tests.fixtures.stack import StackOptions
 from tests.stack import Stack
 from tests.support import eventually
 
@@ -39,11 +39,7 @@ ODD_ACCOUNTS = ["cus3|eu", "a|b|c", "100%", "züri-😀", "x" * 200]
 ACCOUNTS = [f"acct-{i:03d}" for i in range(195)] + ODD_ACCOUNTS
 
 
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path_factory.mktemp("kills"), partitions=PARTITIONS)
-    yield stack
-    stack.stop()
+STACK = StackOptions(partitions=PARTITIONS, worker=False, http=False)
 
 
 def workload(count: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Decimal]]:

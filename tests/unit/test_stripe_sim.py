@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,26 +13,13 @@ import httpx
 import pytest
 import stripe
 
-from connectors.stripe_sim import ACACIA, BASIL, SimConfig, serve_in_thread
+from connectors.stripe_sim import ACACIA, BASIL
 from connectors.stripe_sim.forms import Params, parse_form
 
 SECRET = "whsec_test_simulator"
 
 
 # Fixtures and factories ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    config = SimConfig(webhook_backoff_seconds=0.05)
-    with serve_in_thread(config) as url:
-        yield url
-
-
-@pytest.fixture
-def url(server: str) -> str:
-    httpx.post(f"{server}/_sim/reset").raise_for_status()
-    return server
 
 
 def sdk(url: str, version: str = BASIL, **options: Any) -> stripe.StripeClient:

@@ -12,7 +12,6 @@ import httpx
 import pytest
 import stripe
 
-from connectors.stripe_sim import SimConfig, serve_in_thread
 from connectors.stripe_sink.failures import StripeFailure
 from connectors.stripe_sink.ledger import LedgerEntry
 from connectors.stripe_sink.limiter import Unlimited
@@ -21,18 +20,6 @@ from connectors.stripe_sink.stripe_api import StripeGateway
 from connectors.stripe_sink.sync import Syncer, SyncRefused, SyncResult
 from streams.schemas.bill import Bill
 from tests.unit.test_stripe_sink import make_bill
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    with serve_in_thread(SimConfig()) as url:
-        yield url
-
-
-@pytest.fixture
-def url(server: str) -> str:
-    httpx.post(f"{server}/_sim/reset").raise_for_status()
-    return server
 
 
 @pytest.fixture
