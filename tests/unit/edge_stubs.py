@@ -24,7 +24,8 @@ import orjson
 import yaml
 from fastapi import FastAPI
 
-from connectors.http.app import Edge, create_app
+from connectors.http.app import create_app
+from connectors.http.edge import Edge
 from connectors.metrics import Metrics
 from streams import pages
 from streams.agents.usage import usage_page

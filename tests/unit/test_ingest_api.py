@@ -21,18 +21,19 @@ from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from connectors.http.app import Edge, create_app
-from connectors.http.ingest import ingest_router, plainly_valid
-from connectors.http.uploads import (
+from connectors.http.app import create_app
+from connectors.http.edge import Edge
+from connectors.http.ingest import ingest_router
+from connectors.http.uploads import UploadLimits, uploads_router
+from connectors.http.uploads.parsers import (
     CsvParser,
     JsonArrayParser,
     JsonLinesParser,
     Parser,
     Record,
     Unreadable,
-    UploadLimits,
-    uploads_router,
 )
+from connectors.http.validation import plainly_valid
 from connectors.kafka.measurements import PartitionBatcher, encode_envelope
 from connectors.kafka.producer import DeliveryError
 from connectors.metrics import Metrics

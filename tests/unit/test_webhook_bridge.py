@@ -21,7 +21,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from connectors.http.app import Edge
+from connectors.http.edge import Edge
 from connectors.http.webhooks import MAX_BODY_BYTES, RecentEventIds, webhook_router
 from connectors.kafka.producer import DeliveryError
 from connectors.metrics import Metrics
@@ -44,8 +44,12 @@ class Sent:
 
 @dataclass
 class FakeMessage:
+    _topic: str
     _partition: int
     _offset: int
+
+    def topic(self) -> str:
+        return self._topic
 
     def partition(self) -> int:
         return self._partition
@@ -77,7 +81,7 @@ class RecordingProducer:
             future.set_exception(DeliveryError(self.failure))
             return future
         self.sent.append(Sent(topic, value, key, dict(headers or [])))
-        future.set_result(FakeMessage(0, len(self.sent) - 1))
+        future.set_result(FakeMessage(topic, 0, len(self.sent) - 1))
         return future
 
 
