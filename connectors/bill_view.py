@@ -14,6 +14,8 @@ import uuid
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from streams.sources import source_of
+
 log = logging.getLogger(__name__)
 
 
@@ -87,12 +89,6 @@ class BillView:
                 try:
                     self.apply(message.value() or b"")
                 except (ValueError, KeyError) as exc:
-                    log.error(
-                        "bill view: %s[%s]@%s is not a bill (%s)",
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                        exc,
-                    )
+                    log.error("bill view: %s is not a bill (%s)", source_of(message), exc)
         finally:
             consumer.close()
