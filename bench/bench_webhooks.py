@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
+from connectors.waiting import eventually
 from streams.topics import Topics
 
 SECRET = "whsec_bench"
@@ -75,11 +76,16 @@ def edge(bootstrap: str, prefix: str, port: int, workdir: Path) -> Iterator[str]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not _healthy(f"{url}/healthz"):
-            if time.monotonic() > deadline or process.poll() is not None:
+
+        def started() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"the edge did not start; see {workdir / 'http.log'}")
-            time.sleep(0.2)
+            return _healthy(f"{url}/healthz")
+
+        try:
+            eventually(started, 60, 0.2, "the HTTP edge to start")
+        except TimeoutError:
+            raise RuntimeError(f"the edge did not start; see {workdir / 'http.log'}") from None
         yield url
     finally:
         process.terminate()

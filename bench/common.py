@@ -27,11 +27,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import yaml
@@ -42,6 +42,7 @@ from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
 from connectors.kafka.measurements import Envelope, PartitionBatcher
 from connectors.kafka.producer import new_producer
+from connectors.waiting import eventually
 from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,22 +54,7 @@ API_KEY = "bench-key"
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
-T = TypeVar("T")
-
-
-# --- time, processes ----------------------------------------------------------------
-
-
-def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
-    """`check()` until it returns something truthy; TimeoutError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not reached within {timeout:.0f}s (last: {value!r})")
-        time.sleep(interval)
+# --- processes ------------------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
@@ -216,7 +202,7 @@ class Deployment:
                 return health
             return None
 
-        return poll(ready, timeout)
+        return eventually(ready, timeout, 0.05, "the worker to be ready")
 
     def wait_http_ready(self, service: Service, timeout: float = 60) -> None:
         def ready() -> bool:
@@ -227,7 +213,7 @@ class Deployment:
             except httpx.HTTPError:
                 return False
 
-        poll(ready, timeout, 0.1)
+        eventually(ready, timeout, 0.1, "the HTTP edge to be ready")
 
     # offsets
     def _consumer(self) -> Consumer:

@@ -33,6 +33,7 @@ from rich.table import Table
 from connectors.catalog_io import publish
 from connectors.dev import DevStack
 from connectors.kafka.broker import free_port
+from connectors.waiting import eventually
 from streams.money import to_stripe_amount
 from streams.settings import Settings
 from streams.topics import Topics
@@ -47,6 +48,7 @@ PLANS = (
     ("tokyo_monthly", "jpy", 1000),
 )
 REGIONS = ("eu-west", "us-east", "ap-northeast")
+POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -73,16 +75,6 @@ class Expected:
 
 class DemoFailure(RuntimeError):
     pass
-
-
-def wait_until(what: str, check: Any, timeout: float = 60.0, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise DemoFailure(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Demo:
@@ -188,7 +180,7 @@ class Demo:
             return True
 
         with self.console.status("waiting for webhooks to create accounts and plans…"):
-            wait_until("accounts and account plans from the webhooks", plans_ready, 60)
+            eventually(plans_ready, 60, POLL_S, "accounts and account plans from the webhooks")
         self.console.print("[green]every account and account plan exists in meterline[/]")
 
     # -- 2. usage ---------------------------------------------------------------------
@@ -278,7 +270,7 @@ class Demo:
             )
 
         with self.console.status("waiting until every measurement is query-visible…"):
-            wait_until("usage to match what was sent", all_counted, 120)
+            eventually(all_counted, 120, POLL_S, "usage to match what was sent")
         self.figures["last ack → query-visible"] = f"{(time.monotonic() - started) * 1000:.0f} ms"
 
     def probe_latency(self, samples: int = 20) -> None:
@@ -292,11 +284,11 @@ class Demo:
             target = self.expected.calls[account]
             started = time.monotonic()
             self.http.post(f"{self.api}/measurements", json={"measurements": [record]})
-            wait_until(
-                "a probe measurement",
+            eventually(
                 lambda: self.usage_of(account).get("api_calls", 0) >= target,  # noqa: B023
                 10,
                 0.01,
+                "a probe measurement",
             )
             timings.append(time.monotonic() - started)
         timings.sort()
@@ -317,7 +309,7 @@ class Demo:
         if answer.status_code != 202:
             raise DemoFailure(f"bill job refused: {answer.status_code} {answer.text}")
         with self.console.status(f"bill run ({label})…"):
-            wait_until(f"bills of the {label} run", lambda: done(self.bills()), 60)
+            eventually(lambda: done(self.bills()), 60, POLL_S, f"bills of the {label} run")
         self.figures[f"bill run ({label})"] = f"{(time.monotonic() - started) * 1000:.0f} ms"
 
     def every_account(
@@ -347,7 +339,7 @@ class Demo:
             return True
 
         with self.console.status("waiting for the renewal webhooks…"):
-            wait_until("subscription renewals", renewed, 60)
+            eventually(renewed, 60, POLL_S, "subscription renewals")
         self.console.print("[green]subscriptions renewed; the first period has ended[/]")
 
     def first_period_bills(self) -> dict[str, dict[str, Any]]:
@@ -518,10 +510,11 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         )
         locked = demo.approve_and_lock(next(iter(demo.accounts)))
         with console.status("waiting for the Stripe sink…"):
-            wait_until(
-                "Stripe to hold every bill line",
+            eventually(
                 lambda: all(demo.account_in_stripe_agrees(a) for a in demo.accounts),
                 90,
+                POLL_S,
+                "Stripe to hold every bill line",
             )
         ok = demo.summary()
         verdict = "[green bold]everything agreed[/]"
@@ -530,7 +523,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         console.print(verdict)
         demo.check_locked_rejects_late_usage(locked)
         return 0 if ok else 1
-    except DemoFailure as exc:
+    except (DemoFailure, TimeoutError) as exc:
         console.print(f"[red bold]demo failed:[/] {exc}")
         for problem in stack.problems():
             console.print(f"[red]{problem}[/]")

@@ -33,6 +33,7 @@ from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port, port_is_free
 from connectors.stripe_sim.config import SimConfig
 from connectors.stripe_sink.stripe_api import SIMULATOR_KEY
+from connectors.waiting import eventually
 from streams.settings import Settings
 from streams.worker_topics import worker_topics
 
@@ -186,21 +187,23 @@ class DevStack:
         )
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        pending = [c for c in self.children if not c.healthy]
-        while pending and time.monotonic() < deadline:
-            for child in pending:
+        def every_child_healthy() -> bool:
+            for child in self.children:
+                if child.healthy:
+                    continue
                 assert child.process is not None
                 if child.process.poll() is not None:
                     raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
                 child.healthy = _get_ok(child.health_url)
+            return all(child.healthy for child in self.children)
+
+        try:
+            eventually(every_child_healthy, timeout, 0.3, "every process to be healthy")
+        except TimeoutError:
             pending = [c for c in self.children if not c.healthy]
-            if pending:
-                time.sleep(0.3)
-        if pending:
             raise RuntimeError(
                 "not healthy in time: " + ", ".join(f"{c.name} ({c.health_url})" for c in pending)
-            )
+            ) from None
 
     def watch_health(self, stop: threading.Event) -> threading.Thread:
         """Poll every child's health until `stop`; print each change with its reason."""

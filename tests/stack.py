@@ -87,7 +87,7 @@ class Stack:
                 lambda: (try_get_json(f"{self.worker_url}/healthz") or {}).get("catalogItems"),
                 timeout=90,
             )
-        except AssertionError:
+        except TimeoutError:
             raise AssertionError(self.worker.log_tail()) from None
 
     def start_http(self) -> None:
@@ -96,7 +96,7 @@ class Stack:
             eventually(
                 lambda: try_get_json(f"http://127.0.0.1:{self.http_port}/healthz"), timeout=60
             )
-        except AssertionError:
+        except TimeoutError:
             raise AssertionError(self.http.log_tail()) from None
 
     def stop(self) -> None:
