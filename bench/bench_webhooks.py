@@ -35,6 +35,7 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors.environment import process_env
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
 from connectors.waiting import eventually
@@ -61,14 +62,13 @@ def broker(workdir: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def edge(bootstrap: str, prefix: str, port: int, workdir: Path) -> Iterator[str]:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        METERLINE_TOPIC_PREFIX=prefix,
-        METERLINE_PARTITIONS=str(PARTITIONS),
-        METERLINE_HTTP_PORT=str(port),
-        METERLINE_LOG_LEVEL="warning",
-        STRIPE_WEBHOOK_SECRET=SECRET,
+    env = process_env(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        partitions=PARTITIONS,
+        http_port=port,
+        log_level="warning",
+        stripe_webhook_secrets=SECRET,
     )
     log = (workdir / "http.log").open("wb")
     process = subprocess.Popen(

@@ -38,6 +38,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.catalog_io import publish
+from connectors.environment import process_env
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
 from connectors.kafka.measurements import Envelope, PartitionBatcher
@@ -149,20 +150,19 @@ class Deployment:
         self.app_id = f"bench{token}"
         self.web_port = free_port()
         self.http_port = free_port()
-        self.env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            METERLINE_TOPIC_PREFIX=self.topics.prefix,
-            METERLINE_PARTITIONS=str(partitions),
-            METERLINE_APP_ID=self.app_id,
-            METERLINE_WORKER_WEB_PORT=str(self.web_port),
-            METERLINE_HTTP_PORT=str(self.http_port),
-            METERLINE_API_KEYS=API_KEY,
-            METERLINE_ORG_ID=ORG,
-            METERLINE_DATA_DIR=str(workdir / "data"),
-            STRIPE_WEBHOOK_SECRET="whsec_bench",
-            **env,
+        self.env = process_env(
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=self.topics.prefix,
+            partitions=partitions,
+            app_id=self.app_id,
+            worker_web_port=self.web_port,
+            http_port=self.http_port,
+            api_keys=API_KEY,
+            org_id=ORG,
+            data_dir=workdir / "data",
+            stripe_webhook_secrets="whsec_bench",
         )
+        self.env.update(env)  # variables a benchmark sets as they are
         # The worker does not create missing parents of its data dir (faust's mkdir).
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         create_topics(bootstrap, self.topics.all())

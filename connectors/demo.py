@@ -32,6 +32,7 @@ from rich.table import Table
 
 from connectors.catalog_io import publish
 from connectors.dev import DevStack
+from connectors.environment import setting_variables
 from connectors.kafka.broker import free_port
 from connectors.waiting import eventually
 from streams.money import to_stripe_amount
@@ -100,20 +101,19 @@ class Demo:
     # -- stack ------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        env = {
-            "METERLINE_API_KEYS": DEMO_KEY,
-            "STRIPE_WEBHOOK_SECRET": DEMO_SECRET,
-            "METERLINE_BILL_RUN_INTERVAL_S": "3600",  # the demo runs bills itself
-            "METERLINE_STRIPE_MODE": self.options.mode,
-            "METERLINE_STRIPE_TRIGGER": self.options.trigger,
-            "METERLINE_STRIPE_FINALIZE_ON_APPROVAL": "true",
+        env = setting_variables(
+            api_keys=DEMO_KEY,
+            stripe_webhook_secrets=DEMO_SECRET,
+            bill_run_interval_s=3600,  # the demo runs bills itself
+            stripe_mode=self.options.mode,
+            stripe_trigger=self.options.trigger,
+            stripe_finalize_on_approval=True,
             # A stalled worker is reported well within the demo's own waits.
-            "METERLINE_WORKER_STALL_TIMEOUT_S": "30",
-            "METERLINE_WORKER_SEND_TIMEOUT_S": "20",
-        }
+            worker_stall_timeout_s=30,
+            worker_send_timeout_s=20,
+        )
         if not self.real_stripe:
-            env["STRIPE_API_BASE"] = self.sim_url
-            env["STRIPE_API_KEY"] = DEMO_STRIPE_KEY
+            env |= setting_variables(stripe_api_base=self.sim_url, stripe_api_key=DEMO_STRIPE_KEY)
         return env
 
     def start(self, stack: DevStack) -> None:
@@ -462,16 +462,9 @@ def fresh_settings(settings: Settings) -> tuple[Settings, dict[str, str]]:
     run = uuid.uuid4().hex[:6]
     data_dir = settings.data_dir / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
-    update = {
-        "data_dir": data_dir,
-        "topic_prefix": f"{settings.topic_prefix}demo-{run}.",
-        "app_id": f"{settings.app_id}-demo-{run}",
-    }
-    env = {
-        "METERLINE_DATA_DIR": str(data_dir),
-        "METERLINE_TOPIC_PREFIX": str(update["topic_prefix"]),
-        "METERLINE_APP_ID": str(update["app_id"]),
-    }
+    prefix, app_id = f"{settings.topic_prefix}demo-{run}.", f"{settings.app_id}-demo-{run}"
+    update = {"data_dir": data_dir, "topic_prefix": prefix, "app_id": app_id}
+    env = setting_variables(data_dir=data_dir, topic_prefix=prefix, app_id=app_id)
     return settings.model_copy(update=update), env
 
 

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from connectors.environment import process_env, setting_variables
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port, port_is_free
 from connectors.stripe_sim.config import SimConfig
@@ -115,10 +116,10 @@ class DevStack:
             ["stripe-sim", "--port", str(port), "--webhook-url", webhook],
             f"{url}/_sim/stats",
         )
-        self.extra_env.setdefault("STRIPE_API_BASE", url)
-        self.extra_env.setdefault("STRIPE_API_KEY", SIMULATOR_KEY)
+        simulated = setting_variables(stripe_api_base=url, stripe_api_key=SIMULATOR_KEY)
         if not self.settings.stripe_webhook_secrets:
-            self.extra_env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+            simulated |= setting_variables(stripe_webhook_secrets=DEV_WEBHOOK_SECRET)
+        self.extra_env = simulated | self.extra_env  # what is set already stays
         return url
 
     def add(self, name: str, command: list[str], health_url: str) -> None:
@@ -137,8 +138,7 @@ class DevStack:
         self.add("stripe-sink", ["stripe-sink"], f"http://127.0.0.1:{s.sink_port}/healthz")
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap()
+        env = process_env(kafka_bootstrap_servers=self.bootstrap())
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         return env
