@@ -24,7 +24,9 @@ from connectors.environment import process_env
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
 from connectors.kafka.producer import new_producer
+from streams.settings import load_settings
 from streams.topics import Topics
+from streams.worker_topics import worker_topics
 from tests.conftest import cache_dir
 from tests.support import Process, eventually, try_get_json
 
@@ -56,9 +58,19 @@ class Stack:
         self.env.update(env)  # variables a test sets as they are
         self.worker = Process(["worker"], self.env, tmp / "worker.log")
         self.http = Process(["http"], self.env, tmp / "http.log")
-        if provision:
-            create_topics(bootstrap, self.topics.all())
-            publish(bootstrap, self.topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
+        if provision:  # what `meterline topics create` and `catalog apply` do
+            settings = load_settings(
+                kafka_bootstrap_servers=bootstrap,
+                topic_prefix=prefix,
+                partitions=partitions,
+                app_id=self.env["METERLINE_APP_ID"],
+                data_dir=tmp,
+            )
+            create_topics(bootstrap, worker_topics(settings))
+            self.publish_catalog()
+
+    def publish_catalog(self) -> None:
+        publish(self.bootstrap, self.topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run `meterline ARGS` as a user would, with this stack's settings; assert exit 0."""

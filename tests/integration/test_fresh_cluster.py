@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.kafka.admin import create_topics
 from streams.partitioning import partition_for
 from tests.stack import EXAMPLE_CATALOG, Stack, now_s
 from tests.support import eventually
@@ -119,7 +120,9 @@ def test_a_bill_job_sent_as_a_fresh_worker_starts_bills_every_account(fresh: Sta
 def test_a_worker_on_a_cluster_without_its_changelogs_names_and_creates_them_before_it_starts(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    stack = Stack(kafka_bootstrap, tmp_path, partitions=PARTITIONS)  # declared topics only
+    stack = Stack(kafka_bootstrap, tmp_path, partitions=PARTITIONS, provision=False)
+    create_topics(kafka_bootstrap, stack.topics.all())  # the declared topics only
+    stack.publish_catalog()
     app_id = stack.env["METERLINE_APP_ID"]
     try:
         stack.start_worker()
