@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from connectors.health import serve_health
+from connectors.kafka.consumer import poll_record
 from connectors.kafka.producer import DeliveryError, new_producer
 from connectors.metrics import Metrics
 from connectors.stripe_sink.failures import Backoff, StripeFailure
@@ -157,13 +158,8 @@ class StripeSink:
             self.ready.set()
             while not self.stopping.is_set():
                 self._resume_due(consumer)
-                message = consumer.poll(self._poll_timeout())
+                message = poll_record(consumer, self._poll_timeout(), log, "consumer error")
                 if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", error)
                     continue
                 if self._stale(message):
                     continue

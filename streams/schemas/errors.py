@@ -3,7 +3,8 @@
 One place turns a `ValidationError` (or FastAPI's `RequestValidationError.errors()`)
 into what a user reads:
 - `problems`: one `Problem(field, reason)` per error;
-- `error_lines`: `"<field>: <reason>"` per error; `error_text`: those joined by `"; "`.
+- `error_lines`: `"<field>: <reason>"` per error, pydantic's reasons as they are;
+- `error_text`: those lines joined by `"; "`.
 
 How the field is spelled: `dotted` (`measure.calls`, the default) or `indexed`
 (`lines[0].subtotal`), after `prefix`; `whole` names the value itself when the error has
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 Location = Sequence[int | str]
 Errors = ValidationError | Iterable[Mapping[str, Any]]
+Locator = Callable[[Location], str]
 
 PREFIXES = ("Value error, ", "Assertion failed, ")
 
@@ -58,7 +60,7 @@ def problems(
     prefix: str = "",
     *,
     whole: str = "",
-    locate: Callable[[Location], str] = dotted,
+    locate: Locator = dotted,
     plain: bool = False,
     words: Mapping[str, str] | None = None,
 ) -> list[Problem]:
@@ -75,25 +77,14 @@ def problems(
 
 
 def error_lines(
-    errors: Errors,
-    prefix: str = "",
-    *,
-    whole: str = "",
-    locate: Callable[[Location], str] = dotted,
-    plain: bool = False,
+    errors: Errors, prefix: str = "", *, whole: str = "", locate: Locator = dotted
 ) -> list[str]:
     """`"<field>: <reason>"` per error (see `problems`)."""
-    found = problems(errors, prefix, whole=whole, locate=locate, plain=plain)
-    return [str(problem) for problem in found]
+    return [str(problem) for problem in problems(errors, prefix, whole=whole, locate=locate)]
 
 
 def error_text(
-    errors: Errors,
-    prefix: str = "",
-    *,
-    whole: str = "",
-    locate: Callable[[Location], str] = dotted,
-    plain: bool = False,
+    errors: Errors, prefix: str = "", *, whole: str = "", locate: Locator = dotted
 ) -> str:
     """Every error as `"<field>: <reason>"`, joined by `"; "` (see `problems`)."""
-    return "; ".join(error_lines(errors, prefix, whole=whole, locate=locate, plain=plain))
+    return "; ".join(error_lines(errors, prefix, whole=whole, locate=locate))
