@@ -40,10 +40,10 @@ from bench.common import (
     iso,
     kafka,
     now_ms,
-    poll,
     produce_envelopes,
 )
 from connectors.kafka.producer import new_producer
+from connectors.waiting import eventually
 from tests.unit.stripe_payloads import BASIL, Item, customer, event, price, subscription
 
 DAY = 86_400
@@ -178,10 +178,11 @@ def _run(
         http.start()
         deployment.wait_worker_ready(worker)
         deployment.wait_http_ready(http)
-        poll(
+        eventually(
             lambda: all(deployment.caught_up(topic, end) for topic, end in ends.items()),
             setup_timeout,
-            interval=0.5,
+            0.5,
+            "the worker to catch up",
         )
         setup_s = time.monotonic() - setup_started
         stats_before = (deployment.worker_health() or {}).get("stats", {})

@@ -45,6 +45,7 @@ from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
 from connectors.kafka.producer import new_producer
 from connectors.stripe_sink.sink import StripeSink
+from connectors.waiting import eventually
 from streams.money import to_stripe_amount
 from streams.schemas.bill import Bill
 from streams.settings import load_settings
@@ -81,15 +82,17 @@ def simulator() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def healthy() -> bool:
             try:
-                httpx.get(f"{url}/_sim/health").raise_for_status()
-                break
+                return httpx.get(f"{url}/_sim/health").is_success
             except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the simulator did not start") from None
-                time.sleep(0.05)
+                return False
+
+        try:
+            eventually(healthy, 20, 0.05, "the Stripe simulator to start")
+        except TimeoutError:
+            raise RuntimeError("the simulator did not start") from None
         yield url
     finally:
         process.terminate()

@@ -35,8 +35,10 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors.environment import process_env
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
+from connectors.waiting import eventually
 from streams.topics import Topics
 
 SECRET = "whsec_bench"
@@ -60,14 +62,13 @@ def broker(workdir: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def edge(bootstrap: str, prefix: str, port: int, workdir: Path) -> Iterator[str]:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        METERLINE_TOPIC_PREFIX=prefix,
-        METERLINE_PARTITIONS=str(PARTITIONS),
-        METERLINE_HTTP_PORT=str(port),
-        METERLINE_LOG_LEVEL="warning",
-        STRIPE_WEBHOOK_SECRET=SECRET,
+    env = process_env(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        partitions=PARTITIONS,
+        http_port=port,
+        log_level="warning",
+        stripe_webhook_secrets=SECRET,
     )
     log = (workdir / "http.log").open("wb")
     process = subprocess.Popen(
@@ -75,11 +76,16 @@ def edge(bootstrap: str, prefix: str, port: int, workdir: Path) -> Iterator[str]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not _healthy(f"{url}/healthz"):
-            if time.monotonic() > deadline or process.poll() is not None:
+
+        def started() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"the edge did not start; see {workdir / 'http.log'}")
-            time.sleep(0.2)
+            return _healthy(f"{url}/healthz")
+
+        try:
+            eventually(started, 60, 0.2, "the HTTP edge to start")
+        except TimeoutError:
+            raise RuntimeError(f"the edge did not start; see {workdir / 'http.log'}") from None
         yield url
     finally:
         process.terminate()

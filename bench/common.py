@@ -27,21 +27,23 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.catalog_io import publish
+from connectors.environment import process_env
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
 from connectors.kafka.measurements import Envelope, PartitionBatcher
 from connectors.kafka.producer import new_producer
+from connectors.waiting import eventually
 from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,22 +55,7 @@ API_KEY = "bench-key"
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
-T = TypeVar("T")
-
-
-# --- time, processes ----------------------------------------------------------------
-
-
-def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
-    """`check()` until it returns something truthy; TimeoutError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not reached within {timeout:.0f}s (last: {value!r})")
-        time.sleep(interval)
+# --- processes ------------------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
@@ -163,20 +150,19 @@ class Deployment:
         self.app_id = f"bench{token}"
         self.web_port = free_port()
         self.http_port = free_port()
-        self.env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            METERLINE_TOPIC_PREFIX=self.topics.prefix,
-            METERLINE_PARTITIONS=str(partitions),
-            METERLINE_APP_ID=self.app_id,
-            METERLINE_WORKER_WEB_PORT=str(self.web_port),
-            METERLINE_HTTP_PORT=str(self.http_port),
-            METERLINE_API_KEYS=API_KEY,
-            METERLINE_ORG_ID=ORG,
-            METERLINE_DATA_DIR=str(workdir / "data"),
-            STRIPE_WEBHOOK_SECRET="whsec_bench",
-            **env,
+        self.env = process_env(
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=self.topics.prefix,
+            partitions=partitions,
+            app_id=self.app_id,
+            worker_web_port=self.web_port,
+            http_port=self.http_port,
+            api_keys=API_KEY,
+            org_id=ORG,
+            data_dir=workdir / "data",
+            stripe_webhook_secrets="whsec_bench",
         )
+        self.env.update(env)  # variables a benchmark sets as they are
         # The worker does not create missing parents of its data dir (faust's mkdir).
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         create_topics(bootstrap, self.topics.all())
@@ -216,7 +202,7 @@ class Deployment:
                 return health
             return None
 
-        return poll(ready, timeout)
+        return eventually(ready, timeout, 0.05, "the worker to be ready")
 
     def wait_http_ready(self, service: Service, timeout: float = 60) -> None:
         def ready() -> bool:
@@ -227,7 +213,7 @@ class Deployment:
             except httpx.HTTPError:
                 return False
 
-        poll(ready, timeout, 0.1)
+        eventually(ready, timeout, 0.1, "the HTTP edge to be ready")
 
     # offsets
     def _consumer(self) -> Consumer:

@@ -12,7 +12,10 @@ import threading
 import uuid
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.kafka.consumer import poll_record
+from streams.sources import source_of
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +79,12 @@ class BillView:
                     self._stop.wait(1)
             consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
             while not self._stop.is_set():
-                message = consumer.poll(0.2)
+                message = poll_record(consumer, 0.2, log, "bill view")
                 if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("bill view: %s", error)
                     continue
                 try:
                     self.apply(message.value() or b"")
                 except (ValueError, KeyError) as exc:
-                    log.error(
-                        "bill view: %s[%s]@%s is not a bill (%s)",
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                        exc,
-                    )
+                    log.error("bill view: %s is not a bill (%s)", source_of(message), exc)
         finally:
             consumer.close()

@@ -32,7 +32,9 @@ from rich.table import Table
 
 from connectors.catalog_io import publish
 from connectors.dev import DevStack
+from connectors.environment import setting_variables
 from connectors.kafka.broker import free_port
+from connectors.waiting import eventually
 from streams.money import to_stripe_amount
 from streams.settings import Settings
 from streams.topics import Topics
@@ -47,6 +49,7 @@ PLANS = (
     ("tokyo_monthly", "jpy", 1000),
 )
 REGIONS = ("eu-west", "us-east", "ap-northeast")
+POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -75,16 +78,6 @@ class DemoFailure(RuntimeError):
     pass
 
 
-def wait_until(what: str, check: Any, timeout: float = 60.0, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise DemoFailure(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 class Demo:
     def __init__(self, settings: Settings, options: DemoOptions, console: Console) -> None:
         self.settings = settings
@@ -108,20 +101,19 @@ class Demo:
     # -- stack ------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        env = {
-            "METERLINE_API_KEYS": DEMO_KEY,
-            "STRIPE_WEBHOOK_SECRET": DEMO_SECRET,
-            "METERLINE_BILL_RUN_INTERVAL_S": "3600",  # the demo runs bills itself
-            "METERLINE_STRIPE_MODE": self.options.mode,
-            "METERLINE_STRIPE_TRIGGER": self.options.trigger,
-            "METERLINE_STRIPE_FINALIZE_ON_APPROVAL": "true",
+        env = setting_variables(
+            api_keys=DEMO_KEY,
+            stripe_webhook_secrets=DEMO_SECRET,
+            bill_run_interval_s=3600,  # the demo runs bills itself
+            stripe_mode=self.options.mode,
+            stripe_trigger=self.options.trigger,
+            stripe_finalize_on_approval=True,
             # A stalled worker is reported well within the demo's own waits.
-            "METERLINE_WORKER_STALL_TIMEOUT_S": "30",
-            "METERLINE_WORKER_SEND_TIMEOUT_S": "20",
-        }
+            worker_stall_timeout_s=30,
+            worker_send_timeout_s=20,
+        )
         if not self.real_stripe:
-            env["STRIPE_API_BASE"] = self.sim_url
-            env["STRIPE_API_KEY"] = DEMO_STRIPE_KEY
+            env |= setting_variables(stripe_api_base=self.sim_url, stripe_api_key=DEMO_STRIPE_KEY)
         return env
 
     def start(self, stack: DevStack) -> None:
@@ -188,7 +180,7 @@ class Demo:
             return True
 
         with self.console.status("waiting for webhooks to create accounts and plans…"):
-            wait_until("accounts and account plans from the webhooks", plans_ready, 60)
+            eventually(plans_ready, 60, POLL_S, "accounts and account plans from the webhooks")
         self.console.print("[green]every account and account plan exists in meterline[/]")
 
     # -- 2. usage ---------------------------------------------------------------------
@@ -278,7 +270,7 @@ class Demo:
             )
 
         with self.console.status("waiting until every measurement is query-visible…"):
-            wait_until("usage to match what was sent", all_counted, 120)
+            eventually(all_counted, 120, POLL_S, "usage to match what was sent")
         self.figures["last ack → query-visible"] = f"{(time.monotonic() - started) * 1000:.0f} ms"
 
     def probe_latency(self, samples: int = 20) -> None:
@@ -292,11 +284,11 @@ class Demo:
             target = self.expected.calls[account]
             started = time.monotonic()
             self.http.post(f"{self.api}/measurements", json={"measurements": [record]})
-            wait_until(
-                "a probe measurement",
+            eventually(
                 lambda: self.usage_of(account).get("api_calls", 0) >= target,  # noqa: B023
                 10,
                 0.01,
+                "a probe measurement",
             )
             timings.append(time.monotonic() - started)
         timings.sort()
@@ -317,7 +309,7 @@ class Demo:
         if answer.status_code != 202:
             raise DemoFailure(f"bill job refused: {answer.status_code} {answer.text}")
         with self.console.status(f"bill run ({label})…"):
-            wait_until(f"bills of the {label} run", lambda: done(self.bills()), 60)
+            eventually(lambda: done(self.bills()), 60, POLL_S, f"bills of the {label} run")
         self.figures[f"bill run ({label})"] = f"{(time.monotonic() - started) * 1000:.0f} ms"
 
     def every_account(
@@ -347,7 +339,7 @@ class Demo:
             return True
 
         with self.console.status("waiting for the renewal webhooks…"):
-            wait_until("subscription renewals", renewed, 60)
+            eventually(renewed, 60, POLL_S, "subscription renewals")
         self.console.print("[green]subscriptions renewed; the first period has ended[/]")
 
     def first_period_bills(self) -> dict[str, dict[str, Any]]:
@@ -470,16 +462,9 @@ def fresh_settings(settings: Settings) -> tuple[Settings, dict[str, str]]:
     run = uuid.uuid4().hex[:6]
     data_dir = settings.data_dir / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
-    update = {
-        "data_dir": data_dir,
-        "topic_prefix": f"{settings.topic_prefix}demo-{run}.",
-        "app_id": f"{settings.app_id}-demo-{run}",
-    }
-    env = {
-        "METERLINE_DATA_DIR": str(data_dir),
-        "METERLINE_TOPIC_PREFIX": str(update["topic_prefix"]),
-        "METERLINE_APP_ID": str(update["app_id"]),
-    }
+    prefix, app_id = f"{settings.topic_prefix}demo-{run}.", f"{settings.app_id}-demo-{run}"
+    update = {"data_dir": data_dir, "topic_prefix": prefix, "app_id": app_id}
+    env = setting_variables(data_dir=data_dir, topic_prefix=prefix, app_id=app_id)
     return settings.model_copy(update=update), env
 
 
@@ -518,10 +503,11 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         )
         locked = demo.approve_and_lock(next(iter(demo.accounts)))
         with console.status("waiting for the Stripe sink…"):
-            wait_until(
-                "Stripe to hold every bill line",
+            eventually(
                 lambda: all(demo.account_in_stripe_agrees(a) for a in demo.accounts),
                 90,
+                POLL_S,
+                "Stripe to hold every bill line",
             )
         ok = demo.summary()
         verdict = "[green bold]everything agreed[/]"
@@ -530,7 +516,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         console.print(verdict)
         demo.check_locked_rejects_late_usage(locked)
         return 0 if ok else 1
-    except DemoFailure as exc:
+    except (DemoFailure, TimeoutError) as exc:
         console.print(f"[red bold]demo failed:[/] {exc}")
         for problem in stack.problems():
             console.print(f"[red]{problem}[/]")

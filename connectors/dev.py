@@ -29,10 +29,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from connectors.environment import process_env, setting_variables
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port, port_is_free
 from connectors.stripe_sim.config import SimConfig
 from connectors.stripe_sink.stripe_api import SIMULATOR_KEY
+from connectors.waiting import eventually
 from streams.settings import Settings
 from streams.worker_topics import worker_topics
 
@@ -114,10 +116,10 @@ class DevStack:
             ["stripe-sim", "--port", str(port), "--webhook-url", webhook],
             f"{url}/_sim/stats",
         )
-        self.extra_env.setdefault("STRIPE_API_BASE", url)
-        self.extra_env.setdefault("STRIPE_API_KEY", SIMULATOR_KEY)
+        simulated = setting_variables(stripe_api_base=url, stripe_api_key=SIMULATOR_KEY)
         if not self.settings.stripe_webhook_secrets:
-            self.extra_env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+            simulated |= setting_variables(stripe_webhook_secrets=DEV_WEBHOOK_SECRET)
+        self.extra_env = simulated | self.extra_env  # what is set already stays
         return url
 
     def add(self, name: str, command: list[str], health_url: str) -> None:
@@ -136,8 +138,7 @@ class DevStack:
         self.add("stripe-sink", ["stripe-sink"], f"http://127.0.0.1:{s.sink_port}/healthz")
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap()
+        env = process_env(kafka_bootstrap_servers=self.bootstrap())
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         return env
@@ -186,21 +187,23 @@ class DevStack:
         )
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        pending = [c for c in self.children if not c.healthy]
-        while pending and time.monotonic() < deadline:
-            for child in pending:
+        def every_child_healthy() -> bool:
+            for child in self.children:
+                if child.healthy:
+                    continue
                 assert child.process is not None
                 if child.process.poll() is not None:
                     raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
                 child.healthy = _get_ok(child.health_url)
+            return all(child.healthy for child in self.children)
+
+        try:
+            eventually(every_child_healthy, timeout, 0.3, "every process to be healthy")
+        except TimeoutError:
             pending = [c for c in self.children if not c.healthy]
-            if pending:
-                time.sleep(0.3)
-        if pending:
             raise RuntimeError(
                 "not healthy in time: " + ", ".join(f"{c.name} ({c.health_url})" for c in pending)
-            )
+            ) from None
 
     def watch_health(self, stop: threading.Event) -> threading.Thread:
         """Poll every child's health until `stop`; print each change with its reason."""

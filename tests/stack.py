@@ -20,6 +20,7 @@ import orjson
 import yaml
 
 from connectors.catalog_io import publish
+from connectors.environment import process_env
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import LocalKafka, free_port
 from connectors.kafka.producer import new_producer
@@ -42,20 +43,19 @@ class Stack:
         self.topics = Topics(prefix=prefix, partitions=partitions)
         self.web_port = free_port()
         self.http_port = free_port()
-        self.env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            METERLINE_TOPIC_PREFIX=prefix,
-            METERLINE_PARTITIONS=str(partitions),
-            METERLINE_APP_ID=prefix.rstrip("."),
-            METERLINE_WORKER_WEB_PORT=str(self.web_port),
-            METERLINE_HTTP_PORT=str(self.http_port),
-            METERLINE_API_KEYS=API_KEY,
-            METERLINE_ORG_ID="test-org",
-            METERLINE_DATA_DIR=str(tmp),
-            STRIPE_WEBHOOK_SECRET="whsec_test",
-            **env,
+        self.env = process_env(
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=prefix,
+            partitions=partitions,
+            app_id=prefix.rstrip("."),
+            worker_web_port=self.web_port,
+            http_port=self.http_port,
+            api_keys=API_KEY,
+            org_id="test-org",
+            data_dir=tmp,
+            stripe_webhook_secrets="whsec_test",
         )
+        self.env.update(env)  # variables a test sets as they are
         self.worker = Process(["worker"], self.env, tmp / "worker.log")
         self.http = Process(["http"], self.env, tmp / "http.log")
         if provision:  # what `meterline topics create` and `catalog apply` do
@@ -99,7 +99,7 @@ class Stack:
                 lambda: (try_get_json(f"{self.worker_url}/healthz") or {}).get("catalogItems"),
                 timeout=90,
             )
-        except AssertionError:
+        except TimeoutError:
             raise AssertionError(self.worker.log_tail()) from None
 
     def start_http(self) -> None:
@@ -108,7 +108,7 @@ class Stack:
             eventually(
                 lambda: try_get_json(f"http://127.0.0.1:{self.http_port}/healthz"), timeout=60
             )
-        except AssertionError:
+        except TimeoutError:
             raise AssertionError(self.http.log_tail()) from None
 
     def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""Test helpers: polling with a deadline instead of sleeping."""
+"""Test helpers: processes, JSON over HTTP, and polling with a deadline instead of
+sleeping (`eventually`, the project's one poll loop, `connectors.waiting`)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from connectors.waiting import eventually
 
-
-def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
-    """Poll `check` until it returns a truthy value; fail with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+__all__ = ["Process", "eventually", "get_json", "try_get_json"]
 
 
 class Process:

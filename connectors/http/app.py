@@ -9,7 +9,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,8 +18,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from connectors.bill_view import BillView
-from connectors.http.auth import ApiError
 from connectors.http.bills import bills_router
+from connectors.http.edge import ApiError, Edge
 from connectors.http.ingest import ingest_router
 from connectors.http.reads import reads_router
 from connectors.http.uploads import uploads_router
@@ -29,20 +28,11 @@ from connectors.http.webhooks import webhook_router
 from connectors.kafka.broker import metadata_ok
 from connectors.kafka.producer import AsyncProducer, new_producer
 from connectors.metrics import CONTENT_TYPE_LATEST, Metrics
+from streams.schemas.errors import dotted, problems
 from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Edge:
-    """What request handlers share; built once per process in the lifespan."""
-
-    settings: Settings
-    topics: Topics
-    metrics: Metrics
-    producer: AsyncProducer
 
 
 def create_app(
@@ -96,14 +86,10 @@ def declare_our_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameter(request: Request, exc: RequestValidationError) -> Response:
-        problems = [
-            {"field": str(error["loc"][-1]) if error["loc"] else "request", "reason": error["msg"]}
-            for error in exc.errors()
-        ]
-        message = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
-        error = ApiError(
-            400, "invalid_request", message, field=problems[0]["field"], errors=problems
-        )
+        found = problems(exc.errors(), whole="request", locate=lambda loc: dotted(loc[-1:]))
+        message = "; ".join(map(str, found))
+        errors = [problem.as_dict() for problem in found]
+        error = ApiError(400, "invalid_request", message, field=found[0].field, errors=errors)
         return error.response()
 
     def openapi() -> dict[str, Any]:

@@ -1,68 +1,21 @@
-"""API key authentication of the organization API, and the JSON error shape it answers with.
-
-Every error body is `{"error": <code>, "message": <text>, ...}`. Handlers (and the auth
-dependency) raise `ApiError`; routers built with `route_class=ApiRoute` turn it into
-that response, so no app-wide exception handler is needed.
-"""
+"""API key authentication of the organization API (errors in the edge's shape,
+`connectors.http.edge.ApiError`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-import orjson
-from fastapi import Depends, Path, Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Depends, Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from connectors.http.edge import ApiError
 from streams.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from METERLINE_API_KEYS")
-
-
-def json_response(
-    body: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-class ApiError(Exception):
-    """An answer other than success: status, a stable error code, a human message."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        message: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body: dict[str, Any] = {"error": error, "message": message, **extra}
-        self.headers = headers
-
-    def response(self) -> Response:
-        return json_response(self.body, self.status, self.headers)
-
-
-class ApiRoute(APIRoute):
-    """A route whose `ApiError`s (from the handler or its dependencies) become responses."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ApiError as error:
-                return error.response()
-
-        return handle
 
 
 def unauthorized(message: str) -> ApiError:

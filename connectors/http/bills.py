@@ -25,12 +25,22 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.bill_view import BillView
-from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
+from connectors.http.auth import require_org_key
+from connectors.http.edge import (
+    ACK_TIMEOUT_S,
+    ApiError,
+    ApiRoute,
+    await_acks,
+    edge_of,
+    json_response,
+    not_acknowledged,
+)
 from connectors.http.openapi import JSON, ORG_ERRORS, errors, request_body, schema_of
 from streams.billing.bills import LifecycleError, transition
 from streams.partitioning import partition_for
 from streams.schemas.bill import Bill, BillStatus
 from streams.schemas.commands import ChangeStatus, RunBills, Tick
+from streams.schemas.errors import problems
 from streams.settings import Settings
 
 STATUS_WAIT_S = 10.0
@@ -56,11 +66,11 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
     async def send(
         request: Request, key: bytes, value: bytes, partition: int | None = None
     ) -> None:
-        edge = request.app.state.edge
-        try:
-            await edge.producer.produce(edge.topics.bill_commands, value, key, partition=partition)
-        except Exception as exc:
-            raise ApiError(503, "unavailable", f"Kafka did not accept the command: {exc}") from None
+        edge = edge_of(request)
+        delivery = edge.producer.produce(edge.topics.bill_commands, value, key, partition=partition)
+        problem = await await_acks([delivery], ACK_TIMEOUT_S)
+        if problem is not None:
+            raise not_acknowledged("the command", problem)
 
     @router.post(
         "/organizations/{orgId}/billjobs",
@@ -196,9 +206,8 @@ def _known(view: BillView, bill_id: str) -> bytes:
 
 def invalid(exc: ValidationError) -> ApiError:
     """400 naming the field of the first problem (`body` when it is the whole body)."""
-    error = exc.errors(include_url=False)[0]
-    where = ".".join(map(str, error["loc"])) or "body"
-    return ApiError(400, "invalid_request", f"{where}: {error['msg']}", field=where)
+    first = problems(exc, whole="body")[0]
+    return ApiError(400, "invalid_request", str(first), field=first.field)
 
 
 __all__: list[Any] = ["bills_router"]

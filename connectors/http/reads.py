@@ -22,7 +22,8 @@ import httpx
 from fastapi import APIRouter, Depends, Path, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from connectors.http.auth import ApiError, ApiRoute, require_org_key
+from connectors.http.auth import require_org_key
+from connectors.http.edge import ApiError, ApiRoute
 from connectors.http.openapi import ORG_ERRORS, errors
 from connectors.http.worker import Worker
 from streams.pages import ACCOUNT, ACCOUNT_PLANS, account_params

@@ -39,8 +39,8 @@ from pydantic import (
     field_validator,
 )
 
-from connectors.http.auth import ApiError, ApiRoute, json_response, require_org_key
-from connectors.http.ingest import read_body
+from connectors.http.auth import require_org_key
+from connectors.http.edge import ApiError, ApiRoute, json_response, read_body
 from connectors.http.openapi import JSON, ORG_ERRORS, errors, request_body, schema_of
 from connectors.http.worker import Worker, bad_gateway, read_document
 from streams.pages import (
@@ -53,6 +53,7 @@ from streams.pages import (
     UsageRequest,
 )
 from streams.schemas.catalog import AggregationFunction, Code
+from streams.schemas.errors import problems
 from streams.schemas.measurement import MAX_ID_LENGTH
 from streams.settings import Settings
 from streams.usage.state import UsageState, from_document, merge_all, value
@@ -62,7 +63,6 @@ MAX_QUERY_BYTES = 1024 * 1024
 WORKER_TIMEOUT_S = 10.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LAST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
-_ERROR_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 AccountId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -138,29 +138,14 @@ def parse_query(body: bytes) -> UsageQuery:
     try:
         return UsageQuery.model_validate_json(body)
     except ValidationError as exc:
-        problems = [
-            {"field": _field(error["loc"]), "reason": _reason(error["msg"])}
-            for error in exc.errors(include_url=False)
-        ]
-    summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems[:5])
+        found = problems(exc, whole="body", plain=True)  # `accountIds.3`; `body` as a whole
     raise ApiError(
         400,
         "invalid_query",
-        f"the query is not valid: {summary}",
-        field=problems[0]["field"],
-        errors=problems,
+        f"the query is not valid: {'; '.join(map(str, found[:5]))}",
+        field=found[0].field,
+        errors=[problem.as_dict() for problem in found],
     )
-
-
-def _field(location: tuple[int | str, ...]) -> str:
-    """`accountIds.3`; `body` for the body as a whole."""
-    return ".".join(map(str, location)) if location else "body"
-
-
-def _reason(message: str) -> str:
-    for prefix in _ERROR_PREFIXES:
-        message = message.removeprefix(prefix)
-    return message
 
 
 def usage_query_router(

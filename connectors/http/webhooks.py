@@ -14,7 +14,7 @@ Order of a request:
      Kafka acknowledged it (503 otherwise, so Stripe retries)
   8. remember the event id (only now: a failed publish must be retried, not skipped)
 
-Errors answer `{"error": <code>, "message": <reason>}` (connectors.http.auth's shape).
+Errors answer `{"error": <code>, "message": <reason>}` (connectors.http.edge's shape).
 Nothing unverified is ever published. An event without a customer (e.g. a payment-mode
 checkout) is keyed by its event id instead; the accounts agent ignores or dead-letters
 it with a reason.
@@ -25,26 +25,30 @@ again and the accounts agent ignores it (it de-duplicates by event id as well).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import stripe
 from fastapi import APIRouter, Request, Response
 
-from connectors.http.auth import ApiError, json_response
+from connectors.http.edge import (
+    ApiError,
+    Edge,
+    await_acks,
+    edge_of,
+    json_response,
+    not_acknowledged,
+    read_body,
+)
 from connectors.http.openapi import JSON, errors, request_body
-from connectors.kafka.producer import DeliveryError
 from streams.accounts.events import customer_key
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from connectors.http.app import Edge
+from streams.sources import source_of
 
 log = logging.getLogger(__name__)
 
@@ -109,29 +113,6 @@ class RecentEventIds:
 
 def is_published(event_type: str) -> bool:
     return event_type in PUBLISHED_TYPES or event_type.startswith(PUBLISHED_PREFIXES)
-
-
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The raw body, refused with 413 once it exceeds `limit` (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(
-                400,
-                "bad_request",
-                f"Content-Length {declared!r} is not a number",
-                field="Content-Length",
-            )
-        if int(declared) > limit:
-            raise too_large(f"a body of {declared} bytes exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"the body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def verify_signature(
@@ -211,10 +192,6 @@ def not_an_event(message: str, field: str = "body") -> ApiError:
     return ApiError(400, "invalid_event", message, field=field)
 
 
-def too_large(message: str) -> ApiError:
-    return ApiError(413, "payload_too_large", message, field="body")
-
-
 def webhook_router(
     settings: Settings,
     *,
@@ -235,7 +212,7 @@ def webhook_router(
     )
     async def stripe_webhook(request: Request) -> Response:
         """Receive a Stripe webhook (signed by Stripe, no API key); 200 once it is in Kafka."""
-        edge: Edge = request.app.state.edge
+        edge = edge_of(request)
         count = edge.metrics.webhooks
         try:
             if not secrets:
@@ -244,7 +221,7 @@ def webhook_router(
                     "not_configured",
                     "no Stripe webhook signing secret is configured (STRIPE_WEBHOOK_SECRET)",
                 )
-            body = await read_body(request)
+            body = await read_body(request, MAX_BODY_BYTES)
             verify_signature(body, request.headers.get("stripe-signature"), secrets, tolerance_s)
             event = parse_event(body)
         except ApiError as error:
@@ -284,20 +261,13 @@ async def publish(edge: Edge, event: dict[str, Any], body: bytes, ack_timeout_s:
         key=(customer or event_id).encode(),
         headers=event_headers(event, datetime.now(UTC)),
     )
-    try:
-        message = await asyncio.wait_for(delivery, ack_timeout_s)
-    except (DeliveryError, TimeoutError) as exc:
-        log.error("stripe event %s (%s) not acknowledged by Kafka: %s", event_id, event_type, exc)
-        reason = str(exc) or f"no acknowledgement within {ack_timeout_s} s"
-        raise ApiError(
-            503, "unavailable", f"Kafka did not acknowledge the event ({reason}); retry later"
-        ) from None
-    log.info(
-        "stripe event %s (%s) for %s published to %s[%s]@%s",
-        event_id,
-        event_type,
-        customer,
-        topic,
-        message.partition(),
-        message.offset(),
-    )
+    problem = await await_acks([delivery], ack_timeout_s)
+    if problem is not None:
+        reason = problem.failures[0] if problem.failures else None
+        reason = reason or f"no acknowledgement within {ack_timeout_s} s"
+        log.error(
+            "stripe event %s (%s) not acknowledged by Kafka: %s", event_id, event_type, reason
+        )
+        raise not_acknowledged("the event", reason)
+    source = source_of(delivery.result())
+    log.info("stripe event %s (%s) for %s published to %s", event_id, event_type, customer, source)

@@ -14,10 +14,8 @@ from typing import Any
 import httpx
 import orjson
 
-from connectors.http.auth import ApiError
+from connectors.http.edge import ApiError, unavailable
 from streams.pages import Params
-
-RETRY_AFTER_S = "1"
 
 
 class Worker:
@@ -70,10 +68,6 @@ def read_document(answer: httpx.Response, shape: Callable[[Any], Any]) -> Any:
         return shape(orjson.loads(answer.content))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise bad_gateway(f"the worker answered a document the edge cannot read: {exc!r}") from None
-
-
-def unavailable(message: str) -> ApiError:
-    return ApiError(503, "unavailable", message, headers={"Retry-After": RETRY_AFTER_S})
 
 
 def bad_gateway(message: str) -> ApiError:

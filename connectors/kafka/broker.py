@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.waiting import eventually
+
 log = logging.getLogger(__name__)
 
 LOG4J2_VERSION = "2.24.3"
@@ -239,17 +241,22 @@ class LocalKafka:
                 cwd=self.data_dir,
             )
         self.pid_file.write_text(str(process.pid))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
             if process.poll() is not None:
                 raise BrokerError(
                     f"broker exited with {process.returncode}; last log lines:\n{self.log_tail()}"
                 )
-            if metadata_ok(self.bootstrap, timeout=1.0):
-                return self.status()
-            time.sleep(0.2)
-        self.stop()
-        raise BrokerError(f"broker did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+            return metadata_ok(self.bootstrap, timeout=1.0)
+
+        try:
+            eventually(answering, timeout, 0.2, "the broker to answer")
+        except TimeoutError:
+            self.stop()
+            raise BrokerError(
+                f"broker did not answer within {timeout:.0f}s:\n{self.log_tail()}"
+            ) from None
+        return self.status()
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop cleanly (SIGTERM = controlled shutdown), SIGKILL after `timeout`."""
@@ -258,10 +265,9 @@ class LocalKafka:
             self.pid_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
+        try:
+            eventually(lambda: not _alive(pid), timeout, 0.1, f"broker pid {pid} to stop")
+        except TimeoutError:
             log.warning("broker pid %d ignored SIGTERM for %.0fs; killing", pid, timeout)
             os.kill(pid, signal.SIGKILL)
             while _alive(pid):

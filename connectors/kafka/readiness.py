@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from connectors.waiting import eventually
+
 CREATE_HINT = "run `meterline topics create` (idempotent) against this cluster first"
 
 
@@ -75,15 +77,20 @@ def wait_for_leaders(
     """
     wanted = list(dict.fromkeys(names))
     deadline = time.monotonic() + timeout
-    while True:
-        remaining = max(deadline - time.monotonic(), 1.0)
-        topics = client.list_topics(timeout=remaining).topics
+    waiting: dict[str, str] = {}
+
+    def ready() -> tuple[dict[str, Any]] | None:
+        nonlocal waiting
+        topics = client.list_topics(timeout=max(deadline - time.monotonic(), 1.0)).topics
         waiting = not_ready(topics, wanted)
-        if not waiting:
-            return {name: topics[name] for name in wanted}
-        if time.monotonic() >= deadline:
-            raise TopicsNotReady(waiting, timeout)
-        time.sleep(interval)
+        # A 1-tuple: done (truthy) even when no topic is wanted.
+        return None if waiting else ({name: topics[name] for name in wanted},)
+
+    try:
+        (metadata,) = eventually(ready, timeout, interval, "topic leaders")
+    except TimeoutError:
+        raise TopicsNotReady(waiting, timeout) from None
+    return metadata
 
 
 def watermark_offsets(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from connectors.stripe_sim import catalog, customers, invoicing, render, subscriptions
-from connectors.stripe_sim.errors import ApiError, invalid_param, no_such
+from connectors.stripe_sim.errors import StripeError, invalid_param, no_such
 from connectors.stripe_sim.forms import Params
 from connectors.stripe_sim.render import Json, Shape
 from connectors.stripe_sim.store import Record, Store
@@ -377,8 +377,8 @@ def _get_checkout_session(call: Call) -> Json:
     return render.checkout_session(found)
 
 
-def not_found(method: str, path: str) -> ApiError:
-    return ApiError(
+def not_found(method: str, path: str) -> StripeError:
+    return StripeError(
         404,
         f"Unrecognized request URL ({method}: {path}). The Stripe simulator implements only"
         " the endpoints meterline uses.",

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from connectors.stripe_sim import api
 from connectors.stripe_sim.config import SimConfig
-from connectors.stripe_sim.errors import ApiError
+from connectors.stripe_sim.errors import StripeError
 from connectors.stripe_sim.forms import Params, parse_form
 from connectors.stripe_sim.idempotency import Stored, fingerprint
 from connectors.stripe_sim.render import shape_of
@@ -96,8 +96,10 @@ async def _serve(
         params = parse_form(raw)
         print_ = fingerprint(params)
         stored = sim.idempotency.replay(api_key, key, matched[0].endpoint, print_) if key else None
-    except (ApiError, UnicodeDecodeError) as error:
-        failure = error if isinstance(error, ApiError) else ApiError(400, "Body is not UTF-8.")
+    except (StripeError, UnicodeDecodeError) as error:
+        failure = (
+            error if isinstance(error, StripeError) else StripeError(400, "Body is not UTF-8.")
+        )
         return _error(failure, headers)
     if stored is not None:
         replayed = headers | {"Idempotency-Key": key or "", "Idempotent-Replayed": "true"}
@@ -119,7 +121,7 @@ async def _serve(
 
 async def _refusal(
     sim: Simulator, request: Request, api_key: str | None, routed: bool, version: str
-) -> ApiError | None:
+) -> StripeError | None:
     """Why the request is answered before anything is applied, if it is."""
     if api_key is None:
         return _unauthorized()
@@ -130,11 +132,13 @@ async def _refusal(
         if faults.roll(faults.config.rate_429):
             return _rate_limited()
         if faults.roll(faults.config.rate_500):
-            return ApiError(500, "Injected server error; nothing was applied.", type_="api_error")
+            return StripeError(
+                500, "Injected server error; nothing was applied.", type_="api_error"
+            )
     if not routed:
         return api.not_found(request.method, path)
     if not _VERSION.match(version):
-        return ApiError(400, f"Invalid Stripe API version: {version}")
+        return StripeError(400, f"Invalid Stripe API version: {version}")
     return None
 
 
@@ -155,7 +159,7 @@ def _execute(
         for path in call.params.strings("expand"):
             api.expand(sim.store, result, path.split("."), shape)
         return 200, orjson.dumps(result), True
-    except ApiError as error:
+    except StripeError as error:
         return error.status, orjson.dumps(error.body()), error.replayable
     finally:
         sim.request_id, sim.idempotency_key = None, None
@@ -174,16 +178,16 @@ def _api_key(request: Request) -> str | None:
     return credential if credential.startswith("sk_test_") and len(credential) > 8 else None
 
 
-def _unauthorized() -> ApiError:
-    return ApiError(
+def _unauthorized() -> StripeError:
+    return StripeError(
         401,
         "Invalid API Key provided: the simulator accepts any key starting with sk_test_.",
         replayable=False,
     )
 
 
-def _rate_limited() -> ApiError:
-    return ApiError(
+def _rate_limited() -> StripeError:
+    return StripeError(
         429,
         "Request rate limit exceeded (injected by the Stripe simulator).",
         code="rate_limit",
@@ -191,7 +195,7 @@ def _rate_limited() -> ApiError:
     )
 
 
-def _error(error: ApiError, headers: dict[str, str]) -> Response:
+def _error(error: StripeError, headers: dict[str, str]) -> Response:
     return _json(error.body(), error.status, headers)
 
 
@@ -259,7 +263,7 @@ async def _stats(request: Request) -> Response:
 async def _checkout(request: Request) -> Response:
     try:
         return _json(_sim(request).checkout(await _body(request)))
-    except ApiError as error:
+    except StripeError as error:
         return _json(error.body(), error.status)
     except (ValueError, TypeError) as error:
         return _json({"error": str(error)}, 400)

@@ -1,11 +1,12 @@
-"""Stripe-shaped API errors: raised by handlers, rendered as `{"error": {...}}`."""
+"""Stripe's error objects: raised by the simulator's handlers as `StripeError`, rendered
+as `{"error": {...}}` the way Stripe answers them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-class ApiError(Exception):
+class StripeError(Exception):
     """An error Stripe would answer with; `replayable` says whether idempotency stores it.
 
     Stripe saves a result only once execution began: parameter validation failures are
@@ -40,22 +41,22 @@ class ApiError(Exception):
         return {"error": error}
 
 
-def invalid_param(param: str, message: str, code: str = "parameter_invalid") -> ApiError:
-    return ApiError(400, message, code=code, param=param, replayable=False)
+def invalid_param(param: str, message: str, code: str = "parameter_invalid") -> StripeError:
+    return StripeError(400, message, code=code, param=param, replayable=False)
 
 
-def missing_param(param: str) -> ApiError:
+def missing_param(param: str) -> StripeError:
     return invalid_param(param, f"Missing required param: {param}.", "parameter_missing")
 
 
-def unknown_param(param: str) -> ApiError:
+def unknown_param(param: str) -> StripeError:
     return invalid_param(param, f"Received unknown parameter: {param}", "parameter_unknown")
 
 
-def no_such(kind: str, object_id: str, param: str = "id") -> ApiError:
-    return ApiError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
+def no_such(kind: str, object_id: str, param: str = "id") -> StripeError:
+    return StripeError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
 
 
-def refused(message: str, code: str | None = None, param: str | None = None) -> ApiError:
+def refused(message: str, code: str | None = None, param: str | None = None) -> StripeError:
     """A business rule refusing the request after it was understood (stored for replay)."""
-    return ApiError(400, message, code=code, param=param)
+    return StripeError(400, message, code=code, param=param)

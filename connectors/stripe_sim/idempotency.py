@@ -1,7 +1,7 @@
 """Stripe's `Idempotency-Key`: the first result of a key is replayed for 24 hours.
 
 A key is scoped to the API key. Reusing it on another endpoint or with other parameters
-is an `idempotency_error`. Results are stored only once execution began (see `ApiError`).
+is an `idempotency_error`. Results are stored only once execution began (see `StripeError`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from connectors.stripe_sim.errors import ApiError
+from connectors.stripe_sim.errors import StripeError
 
 MAX_KEY_LENGTH = 255
 
@@ -40,7 +40,7 @@ class IdempotencyStore:
     def replay(self, scope: str, key: str, endpoint: str, print_: bytes) -> Stored | None:
         """The stored result for this key, None if new; raises on a mismatched reuse."""
         if len(key) > MAX_KEY_LENGTH:
-            raise ApiError(
+            raise StripeError(
                 400,
                 f"Idempotency keys are at most {MAX_KEY_LENGTH} characters long.",
                 type_="idempotency_error",
@@ -51,7 +51,7 @@ class IdempotencyStore:
         if stored is None:
             return None
         if stored.endpoint != endpoint or stored.fingerprint != print_:
-            raise ApiError(
+            raise StripeError(
                 400,
                 "Keys for idempotent requests can only be used with the same parameters they"
                 f" were first used with. Try using a key other than '{key}' if you meant to"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from connectors.stripe_sim.errors import ApiError, invalid_param, missing_param, refused
+from connectors.stripe_sim.errors import StripeError, invalid_param, missing_param, refused
 from connectors.stripe_sim.forms import Params
 from connectors.stripe_sim.records import Invoice, InvoiceItem, InvoiceLine, Period
 from connectors.stripe_sim.store import Store, new_id
@@ -183,7 +183,7 @@ def _set_amount(store: Store, item: InvoiceItem, params: Params) -> bool:
     amount, unit = params.whole("amount"), params.decimal("unit_amount_decimal")
     unit = unit if unit is not None else _unit_from_price(store, item, params)
     if amount is not None and unit is not None:
-        raise ApiError(
+        raise StripeError(
             400,
             "You may only specify one of these parameters: amount, unit_amount_decimal.",
             code="parameters_exclusive",

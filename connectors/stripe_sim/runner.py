@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +12,7 @@ import uvicorn
 
 from connectors.stripe_sim.app import build_app
 from connectors.stripe_sim.config import SimConfig
+from connectors.waiting import eventually
 
 _STARTUP_DEADLINE_S = 10.0
 
@@ -61,11 +61,16 @@ def serve_in_thread(config: SimConfig | None = None, log_level: str = "warning")
     )
     thread.start()
     try:
-        deadline = time.monotonic() + _STARTUP_DEADLINE_S
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
+
+        def started() -> bool:
+            if not server.started and not thread.is_alive():
                 raise RuntimeError("the Stripe simulator did not start")
-            time.sleep(0.01)
+            return bool(server.started)
+
+        try:
+            eventually(started, _STARTUP_DEADLINE_S, 0.01, "the Stripe simulator to start")
+        except TimeoutError:
+            raise RuntimeError("the Stripe simulator did not start") from None
         yield f"http://{config.host}:{port}"
     finally:
         server.should_exit = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from connectors.stripe_sim.errors import ApiError, invalid_param, missing_param, refused
+from connectors.stripe_sim.errors import StripeError, invalid_param, missing_param, refused
 from connectors.stripe_sim.forms import Params
 from connectors.stripe_sim.invoicing import finalize, pull_pending_items
 from connectors.stripe_sim.periods import boundary
@@ -100,7 +100,7 @@ def update_subscription(store: Store, subscription_id: str, params: Params) -> S
             raise invalid_param("items", "A subscription needs at least one item.")
         _common_terms([store.price(store.subscription_items[i].price) for i in subscription.items])
         _set_fields(subscription, params)
-    except ApiError:  # leave the subscription as it was, like a failed Stripe request
+    except StripeError:  # leave the subscription as it was, like a failed Stripe request
         store.subscriptions[subscription.id] = before
         store.subscription_items.update(items_before)
         raise

@@ -17,15 +17,17 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     TopicPartition,
 )
 from pydantic import Field, ValidationError
 
+from connectors.kafka.readiness import watermark_offsets
 from connectors.stripe_sink.policy import Mode
 from streams.schemas.bill import BillStatus
 from streams.schemas.catalog import Frozen
+from streams.schemas.errors import error_text
+from streams.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,9 @@ class Ledger:
         try:
             self.apply(LedgerEntry.model_validate_json(value))
         except ValidationError as error:
-            log.error("ignoring unreadable ledger record %s: %s", where, error)
+            log.error(
+                "ignoring unreadable ledger record %s: %s", where, error_text(error, whole="value")
+            )
 
 
 class LedgerReader:
@@ -129,26 +133,12 @@ class LedgerReader:
         """Partitions whose position is before their end → that end (high watermark)."""
         behind = {}
         for tp in self.consumer.assignment():
-            low, high = self._watermarks(tp, deadline)
+            low, high = watermark_offsets(self.consumer, tp, deadline)
             position = self.consumer.position([tp])[0].offset
             start = position if position >= 0 else low
             if start < high:
                 behind[tp.partition] = high
         return behind
-
-    def _watermarks(self, tp: TopicPartition, deadline: float) -> tuple[int, int]:
-        """(low, high), waiting out a partition without a leader yet (a new topic)."""
-        while True:
-            try:
-                remaining = max(deadline - time.monotonic(), 0.1)
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=remaining)
-                return int(low), int(high)
-            except KafkaException:
-                # e.g. NOT_LEADER_FOR_PARTITION right after the topic was created; a real
-                # problem outlasts the deadline and is raised then.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def _take(self, message: Message, behind: dict[int, int]) -> int:
         partition = message.partition() or 0
@@ -163,8 +153,8 @@ class LedgerReader:
                 log.warning("ledger read error on %s[%s]: %s", self.topic, partition, error)
             return 0
         offset = message.offset() or 0
-        where = f"{self.topic}[{partition}]@{offset}"
-        self.ledger.apply_record(message.key(), message.value(), where)
+        where = Source(self.topic, partition, offset)
+        self.ledger.apply_record(message.key(), message.value(), str(where))
         if offset + 1 >= behind.get(partition, 0):
             behind.pop(partition, None)
         return 1

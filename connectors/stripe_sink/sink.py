@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from connectors.health import serve_health
+from connectors.kafka.consumer import poll_record
 from connectors.kafka.producer import DeliveryError, new_producer
 from connectors.metrics import Metrics
 from connectors.stripe_sink.failures import Backoff, StripeFailure
@@ -39,7 +40,9 @@ from connectors.stripe_sink.records import Conflict, SyncProblem
 from connectors.stripe_sink.stripe_api import StripeGateway, stripe_client
 from connectors.stripe_sink.sync import Syncer, SyncRefused
 from streams.schemas.bill import Bill
+from streams.schemas.errors import error_text
 from streams.settings import Settings
+from streams.sources import source_of
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -47,10 +50,6 @@ log = logging.getLogger(__name__)
 PartitionKey = tuple[str, int]
 ACK_TIMEOUT_S = 30.0
 POLL_S = 0.2
-
-
-def where(message: Message) -> str:
-    return f"{message.topic()}[{message.partition()}]@{message.offset()}"
 
 
 def _key(message: Message) -> PartitionKey:
@@ -159,13 +158,8 @@ class StripeSink:
             self.ready.set()
             while not self.stopping.is_set():
                 self._resume_due(consumer)
-                message = consumer.poll(self._poll_timeout())
+                message = poll_record(consumer, self._poll_timeout(), log, "consumer error")
                 if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", error)
                     continue
                 if self._stale(message):
                     continue
@@ -214,7 +208,7 @@ class StripeSink:
     def _outcome(self, syncer: Syncer, message: Message) -> Outcome:
         """Decides and (through the syncer) writes to Stripe; raises a retryable
         `StripeFailure` to try again later."""
-        source = where(message)
+        source = str(source_of(message))
         try:
             bill = Bill.model_validate_json(message.value() or b"")
         except ValidationError as error:
@@ -303,10 +297,8 @@ class StripeSink:
         return Outcome("dead_letter", None, [problem])
 
     def _unreadable(self, message: Message, error: ValidationError) -> Outcome:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()
-        )
-        source = where(message)
+        reasons = error_text(error, whole="value")
+        source = str(source_of(message))
         log.error("%s is not a bill, dead-lettered: %s", source, reasons)
         problem = SyncProblem(
             kind="dead_letter",
@@ -322,8 +314,8 @@ class StripeSink:
         try:
             bill = Bill.model_validate_json(message.value() or b"")
         except ValidationError:  # it was readable a moment ago
-            raise RuntimeError(f"{where(message)} became unreadable") from None
-        return self._dead_letter(where(message), bill, reason, failure.info.as_json())
+            raise RuntimeError(f"{source_of(message)} became unreadable") from None
+        return self._dead_letter(str(source_of(message)), bill, reason, failure.info.as_json())
 
     # 2. Kafka -------------------------------------------------------------------------
 
@@ -365,7 +357,7 @@ class StripeSink:
         self.rewound[key] = offset
         self.outcomes["retry"] = self.outcomes.get("retry", 0) + 1
         self.metrics.sink_bills.labels("retry").inc()
-        log.warning("%s: retrying in %.2fs: %s", where(message), delay, why)
+        log.warning("%s: retrying in %.2fs: %s", source_of(message), delay, why)
 
     def _resume_due(self, consumer: Consumer) -> None:
         now = time.monotonic()
@@ -388,7 +380,7 @@ class StripeSink:
         expected = self.rewound.pop(key, None)
         if expected is not None and message.offset() != expected:
             raise RuntimeError(
-                f"{where(message)} arrived where offset {expected} was expected after a seek"
+                f"{source_of(message)} arrived where offset {expected} was expected after a seek"
             )
         return False
 

@@ -20,19 +20,19 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.stripe_sink.failures import StripeFailure
-from connectors.stripe_sink.keys import Operation, idempotency_key
-from connectors.stripe_sink.ledger import LedgerEntry, LedgerItem
-from connectors.stripe_sink.plan import (
+from connectors.stripe_sink.diff import (
     BillRejected,
     Create,
     Delete,
     Desired,
-    ItemPlan,
+    ItemDiff,
     Update,
     desired_items,
     diff,
 )
+from connectors.stripe_sink.failures import StripeFailure
+from connectors.stripe_sink.keys import Operation, idempotency_key
+from connectors.stripe_sink.ledger import LedgerEntry, LedgerItem
 from connectors.stripe_sink.policy import Mode, SyncPolicy
 from connectors.stripe_sink.records import Conflict
 from connectors.stripe_sink.stripe_api import Invoice, Item, StripeGateway
@@ -93,23 +93,26 @@ class Syncer:
         if mode is Mode.INVOICE and invoice_id is None:
             invoice, fresh = self._invoice(bill)
             invoice_id, finalized, writes = invoice.id, not invoice.draft, int(fresh)
-        plan = diff(wanted, items, final=finalized)
-        if plan.creates and not fresh:
-            adopted = self._adopt(bill, mode, invoice_id, {c.desired.line_id for c in plan.creates})
+        changes = diff(wanted, items, final=finalized)
+        if changes.creates and not fresh:
+            adopted = self._adopt(
+                bill, mode, invoice_id, {c.desired.line_id for c in changes.creates}
+            )
             if adopted:
                 items.update(adopted)
-                plan = diff(wanted, items, final=finalized)
+                changes = diff(wanted, items, final=finalized)
         conflicts = [
-            Conflict(b.line_id, b.item.itemId if b.item else None, b.reason) for b in plan.blocked
+            Conflict(b.line_id, b.item.itemId if b.item else None, b.reason)
+            for b in changes.blocked
         ]
-        for done in self._apply(bill, mode, invoice_id, plan):
+        for done in self._apply(bill, mode, invoice_id, changes):
             if done.item is None:
                 items.pop(done.line_id, None)
             else:
                 items[done.line_id] = done.item
             if done.conflict is not None:
                 conflicts.append(done.conflict)
-        writes += plan.writes
+        writes += changes.writes
         drift = _drift(bill, items)
         if drift is not None:
             conflicts.append(drift)
@@ -204,12 +207,14 @@ class Syncer:
                 adopted.setdefault(str(line_id), item.ledger_item())
         return adopted
 
-    def _apply(self, bill: Bill, mode: Mode, invoice_id: str | None, plan: ItemPlan) -> list[_Done]:
-        """Runs the plan's writes concurrently (different items never interfere)."""
+    def _apply(
+        self, bill: Bill, mode: Mode, invoice_id: str | None, changes: ItemDiff
+    ) -> list[_Done]:
+        """Runs the diff's writes concurrently (different items never interfere)."""
         tasks: list[Callable[[], _Done]] = [
-            *(lambda c=c: self._create(bill, mode, invoice_id, c) for c in plan.creates),
-            *(lambda u=u: self._update(bill, u) for u in plan.updates),
-            *(lambda d=d: self._delete(d) for d in plan.deletes),
+            *(lambda c=c: self._create(bill, mode, invoice_id, c) for c in changes.creates),
+            *(lambda u=u: self._update(bill, u) for u in changes.updates),
+            *(lambda d=d: self._delete(d) for d in changes.deletes),
         ]
         futures = [self.pool.submit(task) for task in tasks]
         done: list[_Done] = []

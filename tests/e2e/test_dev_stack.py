@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.environment import process_env
 from connectors.kafka.broker import free_port
 from tests.support import eventually
 
@@ -41,17 +42,16 @@ def test_dev_starts_every_process_and_the_stripe_simulator_and_ctrl_c_leaves_no_
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     ports = {"http": free_port(), "worker": free_port(), "sink": free_port()}
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        METERLINE_TOPIC_PREFIX=f"dev{unique}.",
-        METERLINE_APP_ID=f"dev{unique}",
-        METERLINE_HTTP_PORT=str(ports["http"]),
-        METERLINE_WORKER_WEB_PORT=str(ports["worker"]),
-        METERLINE_SINK_PORT=str(ports["sink"]),
-        METERLINE_DATA_DIR=str(tmp_path),
-        COLUMNS="200",
+    env = process_env(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"dev{unique}.",
+        app_id=f"dev{unique}",
+        http_port=ports["http"],
+        worker_web_port=ports["worker"],
+        sink_port=ports["sink"],
+        data_dir=tmp_path,
     )
+    env["COLUMNS"] = "200"
     for name in ("STRIPE_API_KEY", "STRIPE_API_BASE"):
         env.pop(name, None)  # no Stripe configured: the simulator runs
     process = subprocess.Popen(

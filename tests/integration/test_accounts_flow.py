@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.catalog_io import load_document, publish
 from connectors.cli import EXAMPLE_CATALOG
+from connectors.environment import process_env
 from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import free_port
 from connectors.kafka.producer import new_producer
@@ -171,18 +171,17 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     publish(kafka_bootstrap, topics.catalog, load_document(EXAMPLE_CATALOG))
     data = tmp_path_factory.mktemp("accounts-flow")
     worker_port, http_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        METERLINE_TOPIC_PREFIX=topics.prefix,
-        METERLINE_APP_ID=f"acc{unique}",
-        METERLINE_PARTITIONS=str(PARTITIONS),
-        METERLINE_WORKER_WEB_PORT=str(worker_port),
-        METERLINE_HTTP_PORT=str(http_port),
-        METERLINE_DATA_DIR=str(data),
-        METERLINE_ORG_ID=ORG,
-        METERLINE_API_KEYS=API_KEY,
-        STRIPE_WEBHOOK_SECRET=f"whsec_retired,{SECRET}",
+    env = process_env(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topics.prefix,
+        app_id=f"acc{unique}",
+        partitions=PARTITIONS,
+        worker_web_port=worker_port,
+        http_port=http_port,
+        data_dir=data,
+        org_id=ORG,
+        api_keys=API_KEY,
+        stripe_webhook_secrets=f"whsec_retired,{SECRET}",
     )
     stack = Stack(
         kafka_bootstrap,

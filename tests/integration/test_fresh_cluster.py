@@ -110,7 +110,7 @@ def test_a_bill_job_sent_as_a_fresh_worker_starts_bills_every_account(fresh: Sta
 
     try:
         eventually(every_account_billed, timeout=120, interval=0.5)
-    except AssertionError:
+    except TimeoutError:
         missing = sorted(set(ACCOUNTS) - billed(fresh))
         raise AssertionError(
             f"no bill for {missing}; worker log:\n{fresh.worker.log_tail(60)}"

@@ -4,7 +4,6 @@ case Stripe ends with exactly one item per bill line, adding up to each bill's t
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.environment import process_env
 from connectors.kafka.broker import free_port
 from streams.schemas.bill import Bill
 from streams.topics import Topics
@@ -76,24 +76,24 @@ def test_a_sink_killed_at_random_points_and_restarted_ends_with_one_item_per_lin
     bills = [bill for i, a in enumerate(people) for bill in versions(a, i, lines=12)]
     final = [b for b in bills if b.version == 3]
     settings = sink_settings(kafka_bootstrap, topics, url, stripe_finalize_on_approval=True)
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        METERLINE_TOPIC_PREFIX=topics.prefix,
-        METERLINE_PARTITIONS=str(topics.partitions),
-        METERLINE_APP_ID=settings.app_id,
-        METERLINE_SINK_PORT=str(free_port()),
-        STRIPE_API_BASE=url,
-        STRIPE_API_KEY="sk_test_tests",
-        METERLINE_STRIPE_MODE_OVERRIDES=f"plan:{SUBSCRIPTION_PLAN}=subscription",
-        METERLINE_STRIPE_FINALIZE_ON_APPROVAL="true",
-        METERLINE_STRIPE_RATE_LIMIT="0",
-        METERLINE_STRIPE_RETRY_BASE_S="0.05",
+    sink_port = free_port()
+    env = process_env(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topics.prefix,
+        partitions=topics.partitions,
+        app_id=settings.app_id,
+        sink_port=sink_port,
+        stripe_api_base=url,
+        stripe_api_key="sk_test_tests",
+        stripe_mode_overrides=f"plan:{SUBSCRIPTION_PLAN}=subscription",
+        stripe_finalize_on_approval=True,
+        stripe_rate_limit=0,
+        stripe_retry_base_s=0.05,
         # Static membership: a restarted sink takes its partitions back without waiting
         # for the killed one's session to time out.
-        METERLINE_STRIPE_SINK_INSTANCE_ID="sink-under-test",
+        stripe_sink_instance_id="sink-under-test",
     )
-    health = f"http://127.0.0.1:{env['METERLINE_SINK_PORT']}/healthz"
+    health = f"http://127.0.0.1:{sink_port}/healthz"
     # Slow Stripe down a little so that kills land in the middle of bill versions.
     httpx.post(f"{url}/_sim/faults", json={"latency_ms": 15}).raise_for_status()
     produce(kafka_bootstrap, topics, bills)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from connectors.catalog_io import read_live
+from connectors.environment import process_env
 from connectors.kafka.admin import admin_client, create_topics, topic_config
 from connectors.kafka.readiness import TopicsNotReady
 from streams.settings import load_settings
@@ -47,14 +47,13 @@ TABLES = ("usage", "accounts", "accountplans", "bills", "billindex")
 def test_topics_create_makes_the_worker_changelogs_too_with_leaders_known_on_return(
     kafka_bootstrap: str, unique: str
 ) -> None:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        METERLINE_TOPIC_PREFIX=f"w{unique}.",
-        METERLINE_APP_ID=f"w{unique}",
-        METERLINE_PARTITIONS="6",
-        COLUMNS="200",
+    env = process_env(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"w{unique}.",
+        app_id=f"w{unique}",
+        partitions=6,
     )
+    env["COLUMNS"] = "200"
     command = [sys.executable, "-m", "connectors.cli", "topics", "create"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -5,8 +5,8 @@ every request with the worker's own parsers (`streams.pages`) and answers `/usag
 the worker's own page function over an in-memory usage table, so an edge that builds a
 request the worker would refuse, or reads its answer wrongly, fails here the way it
 would against a real worker. It records what it was asked, and can be down (no answer:
-a connection error) or answer a fixed status instead. `AckingProducer` is Kafka that
-acknowledges every write.
+a connection error) or answer a fixed status instead. `FakeProducer` is Kafka that
+acknowledges (or refuses) every write.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import orjson
 import yaml
 from fastapi import FastAPI
 
-from connectors.http.app import Edge, create_app
+from connectors.http.app import create_app
+from connectors.http.edge import Edge
+from connectors.kafka.producer import DeliveryError
 from connectors.metrics import Metrics
 from streams import pages
 from streams.schemas.catalog import Aggregation, Catalog
@@ -105,24 +107,48 @@ class StubWorker:
 
 
 @dataclass(frozen=True)
+class Sent:
+    """A write Kafka acknowledged."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: dict[str, bytes] = field(default_factory=dict)
+    partition: int | None = None
+
+    @property
+    def measurements(self) -> list[dict[str, Any]]:
+        """The measurements of a batch envelope."""
+        envelope: list[dict[str, Any]] = orjson.loads(self.value)["measurements"]
+        return envelope
+
+
+@dataclass(frozen=True)
 class Delivered:
     """What a producer's delivery future resolves to (confluent-kafka's Message, in part)."""
 
-    topic: str
+    topic_: str
+    partition_: int
     offset_: int
 
+    def topic(self) -> str:
+        return self.topic_
+
     def partition(self) -> int:
-        return 0
+        return self.partition_
 
     def offset(self) -> int:
         return self.offset_
 
 
 @dataclass
-class AckingProducer:
-    """Kafka that acknowledges every write at once, and remembers them."""
+class FakeProducer:
+    """Kafka for the edge: acknowledges every write at once, refuses each (`refuse`: the
+    delivery error) or never answers (`silent`). `sent`: the writes it acknowledged."""
 
-    sent: list[tuple[str, bytes]] = field(default_factory=list)
+    refuse: str | None = None
+    silent: bool = False
+    sent: list[Sent] = field(default_factory=list)
 
     def produce(
         self,
@@ -132,25 +158,35 @@ class AckingProducer:
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> asyncio.Future[Delivered]:
-        self.sent.append((topic, value))
         future: asyncio.Future[Delivered] = asyncio.get_running_loop().create_future()
-        future.set_result(Delivered(topic, len(self.sent) - 1))
+        if self.silent:
+            return future
+        if self.refuse is not None:
+            future.set_exception(DeliveryError(self.refuse))
+            return future
+        self.sent.append(Sent(topic, value, key, dict(headers or []), partition))
+        future.set_result(Delivered(topic, partition or 0, len(self.sent) - 1))
         return future
+
+    @property
+    def measurements(self) -> list[dict[str, Any]]:
+        """Every measurement of every envelope it acknowledged."""
+        return [m for sent in self.sent for m in sent.measurements]
 
 
 def edge_app(
-    settings: Settings, worker: StubWorker, producer: AckingProducer | None = None
+    settings: Settings, worker: StubWorker, producer: FakeProducer | None = None
 ) -> FastAPI:
     """The real edge app, its worker and Kafka replaced by the stand-ins."""
     app = create_app(settings, worker_transport=worker.transport())
     topics = Topics.from_settings(settings)
-    app.state.edge = Edge(settings, topics, Metrics(), producer or AckingProducer())  # type: ignore[arg-type]
+    app.state.edge = Edge(settings, topics, Metrics(), producer or FakeProducer())  # type: ignore[arg-type]
     return app
 
 
 @asynccontextmanager
 async def edge_client(
-    settings: Settings, worker: StubWorker, producer: AckingProducer | None = None
+    settings: Settings, worker: StubWorker, producer: FakeProducer | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of `edge_app`."""
     transport = httpx.ASGITransport(app=edge_app(settings, worker, producer))

@@ -6,9 +6,7 @@ would be published and acknowledges (or fails) each write.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -21,20 +19,20 @@ from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from connectors.http.app import Edge, create_app
-from connectors.http.ingest import ingest_router, plainly_valid
-from connectors.http.uploads import (
+from connectors.http.app import create_app
+from connectors.http.edge import Edge
+from connectors.http.ingest import ingest_router
+from connectors.http.uploads import UploadLimits, uploads_router
+from connectors.http.uploads.parsers import (
     CsvParser,
     JsonArrayParser,
     JsonLinesParser,
     Parser,
     Record,
     Unreadable,
-    UploadLimits,
-    uploads_router,
 )
+from connectors.http.validation import plainly_valid
 from connectors.kafka.measurements import PartitionBatcher, encode_envelope
-from connectors.kafka.producer import DeliveryError
 from connectors.metrics import Metrics
 from streams.partitioning import partition_for
 from streams.schemas.catalog import CODE_PATTERN
@@ -42,6 +40,7 @@ from streams.schemas.measurement import NUMBER_MAPS, STRING_MAPS, Measurement
 from streams.schemas.numbers import NOT_FINITE, decode_json, exact_number
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.unit.edge_stubs import FakeProducer
 from tests.unit.test_exact_numbers import KEPT, REFUSED
 
 ORG = "acme-org"
@@ -50,47 +49,6 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 MEASUREMENTS = f"/organizations/{ORG}/measurements"
 UPLOADS = f"/organizations/{ORG}/fileuploads/measurements"
 PARTITIONS = 4
-
-
-@dataclass(frozen=True)
-class Sent:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None
-
-    @property
-    def measurements(self) -> list[dict[str, Any]]:
-        envelope: list[dict[str, Any]] = orjson.loads(self.value)["measurements"]
-        return envelope
-
-
-class FakeProducer:
-    """Records every produce; each write is acknowledged, failed, or never answered."""
-
-    def __init__(self, outcome: str = "ack") -> None:
-        self.outcome = outcome
-        self.sent: list[Sent] = []
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[None]:
-        self.sent.append(Sent(topic, key, value, partition))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.outcome == "ack":
-            future.set_result(None)
-        elif self.outcome == "fail":
-            future.set_exception(DeliveryError("Local: Message timed out"))
-        return future
-
-    @property
-    def measurements(self) -> list[dict[str, Any]]:
-        return [m for sent in self.sent for m in sent.measurements]
 
 
 def settings_for(**overrides: Any) -> Settings:
@@ -326,7 +284,7 @@ async def test_invalid_measurements_are_listed_by_index_and_field_and_nothing_is
 
 
 async def test_a_failed_delivery_is_503_and_says_a_retry_is_safe(settings: Settings) -> None:
-    app = with_edge(create_app(settings), settings, FakeProducer("fail"))
+    app = with_edge(create_app(settings), settings, FakeProducer(refuse="Local: Message timed out"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
         response = await c.post(MEASUREMENTS, content=body(measurement()), headers=AUTH)
     assert response.status_code == 503
@@ -336,7 +294,7 @@ async def test_a_failed_delivery_is_503_and_says_a_retry_is_safe(settings: Setti
 
 
 async def test_no_acknowledgement_within_the_timeout_is_503(settings: Settings) -> None:
-    app = with_edge(FastAPI(), settings, FakeProducer("hang"))
+    app = with_edge(FastAPI(), settings, FakeProducer(silent=True))
     app.include_router(ingest_router(settings, ack_timeout_s=0.05))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
         response = await c.post(MEASUREMENTS, content=body(measurement()), headers=AUTH)
@@ -650,7 +608,7 @@ async def test_an_upload_over_the_size_limit_is_413(
 
 
 async def test_an_upload_is_answered_only_after_kafka_acknowledged(settings: Settings) -> None:
-    app = with_edge(create_app(settings), settings, FakeProducer("fail"))
+    app = with_edge(create_app(settings), settings, FakeProducer(refuse="Local: Message timed out"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
         response = await upload(c, lines(measurement(1)), "application/jsonl")
     assert response.status_code == 503

@@ -15,6 +15,7 @@ import stripe
 
 from connectors.stripe_sim import ACACIA, BASIL
 from connectors.stripe_sim.forms import Params, parse_form
+from tests.support import eventually
 
 SECRET = "whsec_test_simulator"
 
@@ -79,13 +80,6 @@ def add_item(
 ) -> stripe.InvoiceItem:
     params: Any = {"customer": customer, "amount": amount, "currency": "usd", **fields}
     return client.v1.invoice_items.create(params=params)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.02)
 
 
 # Form encoding -------------------------------------------------------------------------
@@ -546,7 +540,7 @@ def test_checkout_sends_signed_events_that_the_sdk_verifies(url: str) -> None:
             f"{url}/_sim/checkout",
             json={"price": "pro", "email": "new@example.com", "client_reference_id": "acme"},
         ).json()
-        wait_for(lambda: len(receiver.received) == 3)
+        eventually(lambda: len(receiver.received) == 3, 5.0, 0.02)
         events = sorted(receiver.events(), key=lambda event: event.type)
     assert [event.type for event in events] == [
         "checkout.session.completed",
@@ -564,7 +558,7 @@ def test_a_tampered_webhook_fails_verification(url: str) -> None:
     with Receiver() as receiver:
         subscribe_webhooks(url, receiver)
         new_customer(sdk(url))
-        wait_for(lambda: len(receiver.received) == 1)
+        eventually(lambda: len(receiver.received) == 1, 5.0, 0.02)
     signature, body = receiver.received[0]
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(body.replace(b"ada", b"eve"), signature, SECRET)
@@ -576,7 +570,7 @@ def test_updates_carry_previous_attributes(url: str) -> None:
     with Receiver() as receiver:
         subscribe_webhooks(url, receiver)
         client.v1.customers.update(customer.id, params={"email": "new@example.com"})
-        wait_for(lambda: len(receiver.received) == 1)
+        eventually(lambda: len(receiver.received) == 1, 5.0, 0.02)
         (event,) = receiver.events()
     assert event.type == "customer.updated"
     assert event.data["previous_attributes"].to_dict() == {"email": "ada@example.com"}
@@ -586,7 +580,7 @@ def test_failed_webhook_deliveries_are_retried(url: str) -> None:
     with Receiver(failures=2) as receiver:
         subscribe_webhooks(url, receiver)
         new_customer(sdk(url))
-        wait_for(lambda: len(receiver.received) == 3)
+        eventually(lambda: len(receiver.received) == 3, 5.0, 0.02)
         deliveries = httpx.get(f"{url}/_sim/webhooks").json()["deliveries"]
     assert len({body for _, body in receiver.received}) == 1  # the same event, re-signed
     assert deliveries[0]["delivered"] is True and deliveries[0]["attempts"] == 3

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import stripe
 
+from connectors.stripe_sink.diff import BillRejected, Desired, desired_items, diff
 from connectors.stripe_sink.failures import Backoff, failure_from, retry_after, should_retry
 from connectors.stripe_sink.keys import Operation, idempotency_key
 from connectors.stripe_sink.ledger import Ledger, LedgerEntry, LedgerItem
 from connectors.stripe_sink.limiter import TokenBucket, limiter_for
-from connectors.stripe_sink.plan import BillRejected, Desired, desired_items, diff
 from connectors.stripe_sink.policy import Mode, SyncPolicy, Trigger
 from streams.schemas.bill import Bill, BillStatus
 from streams.settings import load_settings
@@ -128,33 +128,33 @@ def test_a_three_decimal_amount_stripe_cannot_take_is_rejected_naming_the_line()
 
 
 def test_first_version_creates_one_item_per_line() -> None:
-    plan = diff(desired_items(make_bill((("A", "1"), ("B", "2"), ("C", "3")))), {})
-    assert [c.desired.line_id for c in plan.creates] == ["A", "B", "C"]
-    assert (plan.updates, plan.deletes, plan.blocked) == ([], [], [])
+    changes = diff(desired_items(make_bill((("A", "1"), ("B", "2"), ("C", "3")))), {})
+    assert [c.desired.line_id for c in changes.creates] == ["A", "B", "C"]
+    assert (changes.updates, changes.deletes, changes.blocked) == ([], [], [])
 
 
 def test_unchanged_lines_are_kept_without_any_write() -> None:
     wanted = desired_items(make_bill((("A", "1"), ("B", "2"))))
     current = {line: held(d, f"ii_{line}") for line, d in wanted.items()}
-    plan = diff(wanted, current)
-    assert plan.writes == 0
-    assert plan.kept == current
+    changes = diff(wanted, current)
+    assert changes.writes == 0
+    assert changes.kept == current
 
 
 def test_a_changed_line_is_updated_in_place_on_its_item() -> None:
     before = desired_items(make_bill((("A", "1"), ("B", "2"))))
     current = {line: held(d, f"ii_{line}") for line, d in before.items()}
-    plan = diff(desired_items(make_bill((("A", "1.50"), ("B", "2")))), current)
-    assert [(u.item.itemId, u.desired.amount) for u in plan.updates] == [("ii_A", 150)]
-    assert plan.creates == [] and plan.deletes == []
+    changes = diff(desired_items(make_bill((("A", "1.50"), ("B", "2")))), current)
+    assert [(u.item.itemId, u.desired.amount) for u in changes.updates] == [("ii_A", 150)]
+    assert changes.creates == [] and changes.deletes == []
 
 
 def test_a_removed_line_deletes_its_item_and_a_new_line_creates_one() -> None:
     before = desired_items(make_bill((("A", "1"), ("B", "2"))))
     current = {line: held(d, f"ii_{line}") for line, d in before.items()}
-    plan = diff(desired_items(make_bill((("A", "1"), ("C", "3")))), current)
-    assert [(d.line_id, d.item.itemId) for d in plan.deletes] == [("B", "ii_B")]
-    assert [c.desired.line_id for c in plan.creates] == ["C"]
+    changes = diff(desired_items(make_bill((("A", "1"), ("C", "3")))), current)
+    assert [(d.line_id, d.item.itemId) for d in changes.deletes] == [("B", "ii_B")]
+    assert [c.desired.line_id for c in changes.creates] == ["C"]
 
 
 def test_an_item_stripe_no_longer_lets_us_change_is_blocked_never_replaced() -> None:
@@ -163,33 +163,33 @@ def test_an_item_stripe_no_longer_lets_us_change_is_blocked_never_replaced() -> 
         "A": held(before["A"], "ii_A", editable=False),
         "B": held(before["B"], "ii_B", editable=False),
     }
-    plan = diff(desired_items(make_bill((("A", "9"),))), current)
-    assert plan.writes == 0
-    assert [(b.line_id, b.item.itemId if b.item else None) for b in plan.blocked] == [
+    changes = diff(desired_items(make_bill((("A", "9"),))), current)
+    assert changes.writes == 0
+    assert [(b.line_id, b.item.itemId if b.item else None) for b in changes.blocked] == [
         ("A", "ii_A"),
         ("B", "ii_B"),
     ]
-    assert "can no longer be changed" in plan.blocked[0].reason
-    assert "can no longer be deleted" in plan.blocked[1].reason
+    assert "can no longer be changed" in changes.blocked[0].reason
+    assert "can no longer be deleted" in changes.blocked[1].reason
 
 
 def test_a_finalized_invoice_blocks_every_change_including_new_lines() -> None:
     before = desired_items(make_bill((("A", "1"),)))
-    plan = diff(
+    changes = diff(
         desired_items(make_bill((("A", "2"), ("B", "1")))),
         {"A": held(before["A"], "ii_A")},
         final=True,
     )
-    assert plan.writes == 0
-    assert {b.line_id for b in plan.blocked} == {"A", "B"}
-    assert "not added" in next(b.reason for b in plan.blocked if b.line_id == "B")
+    assert changes.writes == 0
+    assert {b.line_id for b in changes.blocked} == {"A", "B"}
+    assert "not added" in next(b.reason for b in changes.blocked if b.line_id == "B")
 
 
 def test_a_line_whose_currency_changed_is_blocked_because_stripe_cannot_change_it() -> None:
     before = desired_items(make_bill((("A", "1"),), currency="EUR"))
-    plan = diff(desired_items(make_bill((("A", "1"),))), {"A": held(before["A"])})
-    assert plan.writes == 0
-    assert "currency changed from eur to usd" in plan.blocked[0].reason
+    changes = diff(desired_items(make_bill((("A", "1"),))), {"A": held(before["A"])})
+    assert changes.writes == 0
+    assert "currency changed from eur to usd" in changes.blocked[0].reason
 
 
 # Idempotency keys ---------------------------------------------------------------------

@@ -6,13 +6,12 @@ signed the way Stripe signs them: `t=<ts>,v1=<hex HMAC-SHA256(secret, "<ts>.<bod
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,13 +20,13 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from connectors.http.app import Edge
+from connectors.http.edge import Edge
 from connectors.http.webhooks import MAX_BODY_BYTES, RecentEventIds, webhook_router
-from connectors.kafka.producer import DeliveryError
 from connectors.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.unit import stripe_payloads as sp
+from tests.unit.edge_stubs import FakeProducer
 
 SECRET = "whsec_current"
 OLD_SECRET = "whsec_previous"
@@ -35,56 +34,9 @@ URL = "/webhooks/stripe"
 
 
 @dataclass
-class Sent:
-    topic: str
-    value: bytes
-    key: bytes | None
-    headers: dict[str, bytes]
-
-
-@dataclass
-class FakeMessage:
-    _partition: int
-    _offset: int
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-
-@dataclass
-class RecordingProducer:
-    """Acknowledges every write at once, refuses them (`failure`), or never answers."""
-
-    failure: str | None = None
-    silent: bool = False
-    sent: list[Sent] = field(default_factory=list)
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[FakeMessage]:
-        future: asyncio.Future[FakeMessage] = asyncio.get_running_loop().create_future()
-        if self.silent:
-            return future
-        if self.failure is not None:
-            future.set_exception(DeliveryError(self.failure))
-            return future
-        self.sent.append(Sent(topic, value, key, dict(headers or [])))
-        future.set_result(FakeMessage(0, len(self.sent) - 1))
-        return future
-
-
-@dataclass
 class Bridge:
     client: httpx.AsyncClient
-    producer: RecordingProducer
+    producer: FakeProducer
     metrics: Metrics
     settings: Settings
 
@@ -115,14 +67,14 @@ def signature(body: bytes, secret: str, timestamp: int) -> str:
 
 @asynccontextmanager
 async def build(
-    secrets: tuple[str, ...] = (SECRET,), producer: RecordingProducer | None = None, **options: Any
+    secrets: tuple[str, ...] = (SECRET,), producer: FakeProducer | None = None, **options: Any
 ) -> AsyncIterator[Bridge]:
     settings = Settings(
         stripe_webhook_secrets=tuple(SecretStr(s) for s in secrets),
         stripe_webhook_tolerance_s=300,
         topic_prefix="t.",
     )
-    producer = producer or RecordingProducer()
+    producer = producer or FakeProducer()
     metrics = Metrics()
     app = FastAPI()
     app.state.edge = Edge(settings, Topics.from_settings(settings), metrics, producer)  # type: ignore[arg-type]
@@ -322,20 +274,20 @@ async def test_an_event_type_the_accounts_agent_does_not_read_is_counted_not_pub
 
 
 async def test_when_kafka_refuses_the_write_the_answer_is_503_and_a_retry_is_published() -> None:
-    producer = RecordingProducer(failure="Broker: Not enough in-sync replicas")
+    producer = FakeProducer(refuse="Broker: Not enough in-sync replicas")
     async with build(producer=producer) as bridge:
         body = customer_created("evt_retry")
         response = await bridge.post(body)
         assert response.status_code == 503
         assert "Not enough in-sync replicas" in response.json()["message"]
         assert bridge.count("unavailable", "customer.created") == 1
-        producer.failure = None  # Kafka is back; Stripe retries the same event
+        producer.refuse = None  # Kafka is back; Stripe retries the same event
         assert (await bridge.post(body)).json() == {"received": True}
         assert len(producer.sent) == 1
 
 
 async def test_when_kafka_does_not_acknowledge_in_time_the_answer_is_503() -> None:
-    async with build(producer=RecordingProducer(silent=True), ack_timeout_s=0.05) as bridge:
+    async with build(producer=FakeProducer(silent=True), ack_timeout_s=0.05) as bridge:
         response = await bridge.post(customer_created())
         assert response.status_code == 503
         assert "no acknowledgement within 0.05 s" in response.json()["message"]

@@ -105,7 +105,9 @@ class Blocked:
 
 
 @dataclass(frozen=True)
-class ItemPlan:
+class ItemDiff:
+    """The bill diff: operations per bill line, and the items that stay as they are."""
+
     creates: list[Create] = field(default_factory=list)
     updates: list[Update] = field(default_factory=list)
     deletes: list[Delete] = field(default_factory=list)
@@ -119,33 +121,33 @@ class ItemPlan:
 
 def diff(
     wanted: Mapping[str, Desired], current: Mapping[str, LedgerItem], *, final: bool = False
-) -> ItemPlan:
+) -> ItemDiff:
     """Operations that turn `current` into `wanted`; `final`: the invoice takes no change."""
-    plan = ItemPlan()
+    changes = ItemDiff()
     for line_id, desired in wanted.items():
         item = current.get(line_id)
         if item is None:
             if final:
-                plan.blocked.append(Blocked(line_id, None, _final_new_line(desired)))
+                changes.blocked.append(Blocked(line_id, None, _final_new_line(desired)))
             else:
-                plan.creates.append(Create(desired))
+                changes.creates.append(Create(desired))
         elif desired.matches(item):
-            plan.kept[line_id] = item
+            changes.kept[line_id] = item
         elif final or not item.editable:
-            plan.blocked.append(Blocked(line_id, item, _not_editable(item, desired)))
+            changes.blocked.append(Blocked(line_id, item, _not_editable(item, desired)))
         elif item.currency != desired.currency:
-            plan.blocked.append(Blocked(line_id, item, _currency_changed(item, desired)))
+            changes.blocked.append(Blocked(line_id, item, _currency_changed(item, desired)))
         else:
-            plan.updates.append(Update(item, desired))
+            changes.updates.append(Update(item, desired))
     for line_id, item in current.items():
         if line_id in wanted:
             continue
         if final or not item.editable:
             reason = f"line removed from the bill, but item {item.itemId} can no longer be deleted"
-            plan.blocked.append(Blocked(line_id, item, reason))
+            changes.blocked.append(Blocked(line_id, item, reason))
         else:
-            plan.deletes.append(Delete(line_id, item))
-    return plan
+            changes.deletes.append(Delete(line_id, item))
+    return changes
 
 
 def _final_new_line(desired: Desired) -> str:
