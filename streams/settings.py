@@ -7,11 +7,14 @@ Environment: `METERLINE_*`, plus the conventional `KAFKA_BOOTSTRAP_SERVERS`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streams.schemas.errors import error_lines
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 CommaSecrets = Annotated[tuple[SecretStr, ...], NoDecode]
@@ -307,9 +310,12 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            name = env_name(field) if field in Settings.model_fields else field
-            problems.append(f"{name}: {error['msg']}")
-        raise SettingsError(problems) from None
+        raise SettingsError(error_lines(exc, whole="?", locate=_variable)) from None
+
+
+def _variable(location: Sequence[int | str]) -> str:
+    """The environment variable a settings error is about (the field name otherwise)."""
+    if not location:
+        return ""
+    field = str(location[0])
+    return env_name(field) if field in Settings.model_fields else field

@@ -29,6 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from streams.sources import Source
+
 if TYPE_CHECKING:
     from collections import Counter
 
@@ -178,7 +180,9 @@ class Watchdog:
                 continue
             agent = self.agents.get(topic, "?")
             if state.pending:
-                what = f"{agent} agent has not acknowledged {topic}[{partition}]@{state.waiting}"
+                what = (
+                    f"{agent} agent has not acknowledged {Source(topic, partition, state.waiting)}"
+                )
                 yield Stall("agent", what, seconds, topic, partition)
             elif lags.get((topic, partition), 0) > 0:
                 what = (

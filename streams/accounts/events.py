@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus, CheckoutLink
 from streams.schemas.catalog import Catalog
+from streams.schemas.errors import error_text
 from streams.schemas.stripe_events import (
     CheckoutSession,
     Customer,
@@ -585,10 +586,7 @@ def _parse(model: type[M], data: Any, where: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{where}.{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidStripeEvent(problems) from exc
+        raise InvalidStripeEvent(error_text(exc, f"{where}.")) from exc
 
 
 def _first(*values: int | None, default: int) -> int:

@@ -30,7 +30,8 @@ from streams.delivery import deliver
 from streams.readiness import when_ready
 from streams.schemas.bill import Bill
 from streams.schemas.commands import COMMANDS, Tick
-from streams.sources import Source
+from streams.schemas.errors import error_text
+from streams.sources import Source, source_of
 from streams.tables import account_table
 from streams.topics import BILL_COMMANDS, BILL_COMMANDS_REJECTED, BILLS, faust_topic
 
@@ -41,9 +42,7 @@ def rejection_reason(error: Exception, source: Source) -> str:
     """Why a command was not carried out: each invalid field, the lifecycle's refusal, or
     an internal error (logged with its traceback)."""
     if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'command'}: {e['msg']}" for e in error.errors()
-        )
+        return error_text(error, whole="command")
     if isinstance(error, LifecycleError):
         return str(error)
     log.exception("bill command %s failed", source)
@@ -99,7 +98,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     async def handle(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            source = Source(message.topic, message.partition, message.offset)
+            source = source_of(message)
             try:
                 command = COMMANDS.validate_json(message.value or b"")
                 bills = billing.handle(command, from_ms(now_ms()))

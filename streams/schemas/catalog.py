@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from streams.expressions import Expression, ExpressionError, compile_expression
+from streams.schemas.errors import error_lines, indexed
 
 CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,79}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN)]
@@ -377,13 +378,7 @@ class LenientCatalog(NamedTuple):
 
 
 def _format_errors(prefix: str, exc: ValidationError) -> list[str]:
-    out = []
-    for error in exc.errors():
-        location = "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-        )
-        out.append(f"{prefix}{location}: {error['msg']}")
-    return out
+    return error_lines(exc, prefix, locate=indexed)
 
 
 CompiledDerived = tuple[str, str, Expression]  # code, wire map ("measure"…), expression
