@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.stack", "tests.fixtures.stripe"]
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.stack",
+    "tests.fixtures.stripe",
+    "tests.fixtures.worker",
+]
 
 # CI explores the same inputs on every run (a red CI is then a change, not a draw);
 # locally every run draws anew and keeps finding what CI has not seen.

@@ -1,0 +1,123 @@
+"""The billing agent without a broker (faust's `agent.test_context()`): a run command
+publishes the account's bill to `bills`; a command it cannot carry out is dead-lettered
+to `bill.commands.rejected` with the reason."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.clock import DAY_MS, HOUR_MS
+from tests.fixtures.worker import (
+    T0_MS,
+    USAGE_BATCH_MESSAGES,
+    OfflineWorker,
+    acked,
+    held_by_the_changelog,
+    measurement,
+    message,
+    subscription_created,
+)
+
+CUSTOMER = "cus_1"
+STARTED_MS = T0_MS  # the subscription's start
+
+
+async def subscribe_to_pro(offline: OfflineWorker) -> None:
+    """CUSTOMER subscribes to the pro plan, through the accounts agent."""
+    created = subscription_created(CUSTOMER)
+    async with offline.agent("accounts").test_context() as agent:
+        await acked(await agent.put(orjson.dumps(created), key=CUSTOMER.encode()))
+
+
+async def use(offline: OfflineWorker, *calls: int) -> None:
+    """CUSTOMER makes API calls an hour into the subscription, through the usage agent."""
+    assert len(calls) == USAGE_BATCH_MESSAGES
+    ts_ms = STARTED_MS + HOUR_MS
+    async with offline.agent("usage").test_context() as agent:
+        events = [
+            await agent.put(
+                message(measurement(f"u-{n}", count, account=CUSTOMER, ts_ms=ts_ms)),
+                key=CUSTOMER.encode(),
+            )
+            for n, count in enumerate(calls)
+        ]
+        await acked(*events)
+
+
+async def command(offline: OfflineWorker, document: Any) -> None:
+    value = document if isinstance(document, bytes) else orjson.dumps(document)
+    async with offline.agent("billing").test_context() as agent:
+        await acked(await agent.put(value, key=CUSTOMER.encode()))
+
+
+async def test_a_run_publishes_the_bill_of_the_accounts_plan_and_usage_with_its_total(
+    offline: OfflineWorker,
+) -> None:
+    offline.now_ms = STARTED_MS + 2 * DAY_MS
+    await subscribe_to_pro(offline)
+    await use(offline, 400, 350, 250)
+
+    await command(offline, {"type": "run", "account": CUSTOMER})
+
+    [published] = offline.kafka.on(offline.topics.bills)
+    assert published.key == CUSTOMER.encode()
+    bill = published.json()
+    assert (bill["accountCode"], bill["planCode"], bill["version"]) == (CUSTOMER, "pro", 1)
+    # pro: a 99.00 standing charge, 1,000 calls at 0.0015 plus a 5.00 platform fee,
+    # no storage
+    lines = {line["id"]: line for line in bill["lines"]}
+    assert Decimal(lines["USAGE:api_calls"]["quantity"]) == 1000
+    assert {id: Decimal(line["subtotal"]) for id, line in lines.items()} == {
+        "STANDING_CHARGE": Decimal("99.00"),
+        "USAGE:api_calls": Decimal("6.50"),
+        "USAGE:peak_storage": Decimal("0.00"),
+    }
+    assert (Decimal(bill["total"]), bill["currency"]) == (Decimal("105.50"), "USD")
+    assert not offline.kafka.on(offline.topics.bill_commands_rejected)
+    assert not offline.kafka.unacknowledged()
+
+
+async def test_a_run_is_not_acknowledged_before_kafka_holds_the_bills_it_published(
+    offline: OfflineWorker,
+) -> None:
+    offline.now_ms = STARTED_MS + 2 * DAY_MS
+    await subscribe_to_pro(offline)
+    offline.kafka.hold()
+    async with offline.agent("billing").test_context() as agent:
+        run = {"type": "run", "account": CUSTOMER}
+        event = await agent.put(orjson.dumps(run), key=CUSTOMER.encode())
+        assert await held_by_the_changelog(offline.kafka, event)
+        assert offline.kafka.on(offline.topics.bills)  # published first, then stored
+        offline.kafka.release()
+        await acked(event)
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b"{not json", "command: Invalid JSON"),
+        ({"type": "run"}, "run.account: Field required"),
+        (
+            {"type": "status", "account": CUSTOMER, "billId": "bill_nope", "status": "APPROVED"},
+            f"no bill bill_nope for {CUSTOMER}",
+        ),
+    ],
+    ids=["not-json", "missing-account", "approve-unknown-bill"],
+)
+async def test_a_command_it_cannot_carry_out_is_dead_lettered_with_the_reason(
+    offline: OfflineWorker, document: Any, reason: str
+) -> None:
+    await command(offline, document)
+
+    assert not offline.kafka.on(offline.topics.bills)
+    [dead] = offline.kafka.on(offline.topics.bill_commands_rejected)
+    assert dead.key == CUSTOMER.encode()
+    letter = dead.json()
+    assert reason in letter["reason"]
+    assert letter["source"] == f"{offline.topics.bill_commands}[0]@0"
+    carried = document.decode() if isinstance(document, bytes) else document
+    assert letter["command"] == carried

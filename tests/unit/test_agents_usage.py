@@ -1,0 +1,77 @@
+"""The usage agent without a broker (faust's `agent.test_context()`): a batch of
+`measurements` messages is folded into the usage table, its rejections dead-lettered,
+and faust acknowledges the batch only once Kafka holds both."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from streams.clock import HOUR_MS
+from streams.schemas.catalog import AggregationFunction
+from tests.fixtures.worker import (
+    USAGE_BATCH_MESSAGES,
+    OfflineWorker,
+    acked,
+    held_by_the_changelog,
+    measurement,
+    message,
+)
+
+ACCOUNT = "acme"
+
+
+def recent(offline: OfflineWorker, uid: str, calls: Any) -> dict[str, Any]:
+    """A measurement of ACCOUNT an hour before the worker's clock."""
+    return measurement(uid, calls, account=ACCOUNT, ts_ms=offline.now_ms - HOUR_MS)
+
+
+def api_calls(offline: OfflineWorker) -> Decimal | None:
+    """The account's `api_calls` (SUM of calls) over the last day, as bill runs read it."""
+    assert offline.context.usage is not None
+    values = offline.context.usage.period_values(
+        ACCOUNT,
+        {"api_calls": AggregationFunction.SUM},
+        offline.now_ms - 24 * HOUR_MS,
+        offline.now_ms,
+    )
+    return values["api_calls"]
+
+
+async def test_a_batch_folds_the_valid_counts_a_duplicate_once_and_dead_letters_the_invalid(
+    offline: OfflineWorker,
+) -> None:
+    batch = [
+        message(recent(offline, "m-1", 7)),
+        # the same uid again (a producer's retry), in an envelope beside a new one
+        message(recent(offline, "m-1", 7), recent(offline, "m-2", 5)),
+        message(recent(offline, "m-3", "seven")),
+    ]
+    assert len(batch) == USAGE_BATCH_MESSAGES
+    async with offline.agent("usage").test_context() as agent:
+        events = [await agent.put(value, key=ACCOUNT.encode()) for value in batch]
+        await acked(*events)
+
+    assert api_calls(offline) == Decimal(12)
+    assert offline.context.stats["measurements_accepted"] == 2
+    assert offline.context.stats["measurements_duplicate"] == 1
+    [dead] = offline.kafka.on(offline.topics.measurements_rejected)
+    assert dead.key == ACCOUNT.encode()
+    letter = dead.json()
+    assert letter["field"] == "measure.calls"
+    assert letter["reason"] == "expected a number"
+    assert letter["measurement"]["uid"] == "m-3"
+    assert letter["source"] == f"{offline.topics.measurements}[0]@2"
+
+
+async def test_a_batch_is_not_acknowledged_before_kafka_holds_its_usage_records(
+    offline: OfflineWorker,
+) -> None:
+    offline.kafka.hold()
+    batch = [message(recent(offline, f"m-{n}", n)) for n in range(USAGE_BATCH_MESSAGES)]
+    async with offline.agent("usage").test_context() as agent:
+        events = [await agent.put(value, key=ACCOUNT.encode()) for value in batch]
+        assert await held_by_the_changelog(offline.kafka, *events)
+        offline.kafka.release()
+        await acked(*events)
+    assert offline.context.stats["measurements_accepted"] == USAGE_BATCH_MESSAGES
