@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,7 +154,7 @@ class Deployment:
         workdir: Path,
         catalog: dict[str, Any] | None = None,
         partitions: int = PARTITIONS,
-        **env: str,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         token = uuid.uuid4().hex[:8]
         self.bootstrap = bootstrap
@@ -175,7 +175,7 @@ class Deployment:
             METERLINE_ORG_ID=ORG,
             METERLINE_DATA_DIR=str(workdir / "data"),
             STRIPE_WEBHOOK_SECRET="whsec_bench",
-            **env,
+            **(env or {}),
         )
         # The worker does not create missing parents of its data dir (faust's mkdir).
         (workdir / "data").mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Test helpers: polling with a deadline instead of sleeping."""
+"""Test helpers: polling with a deadline instead of sleeping, processes, Kafka messages."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from confluent_kafka import Message
 
 T = TypeVar("T")
 
@@ -77,3 +79,12 @@ def try_get_json(url: str) -> Any:
         return get_json(url)
     except (OSError, ValueError):
         return None
+
+
+def value_of(message: Message) -> bytes:
+    """The value of a message that must carry one: a tombstone fails the test, naming where."""
+    value = message.value()
+    assert value is not None, (
+        f"tombstone at {message.topic()}[{message.partition()}]@{message.offset()}"
+    )
+    return value

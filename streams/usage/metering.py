@@ -2,8 +2,9 @@
 
 Pure apart from the `read` callable that looks up stored records (per account-hour,
 `streams.usage`): the usage book hands in a batch of messages and gets back the records
-to write and the rejections to dead-letter. Each measurement is judged on its own; nothing is dropped silently
-(duplicates are counted, everything else that is not folded is rejected with a reason).
+to write and the rejections to dead-letter. Each measurement is judged on its own;
+nothing is dropped silently (duplicates are counted, everything else that is not folded
+is rejected with a reason).
 """
 
 from __future__ import annotations
