@@ -31,10 +31,10 @@ test: install kafka-fetch ## Run every test (unit, integration on a real broker,
 unit: install ## Run the unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-check: install ## Lint and type-check (ruff, mypy strict on streams/ and connectors/)
+check: install ## Lint and type-check (ruff, ruff format, mypy strict on streams/ connectors/ tests/ bench/)
 	$(BIN)/ruff check streams connectors tests bench
 	$(BIN)/ruff format --check streams connectors tests bench
-	$(BIN)/mypy streams connectors
+	$(BIN)/mypy streams connectors tests bench
 
 format: install ## Format the code
 	$(BIN)/ruff format streams connectors tests bench

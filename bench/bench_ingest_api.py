@@ -175,7 +175,7 @@ def run(
             stack.callback(broker.stop)
             bootstrap = broker.bootstrap
             broker_pid = broker.pid()
-        settings = {
+        settings: dict[str, Any] = {
             "org_id": ORG,
             "api_keys": KEY,
             "kafka_bootstrap_servers": bootstrap,

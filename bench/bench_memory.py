@@ -182,7 +182,7 @@ def record_sizes(deployment: Deployment, per_partition: int) -> dict[str, float]
                 batch = consumer.consume(num_messages=high - start, timeout=5)
                 if not batch:
                     break
-                values.extend(m.value() for m in batch if m.error() is None and m.value())
+                values.extend(value for m in batch if m.error() is None and (value := m.value()))
     finally:
         consumer.close()
     if not values:

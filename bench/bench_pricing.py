@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from streams.billing.bills import build_bill
 from streams.billing.periods import billing_period
-from streams.schemas.accounts import AccountPlan
+from streams.schemas.accounts import AccountPlan, AccountPlanStatus
 from streams.schemas.bill import Bill
 from streams.schemas.catalog import Aggregation, Plan
 
@@ -83,7 +83,7 @@ def main() -> None:
             id=f"sub_{i}",
             accountCode=f"cus_{i}",
             planCode="pro",
-            status="ACTIVE",  # type: ignore[arg-type]
+            status=AccountPlanStatus.ACTIVE,
             startDate=datetime(2024, 1 + i % 3, 1 + i % 28, tzinfo=UTC),
         )
         for i in range(args.accounts)

@@ -100,7 +100,7 @@ def simulator() -> Iterator[str]:
 
 
 def bill(number: int, customer: str) -> Bill:
-    lines = [
+    lines: list[dict[str, Any]] = [
         {
             "id": f"USAGE:{name}",
             "lineItemType": "USAGE",
@@ -111,7 +111,7 @@ def bill(number: int, customer: str) -> Bill:
         }
         for index, name in enumerate(("api_calls", "storage", "seats"))
     ]
-    total = sum((Decimal(line["subtotal"]) for line in lines), Decimal(0))  # type: ignore[arg-type]
+    total = sum((Decimal(line["subtotal"]) for line in lines), Decimal(0))
     return Bill.model_validate(
         {
             "id": f"bill_bench_{uuid.uuid4().hex[:16]}",

@@ -168,7 +168,7 @@ def run(
     `env`: settings of the worker (e.g. METERLINE_USAGE_BATCH_WITHIN_S) for experiments.
     """
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
-        deployment = Deployment(broker.bootstrap, Path(tmp), **(env or {}))
+        deployment = Deployment(broker.bootstrap, Path(tmp), env=env)
         try:
             return _run(
                 deployment, broker, count, batch, accounts, grouped, profile, timeout, label
@@ -234,7 +234,11 @@ def _run(
             time.sleep(0.2)
         committed_at = time.monotonic()
         worker_cpu = cpu_seconds(worker.pid) - cpu_ready
-        broker_cpu = (cpu_seconds(broker.pid) - broker_cpu_ready) if broker.pid else None
+        broker_cpu = (
+            cpu_seconds(broker.pid) - broker_cpu_ready
+            if broker.pid and broker_cpu_ready is not None
+            else None
+        )
         final = deployment.worker_health() or {}
         memory = memory_kib(worker.pid)
         if sampler is not None:
@@ -320,9 +324,10 @@ def tail_sizes(bootstrap: str, topic: str, partitions: int, last: int) -> list[i
                 if not batch:
                     break
                 for message in batch:
-                    if message.error() is None:
+                    offset = message.offset()
+                    if message.error() is None and offset is not None:
                         sizes.append(len(message.value() or b""))
-                        position = message.offset() + 1
+                        position = offset + 1
     finally:
         consumer.close()
     return sizes

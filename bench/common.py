@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,7 +141,7 @@ class Deployment:
         workdir: Path,
         catalog: dict[str, Any] | None = None,
         partitions: int = PARTITIONS,
-        **env: str,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         token = uuid.uuid4().hex[:8]
         self.bootstrap = bootstrap
@@ -162,7 +162,7 @@ class Deployment:
             data_dir=workdir / "data",
             stripe_webhook_secrets="whsec_bench",
         )
-        self.env.update(env)  # variables a benchmark sets as they are
+        self.env.update(env or {})  # variables a benchmark sets as they are
         # The worker does not create missing parents of its data dir (faust's mkdir).
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         create_topics(bootstrap, self.topics.all())

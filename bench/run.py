@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from rich.console import Console
@@ -359,7 +360,7 @@ def latency_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) 
         for i in range(repeat):
             attempt(
                 f"latency at {rate:,}/s ({i + 1}/{repeat})",
-                lambda rate=rate: bench_latency.run(broker, rate=rate, seconds=seconds),
+                partial(bench_latency.run, broker, rate=rate, seconds=seconds),
                 runs,
             )
         raw[f"latency_{rate}"] = runs
@@ -412,7 +413,7 @@ def bills_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) ->
         profile = args.profile and i == args.repeat - 1 and bool(py_spy())
         attempt(
             f"bill run ({i + 1}/{args.repeat})" + (", under py-spy" if profile else ""),
-            lambda profile=profile: bench_bill_run.run(broker, accounts=accounts, profile=profile),
+            partial(bench_bill_run.run, broker, accounts=accounts, profile=profile),
             runs,
         )
     raw["bills"] = runs

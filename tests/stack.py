@@ -11,9 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -32,6 +32,7 @@ from tests.support import Process, eventually, try_get_json
 
 EXAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "streams" / "catalog" / "example.yaml"
 API_KEY = "test-key"
+T = TypeVar("T")
 
 
 class Stack:
@@ -137,7 +138,7 @@ class Stack:
             producer.produce(topic, key=key.encode(), value=value)
         assert producer.flush(15) == 0
 
-    def wait_for(self, check: Any, timeout: float = 30.0) -> Any:
+    def wait_for(self, check: Callable[[], T | None], timeout: float = 30.0) -> T:
         return eventually(check, timeout=timeout)
 
 

@@ -12,9 +12,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from connectors.waiting import eventually
+from confluent_kafka import Message
 
-__all__ = ["Process", "eventually", "get_json", "try_get_json"]
+from connectors.waiting import eventually
+from streams.sources import source_of
+
+__all__ = ["Process", "eventually", "get_json", "try_get_json", "value_of"]
 
 
 class Process:
@@ -66,3 +69,10 @@ def try_get_json(url: str) -> Any:
         return get_json(url)
     except (OSError, ValueError):
         return None
+
+
+def value_of(message: Message) -> bytes:
+    """The value of a message that must carry one: a tombstone fails the test, naming where."""
+    value = message.value()
+    assert value is not None, f"tombstone at {source_of(message)}"
+    return value

@@ -177,6 +177,9 @@ class LocalKafka:
         self.data_dir = data_dir.resolve()
         self.jars = KafkaJars(version, cache_dir)
         self.heap = heap
+        # The broker this object started (detached, stopped by pid): kept to be reaped, as
+        # a Popen dropped while its child runs is a leak to Python (ResourceWarning).
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -240,6 +243,7 @@ class LocalKafka:
                 start_new_session=True,  # detached: survives the command that started it
                 cwd=self.data_dir,
             )
+        self._process = process
         self.pid_file.write_text(str(process.pid))
 
         def answering() -> bool:
@@ -263,6 +267,7 @@ class LocalKafka:
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
+            self._reap()
             return False
         os.kill(pid, signal.SIGTERM)
         try:
@@ -273,7 +278,16 @@ class LocalKafka:
             while _alive(pid):
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
+        self._reap()
         return True
+
+    def _reap(self, timeout: float = 10.0) -> None:
+        # The JVM shows as a zombie as soon as its main thread ends; it can be reaped once
+        # its other threads have ended too.
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout)
+                self._process = None
 
     def log_tail(self, lines: int = 20) -> str:
         try:

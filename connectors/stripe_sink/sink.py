@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +137,9 @@ class StripeSink:
         settings = self.settings
         server = serve_health("127.0.0.1", settings.sink_port, self.metrics, self.status)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stripe-sink")
-        gateway = StripeGateway(self.client or stripe_client(settings), self.limiter, self.metrics)
+        owned = ExitStack()  # a Stripe client made here (none given), closed last
+        client = self.client or owned.enter_context(stripe_client(settings))
+        gateway = StripeGateway(client, self.limiter, self.metrics)
         syncer = Syncer(gateway, self.policy, pool)
         producer = new_producer(settings.kafka_bootstrap_servers, **{"linger.ms": 0})
         reader = LedgerReader(
@@ -170,6 +173,8 @@ class StripeSink:
             reader.close()
             pool.shutdown(wait=True)
             server.shutdown()
+            server.server_close()
+            owned.close()
 
     def _consume(
         self, consumer: Consumer, producer: Producer, syncer: Syncer, message: Message

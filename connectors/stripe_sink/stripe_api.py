@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,9 +29,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def stripe_client(settings: Settings) -> stripe.StripeClient:
+@contextmanager
+def stripe_client(settings: Settings) -> Iterator[stripe.StripeClient]:
     """A client for real Stripe (STRIPE_API_KEY) or a stand-in (STRIPE_API_BASE); with
-    neither set, the local Stripe simulator on its default port."""
+    neither set, the local Stripe simulator on its default port. Its connections are
+    closed on leaving the block."""
     secret = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
     base = settings.stripe_api_base
     if not secret and base is None:  # an empty variable (docker-compose's default) is unset
@@ -38,12 +41,15 @@ def stripe_client(settings: Settings) -> stripe.StripeClient:
         log.warning("STRIPE_API_KEY and STRIPE_API_BASE unset: using the simulator at %s", base)
     key = secret or SIMULATOR_KEY
     http = stripe.HTTPXClient(timeout=settings.stripe_request_timeout_s, allow_sync_methods=True)
-    return stripe.StripeClient(
-        key,
-        base_addresses={"api": base} if base else {},
-        max_network_retries=0,  # the sink retries, with the partition paused
-        http_client=http,
-    )
+    try:
+        yield stripe.StripeClient(
+            key,
+            base_addresses={"api": base} if base else {},
+            max_network_retries=0,  # the sink retries, with the partition paused
+            http_client=http,
+        )
+    finally:
+        http.close()
 
 
 @dataclass(frozen=True)

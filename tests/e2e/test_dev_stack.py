@@ -62,8 +62,9 @@ def test_dev_starts_every_process_and_the_stripe_simulator_and_ctrl_c_leaves_no_
         text=True,
     )
     lines: list[str] = []
-    assert process.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")))  # type: ignore[union-attr]
+    stdout = process.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")))
     reader.start()
     try:
         eventually(lambda: any("dev stack ready" in line for line in lines), timeout=120)
@@ -87,6 +88,7 @@ def test_dev_starts_every_process_and_the_stripe_simulator_and_ctrl_c_leaves_no_
         process.send_signal(signal.SIGINT)
         process.wait(60)
         reader.join(10)
+        stdout.close()
     assert process.returncode == 0, "".join(lines[-30:])
     assert any("all processes stopped" in line for line in lines)
     for name, pid in pids.items():

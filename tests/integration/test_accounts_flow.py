@@ -32,7 +32,7 @@ from connectors.kafka.admin import create_topics
 from connectors.kafka.broker import free_port
 from connectors.kafka.producer import new_producer
 from streams.topics import Topics
-from tests.support import eventually
+from tests.support import eventually, value_of
 from tests.unit import stripe_payloads as sp
 
 pytestmark = pytest.mark.integration
@@ -116,8 +116,10 @@ def read_all(bootstrap: str, topic: str) -> list[bytes]:
                 assert message is not None, f"{topic}[{partition}] stalled at {position}"
                 if message.error():
                     continue
-                position = message.offset() + 1
-                values.append(message.value())
+                offset = message.offset()
+                assert offset is not None, f"{topic}[{partition}]: a message without an offset"
+                position = offset + 1
+                values.append(value_of(message))
     finally:
         consumer.close()
     return values

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from tests.stack import Stack, now_s
+from tests.support import value_of
 from tests.unit.stripe_payloads import BASIL, Item, customer, event, price, subscription
 
 pytestmark = pytest.mark.integration
@@ -148,7 +149,7 @@ def rejected_for(stack: Stack, account: str) -> list[str]:
         for _ in range(20):
             message = consumer.poll(0.3)
             if message is not None and not message.error():
-                record = orjson.loads(message.value())
+                record = orjson.loads(value_of(message))
                 if record["account"] == account:
                     reasons.append(record["reason"])
     finally:
@@ -204,12 +205,12 @@ def read_values(stack: Stack, topic: str) -> list[bytes]:
         }
     )
     consumer.subscribe([topic])
-    values = []
+    values: list[bytes] = []
     try:
         for _ in range(10):
             message = consumer.poll(0.3)
             if message is not None and not message.error():
-                values.append(message.value())
+                values.append(value_of(message))
     finally:
         consumer.close()
     return values

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from pydantic import SecretStr
 
 from connectors.http.app import create_app
 from connectors.kafka.admin import create_topics
@@ -20,6 +21,7 @@ from connectors.kafka.producer import new_producer
 from streams.partitioning import partition_for
 from streams.settings import Settings
 from streams.topics import MEASUREMENTS, Topics
+from tests.support import value_of
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +48,9 @@ def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> li
         while len(received) < count and time.monotonic() < deadline:
             for message in consumer.consume(count - len(received), timeout=0.5):
                 assert message.error() is None, message.error()
-                value = orjson.loads(message.value())
-                received.append(Received(message.partition(), message.key(), value))
+                partition, key = message.partition(), message.key()
+                assert partition is not None and key is not None, "a message without a key"
+                received.append(Received(partition, key, orjson.loads(value_of(message))))
     finally:
         consumer.close()
     assert len(received) == count, f"got {len(received)} of {count} messages from {topic}"
@@ -85,7 +88,7 @@ def assert_envelopes_on_account_partitions(received: list[Received]) -> list[dic
 def settings(kafka_bootstrap: str, unique: str) -> Settings:
     settings = Settings(
         org_id=ORG,
-        api_keys="secret",
+        api_keys=(SecretStr("secret"),),
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_prefix=f"t{unique}.",
         partitions=PARTITIONS,
@@ -133,7 +136,7 @@ def as_csv(measurements: list[dict[str, Any]]) -> bytes:
     return "\n".join(rows).encode()
 
 
-UPLOADS = {
+UPLOADS: dict[str, Callable[[list[dict[str, Any]]], bytes]] = {
     "text/csv": as_csv,
     "application/x-ndjson": lambda ms: b"\n".join(orjson.dumps(m) for m in ms),
     "application/json": lambda ms: orjson.dumps(ms),

@@ -15,6 +15,7 @@ from connectors.kafka.broker import BrokerError, LocalKafka, free_port
 from connectors.kafka.producer import new_producer
 from streams.topics import Topics
 from tests.conftest import cache_dir
+from tests.support import value_of
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def _round_trip(bootstrap: str, topic: str) -> bytes:
         for _ in range(60):
             message = consumer.poll(0.5)
             if message is not None and not message.error():
-                return bytes(message.value())
+                return value_of(message)
     finally:
         consumer.close()
     raise AssertionError("message did not come back")

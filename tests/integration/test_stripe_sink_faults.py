@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import signal
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,10 @@ def creating_items(url: str, after: int) -> bool:
     return bool(last.get("path") == "/v1/invoiceitems" and last.get("method") == "POST")
 
 
+def creating_items_or_stopped(url: str, after: int, sink: Process) -> bool:
+    return creating_items(url, after) or not sink.alive()
+
+
 def finalized_everywhere(url: str, bills: Sequence[Bill]) -> bool:
     invoice_mode = {b.id for b in bills if b.planCode != SUBSCRIPTION_PLAN}
     invoices = our_invoices(url)
@@ -106,7 +111,7 @@ def test_a_sink_killed_at_random_points_and_restarted_ends_with_one_item_per_lin
             eventually(lambda: (try_get_json(health) or {}).get("assigned"), timeout=60)
             # Kill after a random number of further requests, as an item is created.
             after = requests_seen(url) + chance.randint(10, 80)
-            eventually(lambda a=after: creating_items(url, a) or not sink.alive(), 60, 0)  # type: ignore[misc]
+            eventually(partial(creating_items_or_stopped, url, after, sink), 60, 0)
             assert sink.alive(), sink.log_tail()
             sink.stop(signal.SIGKILL)
             if kills > 1:

@@ -15,10 +15,10 @@ from confluent_kafka import Consumer
 
 from connectors.catalog_io import publish
 from connectors.kafka.producer import new_producer
-from streams.pages import USAGE, UsageRequest
+from streams.pages import USAGE, GroupBy, UsageRequest
 from tests.fixtures.stack import StackOptions
 from tests.stack import Stack
-from tests.support import eventually, try_get_json
+from tests.support import eventually, try_get_json, value_of
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,9 @@ pytestmark = pytest.mark.integration
 STACK = StackOptions(http=False)
 
 
-def usage(stack: Stack, account: str, aggregations: str, group_by: str = "") -> dict[str, Any]:
+def usage(
+    stack: Stack, account: str, aggregations: str, group_by: GroupBy | None = None
+) -> dict[str, Any]:
     """The worker's mergeable states of one account (routed by faust to its owner)."""
     now = int(time.time() * 1000)
     ask = UsageRequest(
@@ -34,7 +36,7 @@ def usage(stack: Stack, account: str, aggregations: str, group_by: str = "") -> 
         now - 3 * 86_400_000,
         now + 86_400_000,
         tuple(aggregations.split(",")),
-        group_by or None,  # type: ignore[arg-type]
+        group_by,
     )
     query = httpx.QueryParams(tuple(ask.params()))
     return try_get_json(f"{stack.worker_url}{USAGE}?{query}") or {}
@@ -113,7 +115,7 @@ def test_invalid_measurements_are_dead_lettered_with_reason_and_source(stack: St
     def rejected_reasons() -> set[str] | None:
         message = consumer.poll(0.5)
         if message is not None and not message.error():
-            seen.append(orjson.loads(message.value()))
+            seen.append(orjson.loads(value_of(message)))
         reasons = {f"{r['field']}: {r['reason']}" for r in seen if r["account"] in ("globex", None)}
         return reasons if len(reasons) >= 3 else None
 

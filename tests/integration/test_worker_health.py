@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,12 @@ def health(stack: Stack) -> tuple[int, dict[str, Any]]:
     except httpx.HTTPError:
         return 0, {}
     return answer.status_code, answer.json()
+
+
+def body_when(status: int, stack: Stack) -> dict[str, Any] | None:
+    """The health body once the worker answers `status`, else None."""
+    answered, body = health(stack)
+    return body if answered == status else None
 
 
 def metrics(stack: Stack) -> dict[str, float]:
@@ -68,7 +75,7 @@ def test_a_worker_whose_sends_kafka_never_acknowledges_turns_unhealthy_and_stops
         pid = broker.pid()
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
-        _, body = eventually(lambda: (h := health(stack))[0] == 503 and h, timeout=30)
+        body = eventually(partial(body_when, 503, stack), timeout=30)
         assert body["status"] == "stalled"
         kinds = {stall["kind"] for stall in body["stalls"]}
         assert "send" in kinds, body

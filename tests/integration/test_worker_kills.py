@@ -16,6 +16,7 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -121,6 +122,9 @@ class Positions:
         offsets = self.consumer.committed(self.partitions, timeout=10)
         return sum(max(tp.offset, 0) for tp in offsets)
 
+    def moved_past(self, before: int) -> bool:
+        return self.committed() > before
+
     def end(self) -> int:
         return sum(self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.partitions)
 
@@ -166,7 +170,7 @@ def test_usage_is_exact_after_sigkills_right_after_offset_commits(stack: Stack) 
             stack.start_worker()
             # kill the moment the group's committed position moves (the commit landed
             # while the batches after it were still being written)
-            eventually(lambda b=before: positions.committed() > b, timeout=90, interval=0.02)
+            eventually(partial(positions.moved_past, before), timeout=90, interval=0.02)
             stack.worker.stop(signal.SIGKILL)
             kills_done += 1
         assert kills_done >= 2, "the backlog was folded before the worker could be killed twice"

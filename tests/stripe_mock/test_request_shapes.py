@@ -51,27 +51,27 @@ def _stripe_mock_binary() -> str:
 
 @pytest.fixture(scope="module")
 def stripe_mock() -> Iterator[str]:
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [_stripe_mock_binary(), "-http-addr", "127.0.0.1:", "-https-addr", "127.0.0.1:"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=os.environ | {"PORT": ""},
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 30
-        for line in process.stdout:
-            found = re.search(r"Listening for HTTP at address: (\S+)", line)
-            if found:
-                yield f"http://{found.group(1)}"
-                break
-            assert time.monotonic() < deadline, "stripe-mock did not start"
-        else:
-            pytest.fail("stripe-mock exited before listening")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    ) as process:  # closes its output on the way out
+        try:
+            assert process.stdout is not None
+            deadline = time.monotonic() + 30
+            for line in process.stdout:
+                found = re.search(r"Listening for HTTP at address: (\S+)", line)
+                if found:
+                    yield f"http://{found.group(1)}"
+                    break
+                assert time.monotonic() < deadline, "stripe-mock did not start"
+            else:
+                pytest.fail("stripe-mock exited before listening")
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

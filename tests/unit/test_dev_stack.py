@@ -82,6 +82,7 @@ def health() -> Iterator[tuple[str, dict[str, object]]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/healthz", state
     server.shutdown()
+    server.server_close()
 
 
 def test_a_stalled_worker_is_unhealthy_with_its_reason(

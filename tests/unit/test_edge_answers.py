@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from streams.settings import Settings
 from tests.unit.edge_stubs import FakeProducer, StubWorker, edge_client
@@ -29,7 +30,10 @@ def producer() -> FakeProducer:
 @pytest.fixture
 async def client(producer: FakeProducer) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
-        org_id=ORG, api_keys="key-1", topic_prefix="unit.", stripe_webhook_secrets=SECRET
+        org_id=ORG,
+        api_keys=(SecretStr("key-1"),),
+        topic_prefix="unit.",
+        stripe_webhook_secrets=(SecretStr(SECRET),),
     )
     async with edge_client(settings, StubWorker(), producer) as client:
         yield client

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Query
+from pydantic import SecretStr
 
 from streams.settings import Settings
 from tests.unit.edge_stubs import StubWorker, edge_app
 
-SETTINGS = Settings(org_id="org-1", api_keys="key-1", topic_prefix="unit.")
+SETTINGS = Settings(org_id="org-1", api_keys=(SecretStr("key-1"),), topic_prefix="unit.")
 BODIES = {
     ("post", "/webhooks/stripe"): {"application/json"},
     ("post", "/organizations/{orgId}/measurements"): {"application/json"},

@@ -24,7 +24,8 @@ from streams.schemas.numbers import (
     encode_json,
     exact_number,
 )
-from streams.usage.metering import Message, Metering, Source, measurements_of
+from streams.sources import Source
+from streams.usage.metering import Message, Metering, measurements_of
 from streams.usage.state import UsageState, fold, merge, value
 from streams.usage.store import UsageRecord
 from streams.usage.validate import ValidMeasurement
@@ -160,11 +161,12 @@ def test_the_worker_folds_the_exact_values_sent_and_refuses_the_rest_naming_the_
 
 def test_a_dead_letter_keeps_the_refused_number_exactly() -> None:
     text = "1234567890123456789012345678901234567890"
+    store: dict[str, bytes] = {}
     outcome = Metering().process(
         [Message(b"acme", as_sent("u", text), Source("measurements", 0, 1))],
         CATALOG,
         NOW_MS,
-        {}.get,
+        store.get,
     )
     (rejected,) = outcome.rejected
     assert f'"measure":{{"bytes":{text}}}'.encode() in rejected.to_bytes()

@@ -10,7 +10,9 @@ import pytest
 
 import streams.usage.metering as metering_module
 from streams.schemas.catalog import Catalog
-from streams.usage.metering import Message, Metering, Source, measurements_of
+from streams.sources import Source
+from streams.usage import state
+from streams.usage.metering import BatchOutcome, Message, Metering, measurements_of
 from streams.usage.store import UsageRecord
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -49,7 +51,9 @@ def total(store: dict[str, bytes]) -> int:
     return out
 
 
-def run(metering: Metering, store: dict[str, bytes], *messages: Message, **kwargs: Any) -> Any:
+def run(
+    metering: Metering, store: dict[str, bytes], *messages: Message, **kwargs: Any
+) -> BatchOutcome:
     outcome = metering.process(messages, CATALOG, NOW_MS, store.get, **kwargs)
     store.update(outcome.writes)
     return outcome
@@ -70,7 +74,8 @@ def test_a_message_is_one_measurement_or_an_envelope() -> None:
 
 
 def test_duplicates_in_a_batch_and_across_batches_count_once() -> None:
-    metering, store = Metering(), {}
+    metering = Metering()
+    store: dict[str, bytes] = {}
     first = run(metering, store, msg(0, {"measurements": [m("a", 2), m("b", 3), m("a", 2)]}))
     assert (first.accepted, first.duplicates) == (2, 1)
     second = run(metering, store, msg(1, m("b", 3)), msg(2, m("c", 4)))
@@ -82,7 +87,8 @@ def test_duplicates_in_a_batch_and_across_batches_count_once() -> None:
 
 
 def test_rejections_carry_field_reason_index_and_source_and_the_rest_is_folded() -> None:
-    metering, store = Metering(), {}
+    metering = Metering()
+    store: dict[str, bytes] = {}
     outcome = run(
         metering,
         store,
@@ -107,7 +113,7 @@ def test_a_locked_period_rejects_the_measurement_with_the_reason() -> None:
 def test_an_unexpected_error_costs_one_measurement_not_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_fold = metering_module.fold
+    real_fold = state.fold
 
     def fragile(catalog: Catalog, measurements: Any, windows: Any = None) -> Any:
         batch = list(measurements)
@@ -115,14 +121,15 @@ def test_an_unexpected_error_costs_one_measurement_not_the_batch(
             raise RuntimeError("boom")
         return real_fold(catalog, batch, windows)
 
-    monkeypatch.setattr(metering_module, "fold", fragile)
-    metering, store = Metering(), {}
+    monkeypatch.setattr("streams.usage.metering.fold", fragile)
+    metering = Metering()
+    store: dict[str, bytes] = {}
     outcome = run(metering, store, msg(0, {"measurements": [m("a", 5), m("poison"), m("b", 6)]}))
     assert outcome.accepted == 2 and total(store) == 11
     assert [(r.field, r.index) for r in outcome.rejected] == [("measurement", 1)]
     assert "internal error" in outcome.rejected[0].reason
     # the poisoned uid was not remembered: a fixed redelivery is folded
-    monkeypatch.setattr(metering_module, "fold", real_fold)
+    monkeypatch.setattr("streams.usage.metering.fold", real_fold)
     assert run(metering, store, msg(1, m("poison", 1))).accepted == 1
 
 
@@ -167,7 +174,8 @@ def test_long_unique_values_are_counted_apart_in_bounded_state() -> None:
     # 24 distinct 420 kB values once grew one account-hour record to ~10 MB.
     values = [chr(65 + i) * 420_000 for i in range(24)] + ["A" * 420_000, "short"]
     batch = {"measurements": [m(f"u{i}", who={"user": v}) for i, v in enumerate(values)]}
-    outcome = Metering().process([msg(0, batch)], UNIQUE_CATALOG, NOW_MS, {}.get)
+    nothing_stored: dict[str, bytes] = {}
+    outcome = Metering().process([msg(0, batch)], UNIQUE_CATALOG, NOW_MS, nothing_stored.get)
     assert outcome.accepted == 26 and not outcome.rejected
     (stored,) = outcome.writes.values()
     assert len(stored) < 10_000
@@ -179,7 +187,8 @@ def test_a_record_that_would_outgrow_a_kafka_message_dead_letters_its_measuremen
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(metering_module, "MAX_RECORD_BYTES", 400)
-    metering, store = Metering(), {}
+    metering = Metering()
+    store: dict[str, bytes] = {}
     run(metering, store, msg(0, m("first", 1)))
     before = dict(store)
     big = [m(f"u{i}", 1) for i in range(40)]

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from faust.tables.manager import TableManager
 from faust.types import TP
+from faust.web.drivers.aiohttp import Web
 
 from streams.app import create_app
 from streams.context import MeterlineApp
@@ -85,9 +87,15 @@ def app(tmp_path: Path) -> MeterlineApp:
     return create_app(settings)
 
 
+def table_manager(app: MeterlineApp) -> TableManager:
+    """The app's table manager, as faust builds it (the interface has no `recovery`)."""
+    assert isinstance(app.tables, TableManager)
+    return app.tables
+
+
 def recovered(app: MeterlineApp) -> None:
     """What faust does at the end of a rebalance whose recovery completed."""
-    app.tables.on_actives_ready()
+    table_manager(app).on_actives_ready()
     app.on_rebalance_end()
 
 
@@ -96,7 +104,7 @@ def test_readiness_follows_faust_through_a_rebalance_and_its_recovery(app: Meter
     app.on_rebalance_start()
     assert readiness(app).status == "rebalancing"
 
-    recovery = app.tables.recovery
+    recovery = table_manager(app).recovery
     usage = app.tables["usage"]
     behind, done = TP(usage.changelog_topic.get_topic_name(), 1), TP("other", 0)
     recovery.tp_to_table[behind] = usage
@@ -118,6 +126,7 @@ def test_readiness_follows_faust_through_a_rebalance_and_its_recovery(app: Meter
 
 @pytest.fixture
 async def web(app: MeterlineApp) -> AsyncIterator[TestClient[Any, Any]]:
+    assert isinstance(app.web, Web)  # faust's aiohttp driver, the app's default
     async with TestClient(TestServer(app.web.web_app)) as client:
         yield client
 

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from streams import pages
 from streams.settings import Settings
@@ -25,7 +26,7 @@ def worker() -> StubWorker:
 
 @pytest.fixture
 async def client(worker: StubWorker) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(org_id=ORG, api_keys="key-1", topic_prefix="unit.")
+    settings = Settings(org_id=ORG, api_keys=(SecretStr("key-1"),), topic_prefix="unit.")
     async with edge_client(settings, worker) as client:
         yield client
 

@@ -36,7 +36,7 @@ def test_conventional_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValueError):
-        settings.http_port = 1  # type: ignore[misc]
+        settings.http_port = 1
 
 
 def test_every_invalid_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:

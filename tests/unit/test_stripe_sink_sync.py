@@ -23,11 +23,12 @@ from tests.unit.test_stripe_sink import make_bill
 
 
 @pytest.fixture
-def client(url: str) -> stripe.StripeClient:
+def client(url: str) -> Iterator[stripe.StripeClient]:
     http = stripe.HTTPXClient(timeout=0.5, allow_sync_methods=True)
-    return stripe.StripeClient(
+    yield stripe.StripeClient(
         "sk_test_sync", base_addresses={"api": url}, max_network_retries=0, http_client=http
     )
+    http.close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from streams import pages
 from streams.settings import Settings
@@ -44,7 +45,7 @@ def worker() -> StubWorker:
 
 @pytest.fixture
 async def client(worker: StubWorker) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(org_id=ORG, api_keys=KEY, topic_prefix="unit.")
+    settings = Settings(org_id=ORG, api_keys=(SecretStr(KEY),), topic_prefix="unit.")
     async with edge_client(settings, worker) as client:
         yield client
 
@@ -271,7 +272,7 @@ async def test_a_worker_answer_the_edge_cannot_read_is_a_502(
             return httpx.Response(200, content=document)
         return httpx.Response(200, json=document)
 
-    settings = Settings(org_id=ORG, api_keys=KEY, topic_prefix="unit.")
+    settings = Settings(org_id=ORG, api_keys=(SecretStr(KEY),), topic_prefix="unit.")
     worker = StubWorker()
     worker.handle = garbled  # type: ignore[method-assign]
     everyone = {k: v for k, v in body().items() if k != "accountIds"}

@@ -6,8 +6,9 @@ from decimal import Decimal
 
 import orjson
 
-from streams.schemas.catalog import Catalog
-from streams.usage.metering import Message, Metering, Source
+from streams.schemas.catalog import AggregationFunction, Catalog
+from streams.sources import Source
+from streams.usage.metering import Message, Metering
 from streams.usage.store import period_values
 
 HOUR = 3_600_000
@@ -20,6 +21,7 @@ CATALOG = Catalog.from_documents(
         ],
     }
 )
+SUM_OF_CALLS = {"calls": AggregationFunction.SUM}
 
 
 def message(offset: int, uid: str, ts_ms: int, calls: int) -> Message:
@@ -50,10 +52,8 @@ def test_a_period_boundary_inside_an_hour_splits_its_usage_exactly() -> None:
         boundaries=lambda account: [boundary],
     )
     store.update(outcome.writes)
-    first = period_values(store.get, "acme", {"calls": "SUM"}, boundary - 30 * 86_400_000, boundary)
-    second = period_values(
-        store.get, "acme", {"calls": "SUM"}, boundary, boundary + 30 * 86_400_000
-    )
+    first = period_values(store.get, "acme", SUM_OF_CALLS, boundary - 30 * 86_400_000, boundary)
+    second = period_values(store.get, "acme", SUM_OF_CALLS, boundary, boundary + 30 * 86_400_000)
     assert first == {"calls": Decimal(5)}
     assert second == {"calls": Decimal(18)}
 
@@ -67,7 +67,5 @@ def test_without_boundaries_windows_are_whole_hours() -> None:
         read=store.get,
     )
     store.update(outcome.writes)
-    assert period_values(store.get, "acme", {"calls": "SUM"}, T0, T0 + HOUR) == {
-        "calls": Decimal(3)
-    }
-    assert period_values(store.get, "acme", {"calls": "SUM"}, T0 + 1, T0 + HOUR) == {"calls": None}
+    assert period_values(store.get, "acme", SUM_OF_CALLS, T0, T0 + HOUR) == {"calls": Decimal(3)}
+    assert period_values(store.get, "acme", SUM_OF_CALLS, T0 + 1, T0 + HOUR) == {"calls": None}

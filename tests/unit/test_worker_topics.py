@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from faust.assignor.leader_assignor import LeaderAssignor
+
 from streams.app import create_app
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 from streams.tables import MAX_MESSAGE_BYTES, account_table
 from streams.topics import Topics
 from streams.worker_topics import app_topics, worker_topics
@@ -13,7 +15,7 @@ from streams.worker_topics import app_topics, worker_topics
 TABLES = ("usage", "accounts", "accountplans", "bills", "billindex")
 
 
-def settings(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
+def settings(tmp_path: Path, **overrides: object) -> Settings:
     return load_settings(data_dir=tmp_path, **overrides)
 
 
@@ -45,7 +47,9 @@ def test_the_names_are_the_ones_faust_itself_uses(tmp_path: Path) -> None:
     app = create_app(s)
     names = {t.name for t in app_topics(app, Topics.from_settings(s))}
     assert {table.changelog_topic.get_topic_name() for table in app.tables.values()} <= names
-    assert app._leader_assignor._leader_topic_name in names
+    assignor = app._leader_assignor
+    assert isinstance(assignor, LeaderAssignor)
+    assert assignor._leader_topic_name in names
 
 
 def test_a_table_added_to_the_app_is_created_too(tmp_path: Path) -> None:
