@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import streams.usage_engine.reference as reference_module
 from streams.metering import Message, Source
@@ -15,7 +17,9 @@ from streams.schemas.catalog import Catalog
 from streams.schemas.measurement import DAY_MS, HOUR_MS
 from streams.usage import distinct_key
 from streams.usage_engine import Limits, LockedPeriod, ReferenceEngine
-from streams.usage_engine.wire import WireError, decode_delta
+from streams.usage_engine.reference import SEGMENT_ENVELOPE
+from streams.usage_engine.state import ALWAYS_EXACT
+from streams.usage_engine.wire import WireError, decode_delta, json_key, segment_value
 from tests.unit.usage_engine_factories import (
     AGGREGATIONS,
     CATALOG,
@@ -537,3 +541,66 @@ def test_expire_drops_windows_past_the_retention_and_a_replica_drops_the_same() 
         assert total(engine_) == 2 + 3 + 4 + 5
         assert engine_.accounts([home("acme")], T0, T0 + DAY_MS) == []
     assert usage.expire() == []
+
+
+exact_numbers = st.one_of(
+    st.integers(-(10**29), 10**29),
+    st.decimals(min_value=-(10**9), max_value=10**9, places=20, allow_nan=False),
+    st.sampled_from([Decimal("1E-20"), Decimal("1E+29"), Decimal("0.5"), Decimal("-7.25")]),
+)
+# Derived values 600 digits apart: their sums are far longer than any piece that adds them.
+SPREAD = "if(x > 5, x * 1E300, x / 1E300)"
+WIDE = Catalog.from_documents(
+    {
+        "meters": [
+            {
+                "code": "wide",
+                "dataFields": [{"category": "MEASURE", "code": "x"}],
+                "derivedFields": [
+                    {"category": "MEASURE", "code": f"d{i}", "calculation": SPREAD}
+                    for i in range(4)
+                ],
+            }
+        ],
+        "aggregations": [
+            {"code": f"s{i}", "meter": "wide", "targetField": f"d{i}", "aggregation": "SUM"}
+            for i in range(4)
+        ],
+    }
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.booleans(),
+    st.lists(
+        st.lists(
+            st.tuples(exact_numbers, st.none() | st.text(max_size=70)), min_size=1, max_size=6
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_a_segments_size_bound_never_falls_below_its_exact_size(
+    wide: bool, batches: list[list[tuple[Decimal, str | None]]]
+) -> None:
+    # The cheap growth check relies on it: below the bound, no exact measurement is needed.
+    usage = ReferenceEngine(PARTITIONS, WIDE) if wide else engine()
+    state = usage._state(home("acme"))
+    for number, batch in enumerate(batches):
+        items = [
+            m(f"{number}-{i}", None, meter="wide", measure={"x": calls})
+            if wide
+            else m(f"{number}-{i}", calls, user=user)
+            for i, (calls, user) in enumerate(batch)
+        ]
+        usage.process([message(number, *items)], NOW)
+        for slot, sizes in state.sizes.items():
+            for account, size in sizes.items():
+                if size is None or size == ALWAYS_EXACT:
+                    continue
+                windows, hashes = state.segment(account, slot)
+                value = segment_value(
+                    home(account), account, slot, state.seq + 1, windows, hashes or ()
+                )
+                assert size + SEGMENT_ENVELOPE + len(json_key(account)) >= len(value)
