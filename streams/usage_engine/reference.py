@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -51,6 +51,7 @@ from streams.usage_engine.contract import (
     SnapshotRecord,
     SnapshotRound,
     Stats,
+    UsageEngine,
 )
 from streams.usage_engine.fold import Plan, accumulate, compile_plan
 from streams.usage_engine.state import (
@@ -618,3 +619,7 @@ def _forwards(by_partition: dict[int, list[tuple[str, Any]]]) -> list[Forward]:
 def _envelope(partition: int, account: str, encoded: list[bytes]) -> Forward:
     value = b'{"measurements":[' + b",".join(encoded) + b"]}"
     return Forward(partition, account.encode(), value, len(encoded))
+
+
+if TYPE_CHECKING:  # mypy checks that the reference keeps to the contract
+    _contract: UsageEngine = ReferenceEngine(1)
