@@ -3,6 +3,7 @@ deltas and snapshots carry, how a replica recovers, what expires."""
 
 from __future__ import annotations
 
+import gc
 from decimal import Decimal
 from typing import Any
 
@@ -246,6 +247,29 @@ def test_a_new_catalog_applies_to_the_next_batch() -> None:
     assert [(r.field, r.reason) for r in outcome.rejected] == [("meter", "unknown meter 'api'")]
     usage.set_catalog(CATALOG)
     assert usage.process([message(1, m("a"))], NOW).stats.accepted == 1
+
+
+def test_processing_leaves_the_garbage_collector_as_it_found_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    usage = engine()
+    assert gc.isenabled()
+    usage.process([message(0, m("a"))], NOW)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        usage.process([message(1, m("b"))], NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def broken(*_: Any) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(reference_module._Batch, "finish", broken)
+    with pytest.raises(MemoryError):
+        usage.process([message(2, m("c"))], NOW)
+    assert gc.isenabled()
 
 
 # --- reads -----------------------------------------------------------------------------
