@@ -246,7 +246,8 @@ class ReferenceEngine:
             delta = wire.delta_value(partition, seq, 0, 1, state.newest, [], thresholds)
             state.expire(seq, uids_before, windows_before)
             key = wire.delta_key(partition, seq, 0)
-            state.seq, state.last = seq, (seq, 0)
+            state.seq = seq
+            state.applied(seq, 0, 1)
             state.seen[key] = None
             out.append(Delta(partition, seq, 0, 1, key, delta))
         return out
@@ -311,7 +312,7 @@ class ReferenceEngine:
                 f"not {record.partition}",
             )
         state.seq = max(state.seq, record.seq)
-        if record.seq <= state.last[0]:
+        if record.seq <= state.complete:
             return  # this replica applied the deltas the segment holds: it is no newer
         state.replace(record.account, record.slot, record.windows, record.uids)
         state.set_size(record.account, record.slot, len(value or b""))
@@ -342,7 +343,7 @@ class ReferenceEngine:
                 pieces.append((account, slot, windows, hashes, _growth(windows, encoded)))
         # Decoded in full before anything changes: a message that cannot be read
         # leaves the state as it was.
-        state.last = position
+        state.applied(message.seq, message.chunk, message.chunks)
         for account, slot, windows, hashes, growth in pieces:
             self._merge(state, account, slot, windows, hashes, growth)
         if message.expire is not None:
@@ -601,7 +602,8 @@ class _Batch:
         for entry, piece, growth in items:
             # its uids were remembered while judging
             engine._merge(state, entry.account, entry.slot, piece.windows, [], growth)
-        state.seq, state.last, state.newest = seq, (seq, len(chunks) - 1), newest
+        state.seq, state.newest = seq, newest
+        state.applied(seq, len(chunks) - 1, len(chunks))
         return deltas
 
 

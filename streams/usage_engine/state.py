@@ -126,6 +126,9 @@ class PartitionState:
               ALWAYS_EXACT (see `ReferenceEngine._refusal`)
     seq       the highest seq known (produced, applied or seen): next_seq is seq + 1
     last      (seq, chunk) of the last delta message applied: older ones are replays
+    complete  every delta with seq <= complete was applied here in full (a seq whose
+              later chunks never came, because a later seq followed, counts as complete);
+              a snapshot segment no newer than that holds nothing new for this replica
     floor     every delta with seq <= floor is reflected in the snapshot topic
     pending   snapshot seq of restored segments newer than the floor: a delta with seq
               <= it is already inside that segment and skips it
@@ -141,6 +144,7 @@ class PartitionState:
     sizes: dict[int, dict[str, int | None]] = field(default_factory=dict)
     seq: int = 0
     last: tuple[int, int] = (0, -1)
+    complete: int = 0
     floor: int = 0
     pending: dict[SegmentKey, int] = field(default_factory=dict)
     dirty: set[SegmentKey] = field(default_factory=set)
@@ -236,6 +240,11 @@ class PartitionState:
         usage = self.accounts.get(account)
         windows = {} if usage is None else usage.in_slot(slot)
         return windows, self.hashes(account, slot)
+
+    def applied(self, seq: int, chunk: int, chunks: int) -> None:
+        """Delta message `chunk` of `chunks` of `seq` is applied (or was produced here)."""
+        self.last = (seq, chunk)
+        self.complete = max(self.complete, seq if chunk == chunks - 1 else seq - 1)
 
     def skips(self, account: str, slot: int, seq: int) -> bool:
         """A restored segment already holds what a delta of `seq` would add to it."""
