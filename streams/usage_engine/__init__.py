@@ -60,8 +60,9 @@ Recovery of partition p (and a standby, continuously):
      offset; a batch processed again is recognised as duplicates.
 A crash between the steps of a round leaves either the old floor (the deltas are all
 still there; restored segments newer than the floor skip the deltas they hold) or the
-new one (the old deltas are skipped or already gone). A standby restores a segment only
-if it is newer than the deltas it has applied.
+new one (the old deltas are skipped or already gone). A standby takes a segment only if
+it is newer than every seq it has applied in full (a seq is in full once its last chunk
+is applied, or a later seq began: chunks come in order, a missing one never comes).
 
 Retention, by event time. `expire` measures from each partition's newest ts folded,
 never from the wall clock: uids of hour slots older than the dedup horizon plus a day,

@@ -150,6 +150,7 @@ class UsageEngine(Protocol):
     def process(self, messages: Sequence[Message], now_ms: int) -> Processed:
         """Judge, de-duplicate and fold a batch; one delta (in chunks) per partition changed.
 
+        `now_ms` (the wall clock) only bounds how old or new a measurement's ts may be.
         The state changes at once; the caller makes the deltas durable (and sends the
         rejections and forwards) before it acknowledges the batch's offsets.
         """
@@ -189,8 +190,11 @@ class UsageEngine(Protocol):
         end: int,
         bucket_ms: int | None = None,
     ) -> dict[tuple[str, int], UsageState]:
-        """Merged state per (aggregation, bucket start) of the windows starting in
-        [start, end); bucket_ms None gives one bucket, 0 (HOUR_MS: hours, DAY_MS: UTC days)."""
+        """Merged state per (aggregation, bucket) of the windows starting in [start, end).
+
+        A window's bucket is `start - start % bucket_ms` (HOUR_MS: its hour, DAY_MS: its
+        UTC day); bucket_ms None puts every window in bucket 0. Only (aggregation,
+        bucket) pairs with usage are present; unknown aggregations are left out."""
 
     def period_values(
         self,
