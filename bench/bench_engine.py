@@ -6,7 +6,8 @@ The worker benchmark's workload (`bench_worker.measurements`: the example catalo
 in envelopes of 100 per partition, processed in batches of 500 messages (the usage
 agent's default) by:
 
-- `ReferenceEngine.process` (deltas encoded, state merged), and
+- `ReferenceEngine.process` (deltas encoded, state merged), with the garbage collector
+  paused during a batch (the default) and not, and
 - today's `Metering.process` with an in-memory dict as the usage table, for the ratio.
 
 Times are CPU time (process_time) of the whole run divided by the measurements, best of
@@ -14,7 +15,7 @@ Times are CPU time (process_time) of the whole run divided by the measurements, 
 slow) divided by the account-hours that have usage; beside it what today's records take as
 bytes (`UsageRecord.to_bytes`), the size of the same state on the wire.
 
-    .venv/bin/python -m bench.bench_engine [--measurements 200000] [--repeat 3]
+    .venv/bin/python -m bench.bench_engine [--measurements 1000000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def batches(count: int, accounts: int) -> list[list[Message]]:
     return [items[i : i + BATCH_MESSAGES] for i in range(0, len(items), BATCH_MESSAGES)]
 
 
-def run_engine(catalog: Catalog, work: list[list[Message]], now: int) -> ReferenceEngine:
-    engine = ReferenceEngine(PARTITIONS, catalog)
+def run_engine(
+    catalog: Catalog, work: list[list[Message]], now: int, pause_gc: bool = True
+) -> ReferenceEngine:
+    engine = ReferenceEngine(PARTITIONS, catalog, pause_gc=pause_gc)
     for batch in work:
         engine.process(batch, now)
     return engine
@@ -77,7 +80,7 @@ def account_hours(engine: ReferenceEngine) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--measurements", type=int, default=200_000)
+    parser.add_argument("--measurements", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
@@ -87,6 +90,7 @@ def main() -> None:
     count = args.measurements
 
     engine_s = cpu(lambda: run_engine(catalog, work, now), args.repeat)
+    collecting_s = cpu(lambda: run_engine(catalog, work, now, pause_gc=False), args.repeat)
     metering_s = cpu(lambda: run_metering(catalog, work, now), args.repeat)
 
     gc.collect()
@@ -102,6 +106,7 @@ def main() -> None:
     print(f"{count:,} measurements, {args.accounts:,} accounts, envelopes of 100, ")
     print(f"batches of {BATCH_MESSAGES} messages, best of {args.repeat} (CPU time)")
     print(f"  engine.process     {engine_s / count * 1e6:6.2f} µs/measurement")
+    print(f"    gc not paused    {collecting_s / count * 1e6:6.2f} µs/measurement")
     print(f"  Metering.process   {metering_s / count * 1e6:6.2f} µs/measurement (today)")
     print(f"  engine state       {state_bytes / hours:8,.0f} bytes/account-hour (tracemalloc, "
           f"{hours:,} account-hours)")  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from sys import intern
 
 from streams.schemas.catalog import AggregationFunction, Catalog
 from streams.schemas.measurement import ValidMeasurement
@@ -87,7 +88,8 @@ def accumulate(targets: tuple[Target, ...], cells: Cells, measurement: ValidMeas
             text = strings.get(target.field)
             if text is None:
                 continue
-            distinct = distinct_key(text) if target.distinct else ""
+            # one object for a value however many windows hold it
+            distinct = intern(distinct_key(text)) if target.distinct else ""
             for key, kind in target.cells:
                 cell = cells.get(key)
                 if kind == UNIQUE:

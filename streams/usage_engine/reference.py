@@ -22,6 +22,7 @@ import gc
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from sys import intern
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -457,7 +458,7 @@ class _Batch:
         verdict = self.rules.validate(raw, self.now_ms, engine.horizon)
         if isinstance(verdict, Rejection):
             return verdict
-        account, ts = verdict.account, verdict.ts
+        account, ts = intern(verdict.account), verdict.ts  # one object in every key
         partition = partition_for(account, engine.partitions)
         if partition != message.source.partition:
             self.forwards.setdefault(partition, []).append((account, raw))
