@@ -1,0 +1,118 @@
+"""The usage engine in process, no Kafka: µs per measurement of `process` and bytes of state.
+
+The worker benchmark's workload (`bench_worker.measurements`: the example catalog, 90 %
+`api` measurements with SUM, UNIQUE, MEAN and COUNT aggregations and a derived field, 10 %
+`storage` with MAX, LATEST and MIN; 10,000 accounts taking turns, ts over yesterday),
+in envelopes of 100 per partition, processed in batches of 500 messages (the usage
+agent's default) by:
+
+- `ReferenceEngine.process` (deltas encoded, state merged), with the garbage collector
+  paused during a batch (the default) and not, and
+- today's `Metering.process` with an in-memory dict as the usage table, for the ratio.
+
+Times are CPU time (process_time) of the whole run divided by the measurements, best of
+`--repeat`. State: tracemalloc's traced bytes after a run (a separate one: tracing is
+slow) divided by the account-hours that have usage; beside it what today's records take as
+bytes (`UsageRecord.to_bytes`), the size of the same state on the wire.
+
+    .venv/bin/python -m bench.bench_engine [--measurements 1000000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+from typing import Any
+
+from bench.bench_worker import messages
+from bench.common import PARTITIONS, example_catalog, now_ms
+from streams.metering import Message, Metering, Source
+from streams.schemas.catalog import Catalog
+from streams.usage_engine import ReferenceEngine
+
+BATCH_MESSAGES = 500
+
+
+def batches(count: int, accounts: int) -> list[list[Message]]:
+    envelopes = messages(count, accounts, 100, PARTITIONS, "bench")
+    items = [
+        Message(e.key, e.value, Source("measurements", e.partition, offset))
+        for offset, e in enumerate(envelopes)
+    ]
+    return [items[i : i + BATCH_MESSAGES] for i in range(0, len(items), BATCH_MESSAGES)]
+
+
+def run_engine(
+    catalog: Catalog, work: list[list[Message]], now: int, pause_gc: bool = True
+) -> ReferenceEngine:
+    engine = ReferenceEngine(PARTITIONS, catalog, pause_gc=pause_gc)
+    for batch in work:
+        engine.process(batch, now)
+    return engine
+
+
+def run_metering(catalog: Catalog, work: list[list[Message]], now: int) -> dict[str, bytes]:
+    metering, store = Metering(), {}
+    for batch in work:
+        store.update(metering.process(batch, catalog, now, store.get).writes)
+    return store
+
+
+def cpu(body: Any, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        started = time.process_time()
+        body()
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def account_hours(engine: ReferenceEngine) -> int:
+    return sum(
+        len({start // 3_600_000 for start in usage.starts})
+        for state in engine._states.values()
+        for usage in state.accounts.values()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--measurements", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    catalog = Catalog.from_documents(example_catalog())
+    work = batches(args.measurements, args.accounts)
+    now = now_ms()
+    count = args.measurements
+
+    engine_s = cpu(lambda: run_engine(catalog, work, now), args.repeat)
+    collecting_s = cpu(lambda: run_engine(catalog, work, now, pause_gc=False), args.repeat)
+    metering_s = cpu(lambda: run_metering(catalog, work, now), args.repeat)
+
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    engine = run_engine(catalog, work, now)
+    gc.collect()
+    state_bytes = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    hours = account_hours(engine)
+    store = run_metering(catalog, work, now)
+
+    print(f"{count:,} measurements, {args.accounts:,} accounts, envelopes of 100, ")
+    print(f"batches of {BATCH_MESSAGES} messages, best of {args.repeat} (CPU time)")
+    print(f"  engine.process     {engine_s / count * 1e6:6.2f} µs/measurement")
+    print(f"    gc not paused    {collecting_s / count * 1e6:6.2f} µs/measurement")
+    print(f"  Metering.process   {metering_s / count * 1e6:6.2f} µs/measurement (today)")
+    print(f"  engine state       {state_bytes / hours:8,.0f} bytes/account-hour (tracemalloc, "
+          f"{hours:,} account-hours)")  # fmt: skip
+    record_bytes = sum(len(value) for value in store.values()) / max(len(store), 1)
+    print(f"  today's records    {record_bytes:8,.0f} bytes/account-hour (serialized)")
+
+
+if __name__ == "__main__":
+    main()

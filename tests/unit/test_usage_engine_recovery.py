@@ -1,0 +1,201 @@
+"""Recovery, as a property: after any sequence of batches, snapshot rounds (complete,
+compacted or cut short), expiries and redelivered deltas, an engine rebuilt from the
+snapshot topic and the delta topic, and a standby that followed both with a lag, answer
+every query like the original, and go on exactly like it."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.metering import Message, Source
+from streams.schemas.measurement import DAY_MS, HOUR_MS
+from streams.schemas.numbers import encode_json
+from streams.usage_engine import Limits, ReferenceEngine
+from tests.unit.usage_engine_factories import (
+    AGGREGATIONS,
+    CATALOG,
+    NOW,
+    PARTITIONS,
+    TOPIC,
+    Log,
+    home,
+    iso,
+)
+
+ACCOUNTS = ["acme", "a|b", "é€😀", ".", "globex", "stark", "initech"]
+BY_PARTITION = {p: [a for a in ACCOUNTS if home(a) == p] for p in range(PARTITIONS)}
+LIMITS = Limits(max_uids_per_slot=4, max_delta_bytes=1500, max_segment_bytes=560)
+RETENTION_DAYS = 3
+WIDE = (NOW - 2000 * DAY_MS, NOW + 2000 * DAY_MS)
+
+
+def new_engine() -> ReferenceEngine:
+    return ReferenceEngine(PARTITIONS, CATALOG, retention_days=RETENTION_DAYS, limits=LIMITS)
+
+
+calls = st.one_of(
+    st.integers(-5, 50),
+    st.sampled_from([Decimal("0.5"), Decimal("1E-20"), 10**29, Decimal("2.50"), "bad"]),
+)
+measurement_specs = st.tuples(
+    st.sampled_from([f"u{i}" for i in range(10)]),  # uid
+    st.integers(0, 10),  # which of the partition's accounts
+    st.integers(-2, 0).map(lambda hours: hours * HOUR_MS + 1),  # ts before now
+    calls,
+    st.none() | st.sampled_from(["ann", "bob", "é" * 80]),  # user
+)
+batch_specs = st.lists(
+    st.tuples(st.integers(0, PARTITIONS - 1), st.lists(measurement_specs, min_size=1, max_size=8)),
+    min_size=1,
+    max_size=4,
+)
+days = st.sampled_from([0, 0, 0, 1, 3, 37])  # past the retention, past the dedup horizon
+batches = st.tuples(st.just("batch"), days, batch_specs)
+operations = st.lists(
+    st.one_of(
+        batches,
+        batches,
+        batches,
+        st.tuples(
+            st.just("snapshot"),
+            st.sets(st.integers(0, PARTITIONS - 1), min_size=1),
+            st.sampled_from(["compacted", "not compacted yet", "cut"]),
+            st.integers(0, 5),
+        ),
+        st.tuples(st.just("expire")),
+        st.tuples(st.just("expire")),
+        st.tuples(st.just("redeliver"), st.integers(1, 3)),
+        st.tuples(st.just("standby"), st.integers(0, 6), st.integers(0, 6)),
+    ),
+    min_size=8,
+    max_size=24,
+)
+
+
+def messages(spec: Any, now: int, offset: int) -> list[Message]:
+    out = []
+    for number, (partition, items) in enumerate(spec):
+        accounts = BY_PARTITION[partition]
+        documents = []
+        for uid, which, before, amount, user in items:
+            document: dict[str, Any] = {
+                "uid": uid,
+                "meter": "api",
+                "account": accounts[which % len(accounts)],
+                "ts": iso(now + before),
+                "measure": {"calls": amount},
+            }
+            if user is not None:
+                document["who"] = {"user": user}
+            documents.append(document)
+        value = encode_json({"measurements": documents})
+        out.append(Message(b"k", value, Source(TOPIC, partition, offset + number)))
+    return out
+
+
+class Standby:
+    """A replica that reads the delta topic and the snapshot topic as they are written,
+    each at its own pace."""
+
+    def __init__(self) -> None:
+        self.engine = new_engine()
+        self.deltas: list[bytes] = []
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def catch_up(self, deltas: int | None = None, records: int | None = None) -> None:
+        for value in self.deltas[:deltas]:
+            self.engine.apply(value)
+        for key, value in self.records[:records]:
+            self.engine.restore(key, value)
+        self.deltas = [] if deltas is None else self.deltas[deltas:]
+        self.records = [] if records is None else self.records[records:]
+
+
+def answers(engine: ReferenceEngine) -> Any:
+    codes = list(AGGREGATIONS)
+    return (
+        {
+            (account, bucket): engine.query(account, codes, *WIDE, bucket)
+            for account in ACCOUNTS
+            for bucket in (None, HOUR_MS, DAY_MS)
+        },
+        {account: engine.period_values(account, AGGREGATIONS, *WIDE) for account in ACCOUNTS},
+        engine.accounts(range(PARTITIONS), *WIDE),
+        [engine.next_seq(partition) for partition in range(PARTITIONS)],
+    )
+
+
+def outcome(engine: ReferenceEngine, batch: list[Message], now: int) -> Any:
+    processed = engine.process(batch, now)
+    return (
+        [(d.partition, d.seq, d.chunk, d.chunks, d.key, d.value) for d in processed.deltas],
+        [r.to_bytes() for r in processed.rejected],
+        processed.forwards,
+        processed.stats,
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations, batch_specs, st.booleans(), st.randoms(use_true_random=False))
+def test_a_recovered_engine_and_a_standby_answer_and_continue_like_the_original(
+    steps: list[Any], last: Any, compacted: bool, shuffle: random.Random
+) -> None:
+    original, standby, log = new_engine(), Standby(), Log()
+    now, offset = NOW, 0
+
+    def produced(deltas: list[Any]) -> None:
+        log.write(deltas)
+        standby.deltas.extend(delta.value for delta in deltas)
+
+    for step in steps:
+        if step[0] == "batch":
+            now += step[1] * DAY_MS
+            batch = messages(step[2], now, offset)
+            offset += len(batch)
+            produced(original.process(batch, now).deltas)
+        elif step[0] == "snapshot":
+            _, partitions, fate, cut = step
+            for partition in sorted(partitions):
+                round_ = original.snapshot(partition)
+                if fate == "cut":  # the worker died while writing it
+                    written = [(r.key, r.value) for r in round_.records[:cut]]
+                else:
+                    written = [(r.key, r.value) for r in round_.records]
+                    written.append((round_.marker.key, round_.marker.value))
+                log.snapshots.extend(written)
+                standby.records.extend(written)
+                if fate != "cut":
+                    original.confirm_snapshot(round_)
+                    if fate == "compacted":
+                        log.tombstone(round_.obsolete)
+        elif step[0] == "expire":
+            produced(original.expire())
+        elif step[0] == "redeliver":  # a producer retry: the same messages again
+            again = log.deltas[-step[1] :]
+            log.deltas.extend(again)
+            standby.deltas.extend(value for _, value in again)
+        else:
+            standby.catch_up(step[1], step[2])
+    standby.catch_up()
+
+    recovered = new_engine()
+    records = log.compacted() if compacted else list(log.snapshots)
+    if compacted:
+        shuffle.shuffle(records)  # a compacted topic keeps no order between keys
+    for key, value in records:
+        recovered.restore(key, value)
+    for _, value in log.deltas:
+        recovered.apply(value)
+
+    expected = answers(original)
+    assert answers(recovered) == expected
+    assert answers(standby.engine) == expected
+    batch = messages(last, now, offset)
+    going_on = outcome(original, batch, now)
+    assert outcome(recovered, batch, now) == going_on
+    assert outcome(standby.engine, batch, now) == going_on
