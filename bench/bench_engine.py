@@ -28,9 +28,10 @@ from typing import Any
 
 from bench.bench_worker import messages
 from bench.common import PARTITIONS, example_catalog, now_ms
-from streams.metering import Message, Metering, Source
 from streams.schemas.catalog import Catalog
-from streams.usage_engine import ReferenceEngine
+from streams.sources import Source
+from streams.usage.engine import ReferenceEngine
+from streams.usage.metering import Message, Metering
 
 BATCH_MESSAGES = 500
 
@@ -54,7 +55,7 @@ def run_engine(
 
 
 def run_metering(catalog: Catalog, work: list[list[Message]], now: int) -> dict[str, bytes]:
-    metering, store = Metering(), {}
+    metering, store = Metering(), dict[str, bytes]()
     for batch in work:
         store.update(metering.process(batch, catalog, now, store.get).writes)
     return store

@@ -12,15 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import streams.usage_engine.reference as reference_module
-from streams.metering import Message, Source
+import streams.usage.engine.reference as reference_module
+from streams.clock import DAY_MS, HOUR_MS
 from streams.schemas.catalog import Catalog
-from streams.schemas.measurement import DAY_MS, HOUR_MS
-from streams.usage import distinct_key
-from streams.usage_engine import Limits, LockedPeriod, ReferenceEngine
-from streams.usage_engine.reference import SEGMENT_ENVELOPE
-from streams.usage_engine.state import ALWAYS_EXACT
-from streams.usage_engine.wire import WireError, decode_delta, json_key, segment_value
+from streams.sources import Source
+from streams.usage.engine import Limits, LockedPeriod, ReferenceEngine
+from streams.usage.engine.fold import accumulate
+from streams.usage.engine.reference import SEGMENT_ENVELOPE
+from streams.usage.engine.state import ALWAYS_EXACT
+from streams.usage.engine.wire import WireError, decode_delta, json_key, segment_value
+from streams.usage.metering import Message
+from streams.usage.state import distinct_key
 from tests.unit.usage_engine_factories import (
     AGGREGATIONS,
     CATALOG,
@@ -180,7 +182,7 @@ def test_an_account_hour_too_big_for_a_delta_message_dead_letters_only_its_measu
     big = [m(f"u{i}", user=f"user-{i}") for i in range(40)]
     outcome = usage.process([message(0, *big, m("other", 7, ts=T0 + HOUR_MS))], NOW)
     assert outcome.stats.accepted == 1 and total(usage) == 7
-    assert sorted(r.index for r in outcome.rejected) == list(range(40))
+    assert sorted(r.index or 0 for r in outcome.rejected) == list(range(40))
     assert all("bytes of a delta message" in r.reason for r in outcome.rejected)
     # their uids were not remembered: a smaller batch of them is counted
     assert usage.process([message(1, m("u0", 5))], NOW).stats.accepted == 1
@@ -194,7 +196,7 @@ def test_an_account_hour_that_would_outgrow_a_snapshot_record_dead_letters_its_b
         NOW,
     )
     assert outcome.stats.accepted == 1
-    assert sorted(r.index for r in outcome.rejected) == list(range(40))
+    assert sorted(r.index or 0 for r in outcome.rejected) == list(range(40))
     assert all("would grow to" in r.reason and "acme" in r.reason for r in outcome.rejected)
     assert total(usage) == 1 and total(usage, "initech") == 7
     assert usage.process([message(3, m("u0", 5))], NOW).stats.accepted == 1
@@ -204,7 +206,7 @@ def test_an_account_hour_that_would_outgrow_a_snapshot_record_dead_letters_its_b
 def test_an_unexpected_error_costs_one_measurement_not_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = reference_module.accumulate
+    real = accumulate  # what the reference engine calls per measurement
 
     def fragile(targets: Any, cells: Any, measurement: Any) -> None:
         if measurement.uid == "poison":
@@ -283,9 +285,9 @@ def test_a_query_merges_windows_per_bucket_and_counts_measurements() -> None:
     )
     by_hour = usage.query("acme", ["calls_sum"], T0, T0 + 2 * DAY_MS, HOUR_MS)
     assert {key: (s.sum, s.count) for key, s in by_hour.items()} == {
-        ("calls_sum", T0): (1, 1),
-        ("calls_sum", T0 + HOUR_MS): (2, 1),
-        ("calls_sum", T0 + DAY_MS): (4, 1),
+        ("calls_sum", T0): (Decimal(1), 1),
+        ("calls_sum", T0 + HOUR_MS): (Decimal(2), 1),
+        ("calls_sum", T0 + DAY_MS): (Decimal(4), 1),
     }
     by_day = usage.query("acme", ["calls_sum", "unknown"], T0, T0 + 2 * DAY_MS, DAY_MS)
     assert {key: s.sum for key, s in by_day.items()} == {
@@ -360,7 +362,7 @@ def test_deltas_are_chunked_under_the_bound_with_each_accounts_usage_and_uids_to
     assert outcome.stats.accepted == 16
     assert len(outcome.deltas) > 1 and {d.seq for d in outcome.deltas} == {1}
     assert [d.chunk for d in outcome.deltas] == list(range(len(outcome.deltas)))
-    seen = []
+    seen: list[str] = []
     for delta in outcome.deltas:
         assert len(delta.value) <= 2_000
         assert delta.chunks == len(outcome.deltas)

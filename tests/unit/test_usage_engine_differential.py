@@ -12,13 +12,14 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import streams.metering as metering_module
-from streams.metering import Message, Metering, Source
-from streams.schemas.measurement import DAY_MS, HOUR_MS
+import streams.usage.metering as metering_module
+from streams.clock import DAY_MS, HOUR_MS
 from streams.schemas.numbers import encode_json
-from streams.usage import UsageState, value
-from streams.usage_engine import Limits, LockedPeriod, ReferenceEngine
-from streams.usage_store import merged_states, period_values
+from streams.sources import Source
+from streams.usage.engine import Limits, LockedPeriod, ReferenceEngine
+from streams.usage.metering import Message, Metering
+from streams.usage.state import UsageState, value
+from streams.usage.store import merged_states, period_values
 from tests.unit.usage_engine_factories import (
     AGGREGATIONS,
     CATALOG,
@@ -142,7 +143,8 @@ def scenarios(draw: st.DrawFn) -> Any:
     for _ in range(draw(st.integers(1, 4))):
         batch = draw(batches(offset))
         offset += len(batch)
-        if runs and draw(st.booleans()):  # a redelivery of an earlier message
+        redeliver: bool = draw(st.booleans())
+        if runs and redeliver:  # a redelivery of an earlier message
             batch.append(draw(st.sampled_from([m for earlier, _ in runs for m in earlier])))
         runs.append((batch, NOW + draw(st.integers(0, 2 * HOUR_MS))))
     return bounds, locks, runs
@@ -173,7 +175,7 @@ def test_the_engine_meters_and_answers_like_todays_pipeline(scenario: Any) -> No
         reason = locked(account, start)
         assert reason is not None
         engine.set_locked(account, [LockedPeriod(start, end, reason)])
-    metering, store = Metering(), {}
+    metering, store = Metering(), dict[str, bytes]()
     with mock.patch.object(metering_module, "MAX_UIDS_PER_RECORD", UID_LIMIT):
         for batch, now in runs:
             today = metering.process(

@@ -12,10 +12,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.metering import Message, Source
-from streams.schemas.measurement import DAY_MS, HOUR_MS
+from streams.clock import DAY_MS, HOUR_MS
 from streams.schemas.numbers import encode_json
-from streams.usage_engine import Limits, ReferenceEngine
+from streams.sources import Source
+from streams.usage.engine import Limits, ReferenceEngine
+from streams.usage.metering import Message
 from tests.unit.usage_engine_factories import (
     AGGREGATIONS,
     CATALOG,
@@ -110,8 +111,8 @@ class Standby:
     def catch_up(self, deltas: int | None = None, records: int | None = None) -> None:
         for value in self.deltas[:deltas]:
             self.engine.apply(value)
-        for key, value in self.records[:records]:
-            self.engine.restore(key, value)
+        for key, record in self.records[:records]:
+            self.engine.restore(key, record)
         self.deltas = [] if deltas is None else self.deltas[deltas:]
         self.records = [] if records is None else self.records[records:]
 

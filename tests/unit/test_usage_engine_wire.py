@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.usage import canonical, from_document, merge, to_document
-from streams.usage_engine import wire
-from streams.usage_engine.state import Cell, cell_state, copy_cell, merge_cells
-from streams.usage_store import uid_key
+from streams.usage.engine import wire
+from streams.usage.engine.state import Cell, cell_state, copy_cell, merge_cells
+from streams.usage.state import canonical, from_document, merge, to_document
+from streams.usage.store import uid_key
 
 SPECIAL = [
     Decimal("0"),

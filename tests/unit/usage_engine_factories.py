@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.metering import Message, Source
+from streams.clock import HOUR_MS
 from streams.partitioning import partition_for
 from streams.schemas.catalog import AggregationFunction, Catalog
-from streams.schemas.measurement import HOUR_MS
 from streams.schemas.numbers import encode_json
-from streams.usage_engine import Delta, ReferenceEngine, SnapshotRound
+from streams.sources import Source
+from streams.usage.engine import Delta, ReferenceEngine, SnapshotRound
+from streams.usage.metering import Message
 
 PARTITIONS = 3
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % (24 * HOUR_MS)  # a UTC midnight

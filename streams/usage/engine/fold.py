@@ -14,10 +14,10 @@ from decimal import Decimal
 from sys import intern
 
 from streams.schemas.catalog import AggregationFunction, Catalog
-from streams.schemas.measurement import ValidMeasurement
 from streams.schemas.numbers import EXACT
-from streams.usage import distinct_key
-from streams.usage_engine.state import UNSEGMENTED, Cell, CellKey, Cells
+from streams.usage.engine.state import UNSEGMENTED, Cell, CellKey, Cells
+from streams.usage.state import distinct_key
+from streams.usage.validate import ValidMeasurement
 
 # What a cell keeps: SUM and MEAN count and sum, MIN count and min, MAX count and max,
 # LATEST count and (ts, value), COUNT the count, UNIQUE count and the distinct values.

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from streams.schemas.measurement import HOUR_MS
+from streams.clock import HOUR_MS
 from streams.schemas.numbers import EXACT
-from streams.usage import UsageState, canonical
+from streams.usage.state import UsageState, canonical
 
 UNSEGMENTED = ""  # the segment of every aggregation until segmented aggregations exist
 CellKey = tuple[str, str]  # (aggregation code, segment)

@@ -75,7 +75,7 @@ not fit a delta message, or grow its segment past `max_segment_bytes`, dead-lett
 that piece's measurements.
 """
 
-from streams.usage_engine.contract import (
+from streams.usage.engine.contract import (
     MAX_DELTA_BYTES,
     Applied,
     Delta,
@@ -88,7 +88,7 @@ from streams.usage_engine.contract import (
     Stats,
     UsageEngine,
 )
-from streams.usage_engine.reference import ReferenceEngine
+from streams.usage.engine.reference import ReferenceEngine
 
 __all__ = [
     "MAX_DELTA_BYTES",

@@ -1,10 +1,10 @@
 """The usage engine's contract: what the usage agent, the query page and the bill run call.
 
-No faust and no Kafka in here: messages come in as `streams.metering.Message`, durable
+No faust and no Kafka in here: messages come in as `streams.usage.metering.Message`, durable
 changes go out as bytes (`Delta`, `SnapshotRecord`) for the caller to produce, and every
 fact the engine needs from elsewhere (catalog, billing boundaries, locked periods) is
 pushed in with a setter instead of read through a callback, so a native implementation
-never calls back into Python. The wire formats are in `streams.usage_engine.wire`.
+never calls back into Python. The wire formats are in `streams.usage.engine.wire`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple, Protocol
 
-from streams.metering import Message, Rejected
 from streams.schemas.catalog import AggregationFunction, Catalog
-from streams.usage import UsageState
-from streams.usage_store import MAX_RECORD_BYTES, MAX_UIDS_PER_RECORD
+from streams.usage.metering import Message, Rejected
+from streams.usage.state import UsageState
+from streams.usage.store import MAX_RECORD_BYTES, MAX_UIDS_PER_RECORD
 
 # One delta message: under the broker's default max.message.bytes (1 MiB), less room for
 # the key, headers and the record batch.

@@ -35,7 +35,7 @@ with no accounts and an `expire` member.
 
 Snapshot topic (compacted), on the account's partition:
 
-    key `<account>|<slot>` (`streams.usage_store.record_key`, today's usage table key)
+    key `<account>|<slot>` (`streams.usage.store.record_key`, today's usage table key)
     {"account": a, "kind": "segment", "partition": p, "seq": S, "slot": h,
      "u": "<base64>", "w": {...}, "v": 1}         # the whole account-hour at seq S
     a tombstone (null value) for a segment that became empty
@@ -59,9 +59,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from streams.tables import split_key
-from streams.usage import canonical
-from streams.usage_engine.state import Cell, Cells, WindowCells
-from streams.usage_store import UID_SEPARATOR, record_key
+from streams.usage.engine.state import Cell, Cells, WindowCells
+from streams.usage.state import canonical
+from streams.usage.store import UID_SEPARATOR, record_key
 
 VERSION = 1
 SORTED = orjson.OPT_SORT_KEYS
@@ -81,7 +81,7 @@ class WireError(ValueError):
 
 def uid_hash(meter: str, uid: str) -> int:
     """The 64-bit de-duplication hash of (meter, uid): the same 8 bytes as
-    `streams.usage_store.uid_key`, as an int (36 bytes in memory instead of 60)."""
+    `streams.usage.store.uid_key`, as an int (36 bytes in memory instead of 60)."""
     digest = hashlib.blake2b(meter.encode() + UID_SEPARATOR + uid.encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big")
 

@@ -27,23 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streams.metering import Message, Rejected, Windows, measurements_of
+from streams.clock import DAY_MS, HOUR_MS
 from streams.partitioning import partition_for
 from streams.schemas.catalog import AggregationFunction, Catalog
-from streams.schemas.measurement import (
-    DAY_MS,
-    DEFAULT_HORIZON,
-    HOUR_MS,
-    CatalogRules,
-    Horizon,
-    Rejection,
-    ValidMeasurement,
-    rules_for,
-)
 from streams.schemas.numbers import encode_json
-from streams.usage import UsageState, value
-from streams.usage_engine import wire
-from streams.usage_engine.contract import (
+from streams.usage.engine import wire
+from streams.usage.engine.contract import (
     Applied,
     Delta,
     Forward,
@@ -55,8 +44,8 @@ from streams.usage_engine.contract import (
     Stats,
     UsageEngine,
 )
-from streams.usage_engine.fold import Plan, accumulate, compile_plan
-from streams.usage_engine.state import (
+from streams.usage.engine.fold import Plan, accumulate, compile_plan
+from streams.usage.engine.state import (
     ALWAYS_EXACT,
     UNKNOWN,
     UNSEGMENTED,
@@ -67,6 +56,16 @@ from streams.usage_engine.state import (
     cell_state,
     copy_cell,
     merge_cells,
+)
+from streams.usage.metering import Message, Rejected, Windows, measurements_of
+from streams.usage.state import UsageState, value
+from streams.usage.validate import (
+    DEFAULT_HORIZON,
+    CatalogRules,
+    Horizon,
+    Rejection,
+    ValidMeasurement,
+    rules_for,
 )
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ class _Piece:
 
 
 class ReferenceEngine:
-    """`streams.usage_engine.contract.UsageEngine` in Python (see the package docstring).
+    """`streams.usage.engine.contract.UsageEngine` in Python (see the package docstring).
 
     `pause_gc`: the cyclic garbage collector is paused while a batch is processed (and
     left as it was found). The engine makes no reference cycles, so nothing is lost,
