@@ -14,6 +14,7 @@ from streams.schemas.catalog import AggregationFunction, Catalog
 from streams.schemas.numbers import encode_json
 from streams.sources import Source
 from streams.usage.engine import Delta, ReferenceEngine, SnapshotRound
+from streams.usage.engine.wire import is_delta_key
 from streams.usage.metering import Message
 
 PARTITIONS = 3
@@ -104,33 +105,43 @@ def engine(**kwargs: Any) -> ReferenceEngine:
 
 @dataclass
 class Log:
-    """The delta topic (append-only, tombstones remove) and the snapshot topic (every
-    write in order), as a worker would leave them."""
+    """The usage log (deltas, segments, markers and tombstones in the order a worker
+    wrote them), and what Kafka's compaction may leave of it."""
 
-    deltas: list[tuple[bytes, bytes]] = field(default_factory=list)
-    snapshots: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    records: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+
+    @property
+    def deltas(self) -> list[tuple[bytes, bytes]]:
+        """The delta messages a reader would still find (not tombstoned)."""
+        return [(k, v) for k, v in self.compacted() if v is not None and is_delta_key(k)]
 
     def write(self, deltas: Iterable[Delta]) -> None:
-        self.deltas.extend((delta.key, delta.value) for delta in deltas)
+        self.records.extend((delta.key, delta.value) for delta in deltas)
 
     def write_round(self, round_: SnapshotRound) -> None:
-        self.snapshots.extend((record.key, record.value) for record in round_.records)
-        self.snapshots.append((round_.marker.key, round_.marker.value))
+        self.records.extend((record.key, record.value) for record in round_.records)
+        self.records.append((round_.marker.key, round_.marker.value))
 
     def tombstone(self, keys: Iterable[bytes]) -> None:
-        gone = set(keys)
-        self.deltas = [(key, value) for key, value in self.deltas if key not in gone]
+        self.records.extend((key, None) for key in keys)
 
-    def compacted(self) -> list[tuple[bytes, bytes | None]]:
-        latest: dict[bytes, bytes | None] = {}
-        for key, value in self.snapshots:
-            latest.pop(key, None)
-            latest[key] = value
-        return [(key, value) for key, value in latest.items() if value is not None]
+    def compacted(
+        self, head: int | None = None, drop_tombstones: bool = True
+    ) -> list[tuple[bytes, bytes | None]]:
+        """The log after compaction of its first `head` records (all by default): a record
+        is gone when a later one has its key; a tombstone, once old enough, goes too.
+        Kafka never compacts the active segment, nor moves a record."""
+        head = len(self.records) if head is None else head
+        last = {key: at for at, (key, _) in enumerate(self.records)}
+        return [
+            (key, value)
+            for at, (key, value) in enumerate(self.records)
+            if at >= head or (last[key] == at and (value is not None or not drop_tombstones))
+        ]
 
-    def recover(self, into: ReferenceEngine, compacted: bool = True) -> ReferenceEngine:
-        for key, value in self.compacted() if compacted else self.snapshots:
-            into.restore(key, value)
-        for _, value in self.deltas:
-            into.apply(value)
+    def recover(
+        self, into: ReferenceEngine, compacted: bool = True, head: int | None = None
+    ) -> ReferenceEngine:
+        for key, value in self.compacted(head) if compacted else self.records:
+            into.recover(key, value)
         return into

@@ -168,8 +168,12 @@ class UsageEngine(Protocol):
 
     # --- recovery and standbys -------------------------------------------------------
 
+    def recover(self, key: bytes, value: bytes | None) -> None:
+        """One record of the usage log (deltas, segments, markers and their tombstones
+        share it), in the log's order: recovery and standbys read the log with this."""
+
     def restore(self, key: bytes, value: bytes | None) -> None:
-        """Load one record of the snapshot topic (any order; a tombstone deletes)."""
+        """Load one segment or marker record (a tombstone deletes the segment)."""
 
     def apply(self, value: bytes) -> Applied:
         """Apply one delta message (in the order of its partition); a replay is a no-op."""

@@ -248,7 +248,7 @@ class ReferenceEngine:
             key = wire.delta_key(partition, seq, 0)
             state.seq = seq
             state.applied(seq, 0, 1)
-            state.seen[key] = None
+            state.seen[key] = True
             out.append(Delta(partition, seq, 0, 1, key, delta))
         return out
 
@@ -284,6 +284,16 @@ class ReferenceEngine:
             state.seen.pop(key, None)
         state.raise_floor(round_.seq)
 
+    def recover(self, key: bytes, value: bytes | None) -> None:
+        if not wire.is_delta_key(key):
+            self.restore(key, value)
+        elif value is not None:
+            self.apply(value)
+        else:  # a delta tombstoned after a snapshot round: nothing left to tombstone
+            state = self._states.get(wire.delta_partition(key))
+            if state is not None:
+                state.seen.pop(key, None)
+
     def restore(self, key: bytes, value: bytes | None) -> None:
         record = wire.decode_snapshot(key, value)
         if record is None:
@@ -312,9 +322,10 @@ class ReferenceEngine:
                 f"not {record.partition}",
             )
         state.seq = max(state.seq, record.seq)
-        if record.seq <= state.complete:
-            return  # this replica applied the deltas the segment holds: it is no newer
+        if record.seq < state.complete:
+            return  # this replica applied deltas after the segment's: it is older
         state.replace(record.account, record.slot, record.windows, record.uids)
+        state.dirty.discard(segment)  # the log holds it as it is now
         state.set_size(record.account, record.slot, len(value or b""))
         if record.seq > state.floor:
             state.pending[segment] = record.seq
@@ -323,9 +334,11 @@ class ReferenceEngine:
         message = wire.decode_delta(value)
         state = self._state(message.partition)
         state.seq = max(state.seq, message.seq)
-        state.seen[message.key] = None
-        position = (message.seq, message.chunk)
-        if message.seq <= state.floor or position <= state.last:
+        # A replay is recognised by its key, not its position: a producer's retry can
+        # write a chunk again after a later one, and compaction then keeps only the
+        # later copy, so a reader may meet a seq's chunks out of order.
+        if message.seq <= state.floor or state.seen.get(message.key):
+            state.seen.setdefault(message.key, False)
             return Applied(message.partition, message.seq, message.chunk, False)
         pieces = []
         for account, slots in message.accounts.items():
@@ -343,6 +356,7 @@ class ReferenceEngine:
                 pieces.append((account, slot, windows, hashes, _growth(windows, encoded)))
         # Decoded in full before anything changes: a message that cannot be read
         # leaves the state as it was.
+        state.seen[message.key] = True
         state.applied(message.seq, message.chunk, message.chunks)
         for account, slot, windows, hashes, growth in pieces:
             self._merge(state, account, slot, windows, hashes, growth)
@@ -598,7 +612,7 @@ class _Batch:
             key = wire.delta_key(partition, seq, chunk)
             delta = wire.delta_value(partition, seq, chunk, len(chunks), newest, entries)
             deltas.append(Delta(partition, seq, chunk, len(chunks), key, delta))
-            state.seen[key] = None
+            state.seen[key] = True
         for entry, piece, growth in items:
             # its uids were remembered while judging
             engine._merge(state, entry.account, entry.slot, piece.windows, [], growth)

@@ -125,7 +125,6 @@ class PartitionState:
     sizes     hour slot -> account -> an upper bound of the segment's bytes, UNKNOWN or
               ALWAYS_EXACT (see `ReferenceEngine._refusal`)
     seq       the highest seq known (produced, applied or seen): next_seq is seq + 1
-    last      (seq, chunk) of the last delta message applied: older ones are replays
     complete  every delta with seq <= complete was applied here in full (a seq whose
               later chunks never came, because a later seq followed, counts as complete);
               a snapshot segment no newer than that holds nothing new for this replica
@@ -134,7 +133,8 @@ class PartitionState:
               <= it is already inside that segment and skips it
     dirty     segments changed since the last snapshot round
     unconfirmed  segments of a snapshot round not confirmed yet (written again if it failed)
-    seen      keys of delta messages since the last snapshot round (to tombstone)
+    seen      keys of delta messages since the last snapshot round (to tombstone), True
+              for those applied here (or produced here): a delta met again is a replay
     newest    the newest measurement ts folded into this partition (retention's clock)
     expired   (uids_before, windows_before) hour slots of the last expiry applied
     """
@@ -143,13 +143,12 @@ class PartitionState:
     uids: dict[int, dict[str, Hashes]] = field(default_factory=dict)
     sizes: dict[int, dict[str, int | None]] = field(default_factory=dict)
     seq: int = 0
-    last: tuple[int, int] = (0, -1)
     complete: int = 0
     floor: int = 0
     pending: dict[SegmentKey, int] = field(default_factory=dict)
     dirty: set[SegmentKey] = field(default_factory=set)
     unconfirmed: set[SegmentKey] = field(default_factory=set)
-    seen: dict[bytes, None] = field(default_factory=dict)
+    seen: dict[bytes, bool] = field(default_factory=dict)
     newest: int = 0
     expired: tuple[int, int] = (0, 0)
 
@@ -243,7 +242,6 @@ class PartitionState:
 
     def applied(self, seq: int, chunk: int, chunks: int) -> None:
         """Delta message `chunk` of `chunks` of `seq` is applied (or was produced here)."""
-        self.last = (seq, chunk)
         self.complete = max(self.complete, seq if chunk == chunks - 1 else seq - 1)
 
     def skips(self, account: str, slot: int, seq: int) -> bool:

@@ -68,6 +68,7 @@ SORTED = orjson.OPT_SORT_KEYS
 # Bytes of a delta message around its accounts (the other members, at most 20 digits each).
 ENVELOPE_BYTES = 256
 MARKER_PREFIX = b"|partition|"
+DELTA_PREFIX = b"|delta|"
 
 
 class WireError(ValueError):
@@ -188,7 +189,20 @@ def sum_slack(windows: WindowCells, per_sum: int, wide: int) -> int | None:
 
 
 def delta_key(partition: int, seq: int, chunk: int) -> bytes:
-    return f"{partition}|{seq}|{chunk}".encode()
+    """`|delta|p|seq|chunk`: an account code never starts with `|` (it is escaped in
+    keys), so a delta's key never meets a segment's in the one log they share."""
+    return DELTA_PREFIX + f"{partition}|{seq}|{chunk}".encode()
+
+
+def is_delta_key(key: bytes) -> bool:
+    return key.startswith(DELTA_PREFIX)
+
+
+def delta_partition(key: bytes) -> int:
+    try:
+        return int(key[len(DELTA_PREFIX) :].split(b"|", 1)[0])
+    except ValueError:
+        raise WireError("delta key", f"{key!r} is not '|delta|<partition>|<seq>|<chunk>'") from None
 
 
 class Entry(NamedTuple):
