@@ -55,6 +55,10 @@ class LocksView(Protocol):
 
     def locked(self, account: str, ts_ms: int) -> str | None: ...
 
+    def locked_periods(self, account: str) -> list[tuple[int, int, str]]:
+        """(start, end, why a measurement in it is refused) of each locked period."""
+        ...
+
 
 @dataclass
 class WorkerContext:
@@ -67,6 +71,9 @@ class WorkerContext:
     usage: UsageView | None = None
     accounts: AccountsView | None = None
     locks: LocksView | None = None
+    # Accounts whose plans or locked periods changed (written here or read from a
+    # changelog) since the usage engine was last told: it is told before its next batch.
+    stale_facts: set[str] = field(default_factory=set)
 
 
 class MeterlineApp(faust.App):

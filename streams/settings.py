@@ -217,6 +217,14 @@ class Settings(BaseSettings):
     usage_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often usage retention runs."
     )
+    usage_snapshot_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How often the usage engine writes the account-hours changed since its last "
+            "snapshot, so the deltas before it can be tombstoned (bounds recovery time)."
+        ),
+    )
     bill_run_interval_s: float = Field(
         default=300.0, gt=0, description="How often bills are regenerated during the period."
     )

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 from urllib.parse import unquote
 
 import faust
-from faust.types import FutureMessage
+from faust.types import EventT, FutureMessage
 
 from streams.delivery import backoff
 from streams.partitioning import partition_for
@@ -71,14 +72,30 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         self._unconfirmed: list[FutureMessage] = []
         self._confirming = asyncio.Lock()
+        self._watchers: list[Callable[[str], None]] = []
 
     def partition_for_key(self, key: Any) -> int:
         return partition_for(account_of(key), self.partitions)
 
-    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
-        future: FutureMessage = super().send_changelog(*args, **kwargs)
+    def watch(self, changed: Callable[[str], None]) -> None:
+        """Call `changed(account)` whenever a key of `account` changes: written here, or
+        read from the changelog (recovery, standby)."""
+        self._watchers.append(changed)
+
+    def send_changelog(self, partition: Any, key: Any, *args: Any, **kwargs: Any) -> FutureMessage:
+        future: FutureMessage = super().send_changelog(partition, key, *args, **kwargs)
         self._unconfirmed.append(future)
+        for changed in self._watchers:
+            changed(account_of(key))
         return future
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        for changed in self._watchers:
+            for event in events:
+                if event.message.key is not None:
+                    changed(account_of(event.message.key))
 
     @property
     def unconfirmed(self) -> int:
@@ -124,14 +141,16 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the largest table value (a busy account-hour of usage)
 
 
-def account_table(app: faust.App, name: str, partitions: int, help: str) -> AccountTable:
+def account_table(
+    app: faust.App, name: str, partitions: int, help: str, kind: type[AccountTable] = AccountTable
+) -> AccountTable:
     """Declare an account-partitioned table; keys and values are bytes (raw on the wire).
 
     Keys must be bytes (`table_key(...).encode()`, `account_key(...)`). faust routes web
     requests (`table_route`) by the raw account code, which hashes exactly like the
     account on every other topic and so finds the partition its keys were written to.
     """
-    table = AccountTable(
+    table = kind(
         app,
         name=name,
         key_type=bytes,

@@ -31,6 +31,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         account_table(app, "accountplans", partitions, "Account Plan by <account>|<plan id>"),
     )
     context.accounts = state  # the usage and billing agents read accounts and plans
+    state.plans_table.watch(context.stale_facts.add)  # plans split usage windows
     app.on_rebalance_complete.connect(state.invalidate)
     rejected = faust_topic(app, context.topics, STRIPE_EVENTS_REJECTED)
     intake = StripeEventIntake(state, rejected, context.catalog, context.stats)

@@ -68,6 +68,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         account_table(app, "billindex", partitions, "Bill summaries of an account"),
     )
     context.locks = billing  # the usage agent refuses usage of locked periods
+    billing.index.watch(context.stale_facts.add)
     commands = faust_topic(app, context.topics, BILL_COMMANDS)
     bills_topic = faust_topic(app, context.topics, BILLS)
     rejected = faust_topic(app, context.topics, BILL_COMMANDS_REJECTED)

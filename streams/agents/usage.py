@@ -1,13 +1,19 @@
-"""Usage agent: `measurements` → per-account-hour usage records (`streams.usage`).
+"""Usage agent: `measurements` → the usage engine, made durable in the usage log.
 
-A thin loop: take a batch of messages, let the usage book judge and fold them (each
-touched record written once), dead-letter every rejection to `measurements.rejected`,
-wait until Kafka acknowledged both, then let `take_events` ack the batch. A timer
-applies retention; two pages serve usage to the HTTP edge.
+A thin loop per batch (`take_events`): the engine judges, de-duplicates and folds the
+batch and returns one delta per partition it changed (`streams.usage.engine`); the
+agent produces the deltas to the usage log (`streams.usage.log`), the rejections to
+`measurements.rejected` and measurements read on the wrong partition back to their
+account's partition, awaits Kafka's acknowledgement of all of it, and only then lets
+`take_events` ack the batch. Two timers write snapshot rounds (so the log can be
+compacted and recovery stays short) and apply retention. A lock keeps the log in the
+order recovery needs: nothing of a batch is written while a round is, and the reverse.
+Two pages serve usage to the HTTP edge.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -16,14 +22,16 @@ from faust.web import Request, Response, View
 
 from streams import pages
 from streams.agents.routing import on_owner
-from streams.clock import DAY_MS, HOUR_MS, now_ms
+from streams.clock import DAY_MS, now_ms
 from streams.context import MeterlineApp, WorkerContext
-from streams.delivery import deliver
+from streams.delivery import Record, deliver
 from streams.readiness import when_ready
 from streams.sources import source_of
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage.book import UsageBook
+from streams.usage.engine import Delta, Limits, ReferenceEngine, UsageEngine
+from streams.usage.log import UsageLogTable
 from streams.usage.metering import Message
 from streams.usage.validate import Horizon
 
@@ -34,22 +42,56 @@ def _account(ask: pages.UsageRequest) -> str:
     return ask.account
 
 
+def new_engine(context: WorkerContext) -> UsageEngine:
+    settings = context.settings
+    horizon = Horizon(
+        past_ms=settings.dedup_horizon_days * DAY_MS,
+        future_ms=settings.max_future_skew_s * 1000,
+    )
+    return ReferenceEngine(
+        settings.partitions,
+        horizon=horizon,
+        retention_days=settings.usage_retention_days,
+        limits=Limits(),
+    )
+
+
+def _records(deltas: list[Delta]) -> list[Record]:
+    return [(delta.key, delta.value, delta.partition) for delta in deltas]
+
+
 def register(app: MeterlineApp, context: WorkerContext) -> None:
     settings = context.settings
+    engine = new_engine(context)
     table = account_table(
-        app, "usage", settings.partitions, "usage and uids per account and hour of ts"
+        app,
+        "usage",
+        settings.partitions,
+        "the usage log: deltas, snapshot segments and markers of the usage engine",
+        kind=UsageLogTable,
     )
-    book = UsageBook(
-        table,
-        context,
-        Horizon(
-            past_ms=settings.dedup_horizon_days * DAY_MS,
-            future_ms=settings.max_future_skew_s * 1000,
-        ),
-    )
+    assert isinstance(table, UsageLogTable)
+    table.engine = engine  # before faust makes the table's storage
+    book = UsageBook(engine, context)
     context.usage = book  # bill runs read period values through it
     source = faust_topic(app, context.topics, MEASUREMENTS)
     rejected = faust_topic(app, context.topics, MEASUREMENTS_REJECTED)
+    usage_log = app.topic(
+        table.changelog_topic_name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=False,
+    )
+    # One writer of the usage log at a time: a snapshot round's segments must follow
+    # every delta they hold and precede every delta they do not.
+    writing = asyncio.Lock()
+
+    def owned() -> set[int]:
+        name = source.get_topic_name()
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
     @app.agent(source, name="usage", concurrency=1)
     async def fold_measurements(stream: Any) -> None:
@@ -61,34 +103,69 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 Message(event.message.key, event.message.value, source_of(event.message))
                 for event in events
             ]
-            # 1. records written  2. rejections sent  3. both acknowledged by Kafka
-            # (awaited here: faust's commit would not wait)  4. faust acks the batch
-            outcome = book.fold(messages, now_ms())
-            for rejection in outcome.rejected:
-                log.warning(
-                    "rejected measurement %s#%s account=%s %s: %s",
-                    rejection.source,
-                    rejection.index,
-                    rejection.account,
-                    rejection.field,
-                    rejection.reason,
+            async with writing:
+                processed = book.process(messages, now_ms())
+                for rejection in processed.rejected:
+                    log.warning(
+                        "rejected measurement %s#%s account=%s %s: %s",
+                        rejection.source,
+                        rejection.index,
+                        rejection.account,
+                        rejection.field,
+                        rejection.reason,
+                    )
+                # deltas, dead letters and forwards acknowledged by Kafka (awaited here:
+                # faust's commit would not wait), then take_events acks the batch
+                await asyncio.gather(
+                    deliver(usage_log, _records(processed.deltas)),
+                    deliver(
+                        rejected,
+                        [
+                            ((r.account or "").encode(), r.to_bytes(), None)
+                            for r in processed.rejected
+                        ],
+                    ),
+                    deliver(source, [(f.key, f.value, f.partition) for f in processed.forwards]),
                 )
-            await deliver(
-                rejected,
-                [((r.account or "").encode(), r.to_bytes(), None) for r in outcome.rejected],
+            stats = processed.stats
+            context.stats["measurements_accepted"] += stats.accepted
+            context.stats["measurements_duplicate"] += stats.duplicates
+            context.stats["measurements_rejected"] += stats.rejected
+            context.stats["measurements_forwarded"] += stats.forwarded
+
+    @app.timer(interval=settings.usage_snapshot_interval_s)
+    async def snapshot() -> None:
+        """Write the account-hours changed since the last round of each partition owned,
+        then tombstone the deltas they hold (see `SnapshotRound` for the order)."""
+        for partition in sorted(owned()):
+            async with writing:
+                round_ = engine.snapshot(partition)
+                if not round_.records and not round_.obsolete:
+                    continue
+                await deliver(usage_log, [(r.key, r.value, partition) for r in round_.records])
+                await deliver(usage_log, [(round_.marker.key, round_.marker.value, partition)])
+                engine.confirm_snapshot(round_)
+            await deliver(usage_log, [(key, None, partition) for key in round_.obsolete])
+            context.stats["usage_snapshot_segments"] += len(round_.records)
+            log.info(
+                "usage snapshot of %s[%d] at seq %d: %d segments written, %d deltas tombstoned",
+                usage_log.get_topic_name(),
+                partition,
+                round_.seq,
+                len(round_.records),
+                len(round_.obsolete),
             )
-            await book.confirm()
-            context.stats["measurements_accepted"] += outcome.accepted
-            context.stats["measurements_duplicate"] += outcome.duplicates
-            context.stats["measurements_rejected"] += len(outcome.rejected)
 
     @app.timer(interval=settings.usage_sweep_interval_s)
     async def retention() -> None:
-        """Drop uids past the dedup horizon and records past retention (by event time)."""
-        trimmed = book.trim(settings.dedup_horizon_days + 1, settings.usage_retention_days)
-        await book.confirm()
-        if trimmed:
-            log.info("usage retention: %d records trimmed or deleted", trimmed)
+        """Drop uids past the dedup horizon and windows past retention (by event time)."""
+        async with writing:
+            deltas = engine.expire(owned())
+            await deliver(usage_log, _records(deltas))
+        for delta in deltas:
+            log.info(
+                "usage retention applied to %s[%d]", usage_log.get_topic_name(), delta.partition
+            )
 
     @app.page(pages.USAGE)
     class AccountUsage(View):
@@ -114,13 +191,6 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 ask = pages.UsageAccountsRequest.parse(request.query.items())
             except pages.BadPageRequest as error:
                 return self.json(error.document(), status=400)
-            owned = {
-                tp.partition
-                for tp in app.assignor.assigned_actives()
-                if tp.topic == source.get_topic_name()
-            }
-            first, last = ask.start // HOUR_MS, (ask.end - 1) // HOUR_MS
-            accounts = book.accounts_between(first, last, owned, settings.partitions)
-            return self.json({"accounts": accounts})
+            return self.json({"accounts": book.accounts_between(owned(), ask.start, ask.end)})
 
-    del fold_measurements, retention, AccountUsage, UsageAccounts
+    del fold_measurements, snapshot, retention, AccountUsage, UsageAccounts

@@ -66,6 +66,15 @@ class Billing:
             cached = self._locks[account] = (stored, locked_ranges(stored))
         return locked_reason(cached[1], ts_ms)
 
+    def locked_periods(self, account: str) -> list[tuple[int, int, str]]:
+        stored = self.index.get(account_key(account))
+        if stored is None:
+            return []
+        return [
+            (period.start, period.end, locked_reason([period], period.start) or "")
+            for period in locked_ranges(stored)
+        ]
+
     def usage(
         self, account: str, functions: Mapping[str, Any], start: int, end: int
     ) -> Mapping[str, Decimal | None]:

@@ -1,54 +1,59 @@
-"""The usage a worker holds: the `usage` table of per-account-hour records
-(`streams.usage.store`), and what the worker asks of it.
+"""The usage a worker holds, and what the worker asks of it: the usage engine
+(`streams.usage.engine`) and the facts it must be told.
 
-- `fold`: a batch of `measurements` messages judged and folded (`Metering`), the
-  records written; the caller then awaits `confirm()` before faust acks the batch;
+- `process`: a batch of `measurements` messages judged, de-duplicated and folded; the
+  caller makes the returned deltas durable before faust acks the batch;
 - `period_values` (bill runs) and `page` (the worker's `/usage` page): read only the
-  records of the range asked for;
-- `accounts_between`: accounts with usage in a range on the partitions given;
-- `trim`: retention by event time, measured from the newest `ts` folded, never from
-  the wall clock: uids dropped past the dedup horizon, records deleted past retention.
+  windows of the range asked for;
+- `accounts_between`: accounts with usage in a range on the partitions given.
+
+The engine is told facts instead of reading them: the live catalog, each account's
+billing boundaries (its plans) and locked periods (its bills). An account whose plans
+or bills changed is in `WorkerContext.stale_facts` (the tables report every change,
+written here or read from a changelog); `process` tells the engine about those accounts
+before the batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from streams import pages
-from streams.clock import day_start, hour_start
+from streams.clock import DAY_MS, HOUR_MS
 from streams.context import WorkerContext
-from streams.partitioning import partition_for
-from streams.schemas.catalog import Aggregation, AggregationFunction
-from streams.tables import AccountTable
-from streams.usage.metering import BatchOutcome, Message, Metering
-from streams.usage.state import to_document
-from streams.usage.store import (
-    Reader,
-    UsageRecord,
-    expired,
-    merged_states,
-    parse_record_key,
-    period_values,
-)
-from streams.usage.validate import Horizon
+from streams.schemas.catalog import Aggregation, AggregationFunction, Catalog
+from streams.usage.engine import LockedPeriod, Processed, UsageEngine
+from streams.usage.metering import Message
+from streams.usage.state import UsageState, to_document
 
 log = logging.getLogger(__name__)
 
-BUCKETS: dict[str, Callable[[int], int]] = {"HOUR": hour_start, "DAY": day_start}
+BUCKETS: dict[str, int] = {"HOUR": HOUR_MS, "DAY": DAY_MS}
+
+
+class Queryable(Protocol):
+    def query(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, int], UsageState]: ...
 
 
 def usage_page(
-    read: Reader, known: Mapping[str, Aggregation], ask: pages.UsageRequest
+    engine: Queryable, known: Mapping[str, Aggregation], ask: pages.UsageRequest
 ) -> dict[str, Any]:
     """The `/usage` page's answer: the functions of the known aggregations asked for, and
     the mergeable state of each (aggregation, bucket) with usage."""
     codes = ask.aggregations
     functions = {code: known[code].aggregation.value for code in codes if code in known}
     bucket = BUCKETS[ask.group_by] if ask.group_by else None
-    states = merged_states(read, ask.account, codes, ask.start, ask.end, bucket)
+    states = engine.query(ask.account, codes, ask.start, ask.end, bucket)
     rows = [
         {"aggregation": code, "bucket": group, "state": to_document(state)}
         for (code, group), state in sorted(states.items())
@@ -57,37 +62,38 @@ def usage_page(
 
 
 class UsageBook:
-    """The usage table of one worker, with the metering that folds into it."""
+    """The worker's usage engine, kept told of the catalog, plans and locked bills."""
 
-    def __init__(self, table: AccountTable, context: WorkerContext, horizon: Horizon) -> None:
-        self.table = table
+    def __init__(self, engine: UsageEngine, context: WorkerContext) -> None:
+        self.engine = engine
         self.context = context
-        self.metering = Metering(horizon)
-        self.newest_ts = 0
+        self._catalog: Catalog | None = None
 
-    def read(self, key: str) -> bytes | None:
-        stored: bytes | None = self.table.get(key.encode())
-        return stored
-
-    def fold(self, messages: Iterable[Message], now_ms: int) -> BatchOutcome:
-        """Judge and fold a batch; write every touched record (not yet confirmed)."""
+    def tell(self) -> None:
+        """Tell the engine what changed since the last batch: the catalog, and the plans
+        and locked bills of the accounts in `context.stale_facts`."""
         context = self.context
         assert context.catalog is not None
-        outcome = self.metering.process(
-            messages,
-            context.catalog.current(),
-            now_ms,
-            self.read,
-            context.locks.locked if context.locks else None,
-            context.accounts.boundaries if context.accounts else None,
-        )
-        for key, value in outcome.writes.items():
-            self.table[key.encode()] = value
-        self.newest_ts = max(self.newest_ts, outcome.newest_ts)
-        return outcome
+        catalog = context.catalog.current()
+        if catalog is not self._catalog:
+            self.engine.set_catalog(catalog)
+            self._catalog = catalog
+        stale = context.stale_facts
+        if not stale:
+            return
+        accounts, locks = context.accounts, context.locks
+        for account in list(stale):
+            if accounts is not None:
+                self.engine.set_boundaries(account, accounts.boundaries(account))
+            if locks is not None:
+                self.engine.set_locked(
+                    account, [LockedPeriod(*period) for period in locks.locked_periods(account)]
+                )
+        stale.clear()
 
-    async def confirm(self) -> None:
-        await self.table.confirm()
+    def process(self, messages: Sequence[Message], now_ms: int) -> Processed:
+        self.tell()
+        return self.engine.process(messages, now_ms)
 
     def period_values(
         self,
@@ -96,38 +102,11 @@ class UsageBook:
         start_ms: int,
         end_ms: int,
     ) -> Mapping[str, Decimal | None]:
-        return period_values(self.read, account, functions, start_ms, end_ms)
+        return self.engine.period_values(account, functions, start_ms, end_ms)
 
     def page(self, known: Mapping[str, Aggregation], ask: pages.UsageRequest) -> dict[str, Any]:
-        return usage_page(self.read, known, ask)
+        return usage_page(self.engine, known, ask)
 
-    def accounts_between(
-        self, first_hour: int, last_hour: int, owned: set[int], partitions: int
-    ) -> list[str]:
-        """Accounts with a record in hours [first, last] on the `owned` partitions."""
-        accounts = set()
-        for key in self.table:
-            account, hour = parse_record_key(key.decode())
-            if first_hour <= hour <= last_hour and partition_for(account, partitions) in owned:
-                accounts.add(account)
-        return sorted(accounts)
-
-    def trim(self, dedup_days: int, retention_days: int) -> int:
-        """Apply retention; the number of records trimmed or deleted."""
-        if not self.newest_ts:
-            return 0
-        keys = [key.decode() for key in self.table]
-        stale = list(expired(keys, self.newest_ts, dedup_days, retention_days))
-        for text, delete in stale:
-            key = text.encode()
-            if delete:
-                del self.table[key]
-                continue
-            stored = self.table.get(key)
-            if stored is None:
-                continue
-            record = UsageRecord.from_bytes(stored)
-            if record.uids:
-                record.uids.clear()
-                self.table[key] = record.to_bytes()
-        return len(stale)
+    def accounts_between(self, owned: Iterable[int], start_ms: int, end_ms: int) -> list[str]:
+        """Accounts with a window starting in [start, end) on the `owned` partitions."""
+        return self.engine.accounts(owned, start_ms, end_ms)

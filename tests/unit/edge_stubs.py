@@ -12,7 +12,7 @@ acknowledges (or refuses) every write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,13 +34,38 @@ from streams.settings import Settings
 from streams.topics import Topics
 from streams.usage.book import usage_page
 from streams.usage.state import UsageState
-from streams.usage.store import UsageRecord, parse_record_key, record_key, slot_of
+from streams.usage.store import (
+    UsageRecord,
+    merged_states,
+    parse_record_key,
+    record_key,
+    slot_of,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "catalog" / "example.yaml"
 
 
 def example_aggregations() -> dict[str, Aggregation]:
     return dict(Catalog.from_documents(yaml.safe_load(EXAMPLE.read_text())).aggregations)
+
+
+@dataclass
+class RecordedUsage:
+    """Usage records (`streams.usage.store`) answering the engine's `query`."""
+
+    usage: dict[str, bytes]
+
+    def query(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, int], UsageState]:
+        size = bucket_ms
+        bucket = None if size is None else (lambda hour: hour - hour % size)
+        return merged_states(self.usage.get, account, aggregations, start, end, bucket)
 
 
 @dataclass
@@ -83,7 +108,7 @@ class StubWorker:
         if path == pages.USAGE:
             ask = pages.UsageRequest.parse(query)
             self.asked.append((path, ask))
-            document = usage_page(self.usage.get, self.aggregations, ask)
+            document = usage_page(RecordedUsage(self.usage), self.aggregations, ask)
             return httpx.Response(200, content=orjson.dumps(document))
         if path == pages.USAGE_ACCOUNTS:
             listing = pages.UsageAccountsRequest.parse(query)

@@ -17,6 +17,7 @@ from tests.fixtures.worker import (
     OfflineWorker,
     acked,
     held_by_the_changelog,
+    home,
     measurement,
     message,
     subscription_created,
@@ -42,6 +43,7 @@ async def use(offline: OfflineWorker, *calls: int) -> None:
             await agent.put(
                 message(measurement(f"u-{n}", count, account=CUSTOMER, ts_ms=ts_ms)),
                 key=CUSTOMER.encode(),
+                partition=home(CUSTOMER),
             )
             for n, count in enumerate(calls)
         ]

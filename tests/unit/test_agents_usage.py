@@ -1,6 +1,7 @@
 """The usage agent without a broker (faust's `agent.test_context()`): a batch of
-`measurements` messages is folded into the usage table, its rejections dead-lettered,
-and faust acknowledges the batch only once Kafka holds both."""
+`measurements` messages is folded by the usage engine, its delta written to the usage
+log and its rejections dead-lettered, and faust acknowledges the batch only once Kafka
+holds both."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.fixtures.worker import (
     OfflineWorker,
     acked,
     held_by_the_changelog,
+    home,
     measurement,
     message,
 )
@@ -49,7 +51,7 @@ async def test_a_batch_folds_the_valid_counts_a_duplicate_once_and_dead_letters_
     ]
     assert len(batch) == USAGE_BATCH_MESSAGES
     async with offline.agent("usage").test_context() as agent:
-        events = [await agent.put(value, key=ACCOUNT.encode()) for value in batch]
+        events = [await agent.put(value, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for value in batch]
         await acked(*events)
 
     assert api_calls(offline) == Decimal(12)
@@ -61,16 +63,16 @@ async def test_a_batch_folds_the_valid_counts_a_duplicate_once_and_dead_letters_
     assert letter["field"] == "measure.calls"
     assert letter["reason"] == "expected a number"
     assert letter["measurement"]["uid"] == "m-3"
-    assert letter["source"] == f"{offline.topics.measurements}[0]@2"
+    assert letter["source"] == f"{offline.topics.measurements}[{home(ACCOUNT)}]@2"
 
 
-async def test_a_batch_is_not_acknowledged_before_kafka_holds_its_usage_records(
+async def test_a_batch_is_not_acknowledged_before_kafka_holds_its_usage_delta(
     offline: OfflineWorker,
 ) -> None:
     offline.kafka.hold()
     batch = [message(recent(offline, f"m-{n}", n)) for n in range(USAGE_BATCH_MESSAGES)]
     async with offline.agent("usage").test_context() as agent:
-        events = [await agent.put(value, key=ACCOUNT.encode()) for value in batch]
+        events = [await agent.put(value, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for value in batch]
         assert await held_by_the_changelog(offline.kafka, *events)
         offline.kafka.release()
         await acked(*events)
