@@ -51,7 +51,9 @@ async def test_a_batch_folds_the_valid_counts_a_duplicate_once_and_dead_letters_
     ]
     assert len(batch) == USAGE_BATCH_MESSAGES
     async with offline.agent("usage").test_context() as agent:
-        events = [await agent.put(value, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for value in batch]
+        events = [
+            await agent.put(value, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for value in batch
+        ]
         await acked(*events)
 
     assert api_calls(offline) == Decimal(12)
@@ -72,7 +74,9 @@ async def test_a_batch_is_not_acknowledged_before_kafka_holds_its_usage_delta(
     offline.kafka.hold()
     batch = [message(recent(offline, f"m-{n}", n)) for n in range(USAGE_BATCH_MESSAGES)]
     async with offline.agent("usage").test_context() as agent:
-        events = [await agent.put(value, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for value in batch]
+        events = [
+            await agent.put(value, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for value in batch
+        ]
         assert await held_by_the_changelog(offline.kafka, *events)
         offline.kafka.release()
         await acked(*events)
