@@ -214,6 +214,14 @@ class Settings(BaseSettings):
     usage_batch_within_s: float = Field(
         default=0.1, gt=0, description="Longest wait for a usage batch to fill (latency bound)."
     )
+    usage_batches_in_flight: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "Usage batches processed ahead while Kafka acknowledges the writes of earlier "
+            "ones (a batch is acked only once its writes and all before it are)."
+        ),
+    )
     usage_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often usage retention runs."
     )

@@ -1,23 +1,28 @@
 """Usage agent: `measurements` → the usage engine, made durable in the usage log.
 
-A thin loop per batch (`take_events`): the engine judges, de-duplicates and folds the
-batch and returns one delta per partition it changed (`streams.usage.engine`); the
-agent produces the deltas to the usage log (`streams.usage.log`), the rejections to
-`measurements.rejected` and measurements read on the wrong partition back to their
-account's partition, awaits Kafka's acknowledgement of all of it, and only then lets
-`take_events` ack the batch. Two timers write snapshot rounds (so the log can be
-compacted and recovery stays short) and apply retention. A lock keeps the log in the
-order recovery needs: nothing of a batch is written while a round is, and the reverse.
-Two pages serve usage to the HTTP edge.
+A thin loop per batch (`noack_take`: faust acks nothing itself): the engine judges,
+de-duplicates and folds the batch and returns one delta per partition it changed
+(`streams.usage.engine`); the agent produces the deltas to the usage log
+(`streams.usage.log`), the rejections to `measurements.rejected` and measurements read
+on the wrong partition back to their account's partition, and acks the batch once
+Kafka acknowledged all of it (`InFlight`: the next batches are processed meanwhile).
+Two timers write snapshot rounds (so the log can be compacted and recovery stays short)
+and apply retention. A lock keeps the log in the order recovery needs: nothing of a
+batch is written while a round is, and the reverse. Two pages serve usage to the HTTP
+edge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
+from faust.types import EventT
 from faust.web import Request, Response, View
 
 from streams import pages
@@ -60,6 +65,54 @@ def _records(deltas: list[Delta]) -> list[Record]:
     return [(delta.key, delta.value, delta.partition) for delta in deltas]
 
 
+async def _ack(stream: Any, events: Sequence[EventT[Any]]) -> None:
+    for event in events:
+        await stream.ack(event)
+
+
+class InFlight:
+    """Batches processed whose writes Kafka has not acknowledged yet, oldest first.
+
+    The next batch is processed while the writes of the last ones travel; a batch is
+    acked (its offsets may be committed) once its own writes and every earlier batch's
+    are acknowledged, so offsets are committed in order and never ahead of the usage
+    they stand for. At most `depth` batches are in flight: the agent waits for the
+    oldest before it takes another.
+    """
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.batches: deque[asyncio.Future[None]] = deque()
+
+    async def add(self, writes: Awaitable[object], ack: Callable[[], Awaitable[None]]) -> None:
+        previous = self.batches[-1] if self.batches else None
+        self.batches.append(asyncio.ensure_future(self._settle(writes, previous, ack)))
+        while self.batches and (len(self.batches) > self.depth or self.batches[0].done()):
+            await self.batches.popleft()
+
+    async def drain(self) -> None:
+        """Return once every batch in flight is acknowledged and acked."""
+        while self.batches:
+            await self.batches.popleft()
+
+    def cancel(self) -> None:
+        """The agent stops: batches not acknowledged stay unacked (read again later)."""
+        for batch in self.batches:
+            batch.cancel()
+        self.batches.clear()
+
+    @staticmethod
+    async def _settle(
+        writes: Awaitable[object],
+        previous: Awaitable[None] | None,
+        ack: Callable[[], Awaitable[None]],
+    ) -> None:
+        await writes
+        if previous is not None:
+            await previous
+        await ack()
+
+
 def register(app: MeterlineApp, context: WorkerContext) -> None:
     settings = context.settings
     engine = new_engine(context)
@@ -93,18 +146,37 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         name = source.get_topic_name()
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
+    in_flight = InFlight(settings.usage_batches_in_flight)
+
     @app.agent(source, name="usage", concurrency=1)
     async def fold_measurements(stream: Any) -> None:
-        batches = stream.take_events(
+        batches = stream.noack_take(
             settings.usage_batch_messages, within=settings.usage_batch_within_s
         )
-        async for events in batches:
-            messages = [
-                Message(event.message.key, event.message.value, source_of(event.message))
-                for event in events
-            ]
-            async with writing:
-                processed = book.process(messages, now_ms())
+        try:
+            async for events in batches:
+                messages = [
+                    Message(event.message.key, event.message.value, source_of(event.message))
+                    for event in events
+                ]
+                async with writing:
+                    processed = book.process(messages, now_ms())
+                    # deltas, dead letters and forwards on their way to Kafka; the batch is
+                    # acked once Kafka acknowledged them all (awaited here: faust's commit
+                    # would not wait) and every batch before it was acked
+                    writes = asyncio.gather(
+                        deliver(usage_log, _records(processed.deltas)),
+                        deliver(
+                            rejected,
+                            [
+                                ((r.account or "").encode(), r.to_bytes(), None)
+                                for r in processed.rejected
+                            ],
+                        ),
+                        deliver(
+                            source, [(f.key, f.value, f.partition) for f in processed.forwards]
+                        ),
+                    )
                 for rejection in processed.rejected:
                     log.warning(
                         "rejected measurement %s#%s account=%s %s: %s",
@@ -114,24 +186,14 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                         rejection.field,
                         rejection.reason,
                     )
-                # deltas, dead letters and forwards acknowledged by Kafka (awaited here:
-                # faust's commit would not wait), then take_events acks the batch
-                await asyncio.gather(
-                    deliver(usage_log, _records(processed.deltas)),
-                    deliver(
-                        rejected,
-                        [
-                            ((r.account or "").encode(), r.to_bytes(), None)
-                            for r in processed.rejected
-                        ],
-                    ),
-                    deliver(source, [(f.key, f.value, f.partition) for f in processed.forwards]),
-                )
-            stats = processed.stats
-            context.stats["measurements_accepted"] += stats.accepted
-            context.stats["measurements_duplicate"] += stats.duplicates
-            context.stats["measurements_rejected"] += stats.rejected
-            context.stats["measurements_forwarded"] += stats.forwarded
+                stats = processed.stats
+                context.stats["measurements_accepted"] += stats.accepted
+                context.stats["measurements_duplicate"] += stats.duplicates
+                context.stats["measurements_rejected"] += stats.rejected
+                context.stats["measurements_forwarded"] += stats.forwarded
+                await in_flight.add(writes, partial(_ack, stream, events))
+        finally:
+            in_flight.cancel()
 
     @app.timer(interval=settings.usage_snapshot_interval_s)
     async def snapshot() -> None:
@@ -139,6 +201,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         then tombstone the deltas they hold (see `SnapshotRound` for the order)."""
         for partition in sorted(owned()):
             async with writing:
+                await in_flight.drain()  # the round's segments follow every delta they hold
                 round_ = engine.snapshot(partition)
                 if not round_.records and not round_.obsolete:
                     continue
@@ -160,6 +223,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     async def retention() -> None:
         """Drop uids past the dedup horizon and windows past retention (by event time)."""
         async with writing:
+            await in_flight.drain()
             deltas = engine.expire(owned())
             await deliver(usage_log, _records(deltas))
         for delta in deltas:
