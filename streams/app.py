@@ -107,6 +107,7 @@ def _register_health(app: MeterlineApp) -> None:
                     "stalls": [stall.as_dict() for stall in stalls],
                     "assigned": assigned,
                     "catalogItems": len(catalog.entries()) if catalog else 0,
+                    "usageEngine": app.context.usage_engine,
                     "stats": dict(app.context.stats),
                 },
                 status=200 if state.ready and not stalls else 503,

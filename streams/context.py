@@ -74,6 +74,7 @@ class WorkerContext:
     # Accounts whose plans or locked periods changed (written here or read from a
     # changelog) since the usage engine was last told: it is told before its next batch.
     stale_facts: set[str] = field(default_factory=set)
+    usage_engine: str = ""  # which implementation of the usage engine runs: native, python
 
 
 class MeterlineApp(faust.App):

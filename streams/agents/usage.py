@@ -124,7 +124,9 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         kind=UsageLogTable,
     )
     assert isinstance(table, UsageLogTable)
-    table.engine = engine  # before faust makes the table's storage
+    table.engine, table.stats = engine, context.stats  # before faust makes its storage
+    context.usage_engine = "python"
+    log.info("usage engine: %s", context.usage_engine)
     book = UsageBook(engine, context)
     context.usage = book  # bill runs read period values through it
     source = faust_topic(app, context.topics, MEASUREMENTS)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,11 +52,18 @@ log = logging.getLogger(__name__)
 class UsageLogStore(memory.Store[bytes, bytes]):
     """faust storage that keeps nothing: every changelog record goes to the engine."""
 
-    def __init__(self, *args: Any, engine: UsageEngine, partitions: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        engine: UsageEngine,
+        partitions: int,
+        stats: Counter[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.engine = engine
         self.partitions = partitions
-        self.unreadable = 0
+        self.stats: Counter[str] = Counter() if stats is None else stats
         self.on_recovered: Callable[[set[int]], None] | None = None
 
     def apply_changelog_batch(
@@ -76,7 +84,7 @@ class UsageLogStore(memory.Store[bytes, bytes]):
                 engine.recover(key, value)
             except (wire.WireError, ValueError, KeyError, TypeError) as exc:
                 # Never wedge recovery on one record; say where it is, loudly.
-                self.unreadable += 1
+                self.stats["usage_log_unreadable"] += 1
                 log.error(
                     "usage log record %s key=%r cannot be read, skipped: %s",
                     Source(message.topic, message.partition, message.offset),
@@ -101,7 +109,9 @@ class UsageLogStore(memory.Store[bytes, bytes]):
 class UsageLogTable(AccountTable):
     """The `usage` table: its changelog is the usage log, its storage the engine."""
 
-    engine: UsageEngine  # set right after the table is declared, before faust starts
+    # set right after the table is declared, before faust makes its storage
+    engine: UsageEngine
+    stats: Counter[str]
 
     def _new_store(self) -> StoreT[Any, Any]:
         return UsageLogStore(
@@ -114,6 +124,7 @@ class UsageLogTable(AccountTable):
             value_serializer=self.value_serializer,
             engine=self.engine,
             partitions=self.partitions or 1,
+            stats=self.stats,
         )
 
     @property

@@ -5,9 +5,8 @@ A worker that has just joined its group replays every table from its changelog
 say so (503 with Retry-After), never answer from the half-built tables: no 404 for an
 existing account, no 400 for a known aggregation, no partial usage total.
 
-The module fills the usage table with enough account-hours that recovery takes a
-noticeable time on the test broker, restarts the worker and polls the read API the
-whole time.
+The module fills the usage log and the accounts table, restarts the worker and polls
+the read API the whole time.
 """
 
 from __future__ import annotations
@@ -163,7 +162,8 @@ def test_reads_during_recovery_answer_503_with_retry_after_or_the_full_state(
     assert reads.seen["usage 503"] and reads.seen["account 503"], f"no recovery seen; {summary}"
     assert health["503 recovering"] or health["503 rebalancing"], summary
     assert health["200 ready"], summary
-    assert "usage" in recovering, f"/healthz never named the usage table; {summary}"
+    # (the usage log holds one delta per batch, so its own recovery may be over before
+    # a poll sees it: which tables /healthz named is not asserted)
 
 
 def worker_health(stack: Stack) -> tuple[str, set[str]]:

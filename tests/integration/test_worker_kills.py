@@ -1,4 +1,5 @@
-"""Acknowledged usage survives a worker SIGKILLed right after it committed offsets.
+"""Acknowledged usage survives a worker SIGKILLed right after it committed offsets,
+and a restart recovers it from the usage log (snapshot segments and the deltas after).
 
 The worker once committed offsets while its usage changelog writes still sat in the
 producer's buffer; a SIGKILL at that moment lost the usage for good. Here the worker
@@ -154,6 +155,9 @@ def totals(stack: Stack) -> dict[str, Decimal] | None:
 def test_usage_is_exact_after_sigkills_right_after_offset_commits(stack: Stack) -> None:
     # envelopes of 100, as the ingest API writes them: every batch of the worker then
     # rewrites most account-hour records, the load under which the commit raced ahead
+    # snapshot rounds every second: kills land between a round's steps too, and the
+    # restarts recover from segments, markers and the deltas after them
+    stack.env["METERLINE_USAGE_SNAPSHOT_INTERVAL_S"] = "1"
     measurements, expected = workload(120_000, seed=11)
     with MeasurementProducer(stack.bootstrap, stack.topics.measurements, PARTITIONS) as out:
         for measurement in measurements:
@@ -188,6 +192,8 @@ def test_usage_is_exact_after_sigkills_right_after_offset_commits(stack: Stack) 
 def test_odd_account_codes_keep_their_usage_across_a_restart(stack: Stack) -> None:
     before = totals(stack)
     assert before is not None and all(before[code] > 0 for code in ODD_ACCOUNTS)
+    log = stack.worker.log_path
+    eventually(lambda: "usage snapshot of" in log.read_text(errors="replace"), timeout=30)
     stack.worker.stop()
     started = time.monotonic()
     stack.start_worker()

@@ -26,43 +26,58 @@ partition it changed, one delta: the partition's next seq, in chunks of at most
 and the uid hashes it adds), never split; an account's pieces share a message unless
 they alone exceed one (then they are split between messages by hour: de-duplication is
 per account-hour, so that is the unit that must stay whole). The caller produces the
-chunks to the delta topic's partition, awaits Kafka's acknowledgement, then lets the
+chunks to the usage log's partition, awaits Kafka's acknowledgement, then lets the
 batch's offsets be committed. Usage and uids travel together, so an account-hour is
 never counted without remembering its uids, or the reverse, and a batch processed
 again after a crash is recognised by its uids (even if only some chunks were written).
 
+One log per partition. Deltas (`|delta|p|seq|chunk`), snapshot segments (an
+account-hour, `<account>|<hour slot>` like the usage records before the engine),
+markers (`|partition|p`) and their tombstones share one compacted topic partition,
+co-partitioned with `measurements`, and are read back in the order they were written
+(`recover`). The writer keeps one rule: nothing of a batch is written while a snapshot
+round is, and the reverse (the usage agent's lock), so in the log every delta with
+seq <= S comes before the segments of the round at S, and every later delta after
+them. Kafka's compaction removes records whose key was written again later (and old
+tombstones) but never reorders what it keeps.
+
 Idempotent apply. `apply` merges a delta message into the state (cells by
 `streams.usage.merge`'s rules, uids by union) unless it is already reflected:
-  - (seq, chunk) <= the last one applied on its partition: a replay, skipped;
+  - its key was applied (or produced) here since the last snapshot round: a replay,
+    skipped (by key, not position: a producer's retry may write a chunk again after a
+    later one, and compaction then keeps only the later copy);
   - seq <= the partition's floor (the last snapshot round's seq): skipped;
   - seq <= the seq of a restored segment newer than the floor: skipped for that
     account-hour only.
-The next seq after recovery is one more than the highest seq seen in any delta,
-segment or marker of the partition (`next_seq`).
+Merging is commutative, so chunks met out of order give the same state. The next seq
+after recovery is one more than the highest seq seen in any delta, segment or marker
+of the partition (`next_seq`).
 
 Snapshots bound recovery. `snapshot(partition)` returns every segment (an account-hour:
-its windows and uids, keyed like today's usage records) changed since the last confirmed
-round, each at the round's seq S, tombstones for segments that emptied, a marker (floor
-S, newest ts, expiry thresholds) and the keys of the delta messages with seq <= S. The
-caller writes the segments, then the marker, calls `confirm_snapshot(round)`, then
-tombstones those delta messages, awaiting each step (`contract.SnapshotRound`); a round
-that failed is simply not confirmed, and the next one writes its segments again. The
-delta topic is compacted, so the history before a confirmed round disappears and
-recovery reads at most the deltas since the last round beyond the state itself.
-Segments are per account-hour, not per account, so that each is one atomic message of
-bounded size (today's record bound) however much history an account has; a busy hour
-does not make an account's other hours rewrite.
+its windows and uids) changed since the last confirmed round, each at the round's seq
+S, tombstones for segments that emptied, a marker (floor S, newest ts, expiry
+thresholds) and the keys of the delta messages with seq <= S. The caller writes the
+segments, then the marker, calls `confirm_snapshot(round)`, then tombstones those delta
+messages, awaiting each step (`contract.SnapshotRound`); a round that failed is simply
+not confirmed, and the next one writes its segments again. The log is compacted, so
+the history before a confirmed round disappears and recovery reads at most the deltas
+since the last round beyond the state itself. Segments are per account-hour, not per
+account, so that each is one atomic message of bounded size however much history an
+account has; a busy hour does not make an account's other hours rewrite.
 
-Recovery of partition p (and a standby, continuously):
-  1. `restore` every record of the snapshot topic's partition p, in any order;
-  2. `apply` every message of the delta topic's partition p, in order, from the start;
-  3. `next_seq(p)` is then right, and consuming measurements resumes at the committed
-     offset; a batch processed again is recognised as duplicates.
+Recovery of partition p (and a standby, continuously), `recover(key, value)` for every
+record of the log's partition p, in order from the start:
+  - a delta is applied (above); a delta's tombstone only ends its bookkeeping;
+  - a segment at seq S replaces its account-hour, unless this engine already applied
+    a delta newer than S (a worker reading its own log again after a rebalance that
+    kept the partition: what it holds is newer); every delta <= S came before it, so
+    what they built is in the segment, and compaction may have removed some of them;
+  - a marker raises the floor to S: deltas <= S met later (retries) are skipped;
+  - then `next_seq(p)` is right, and consuming measurements resumes at the committed
+    offset; a batch processed again is recognised as duplicates.
 A crash between the steps of a round leaves either the old floor (the deltas are all
-still there; restored segments newer than the floor skip the deltas they hold) or the
-new one (the old deltas are skipped or already gone). A standby takes a segment only if
-it is newer than every seq it has applied in full (a seq is in full once its last chunk
-is applied, or a later seq began: chunks come in order, a missing one never comes).
+still there; a segment written before the crash holds exactly the deltas before it)
+or the new one (the old deltas are skipped or already gone).
 
 Retention, by event time. `expire` measures from each partition's newest ts folded,
 never from the wall clock: uids of hour slots older than the dedup horizon plus a day,
