@@ -150,13 +150,27 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
 
     in_flight = InFlight(settings.usage_batches_in_flight)
 
+    def writable(events: Sequence[EventT[Any]]) -> Sequence[EventT[Any]]:
+        """The events of partitions this worker may write the usage log of. The others
+        (read just before a rebalance took their partition away) are neither processed
+        nor acked: their partition's owner reads them again from the committed offset."""
+        open_ = table.store.writable
+        if open_ is None or all(event.message.partition in open_ for event in events):
+            return events
+        for event in events:
+            if event.message.partition not in open_:
+                context.stats["measurements_left_to_new_owner"] += 1
+                log.info("%s left to the partition's new owner", source_of(event.message))
+        return [event for event in events if event.message.partition in open_]
+
     @app.agent(source, name="usage", concurrency=1)
     async def fold_measurements(stream: Any) -> None:
         batches = stream.noack_take(
             settings.usage_batch_messages, within=settings.usage_batch_within_s
         )
         try:
-            async for events in batches:
+            async for batch in batches:
+                events = writable(batch)
                 messages = [
                     Message(event.message.key, event.message.value, source_of(event.message))
                     for event in events

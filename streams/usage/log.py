@@ -64,7 +64,11 @@ class UsageLogStore(memory.Store[bytes, bytes]):
         self.engine = engine
         self.partitions = partitions
         self.stats: Counter[str] = Counter() if stats is None else stats
-        self.on_recovered: Callable[[set[int]], None] | None = None
+        # Partitions whose measurements may be processed here: None until the first
+        # rebalance (everything; a worker with no group yet), then those recovered as
+        # actives. A partition leaves as soon as a rebalance revokes it, so a batch
+        # read before the rebalance never writes to a log another worker now owns.
+        self.writable: set[int] | None = None
 
     def apply_changelog_batch(
         self,
@@ -92,15 +96,27 @@ class UsageLogStore(memory.Store[bytes, bytes]):
                     exc,
                 )
 
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        gone = {tp.partition for tp in revoked}
+        if self.writable is None:
+            self.writable = set(range(self.partitions))
+        self.writable -= gone
+
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        """Forget the partitions this worker neither owns nor follows any more."""
+        """Forget the partitions this worker neither owns nor follows any more; write
+        to the ones it owns."""
         topic = self.table.changelog_topic.get_topic_name()
         held = {tp.partition for tp in (*active_tps, *standby_tps) if tp.topic == topic}
         for partition in range(self.partitions):
             if partition not in held:
                 self.engine.revoke(partition)
-        if self.on_recovered is not None:
-            self.on_recovered({tp.partition for tp in active_tps if tp.topic == topic})
+        self.writable = {tp.partition for tp in active_tps if tp.topic == topic}
 
     def persisted_offset(self, tp: TP) -> int | None:
         return None

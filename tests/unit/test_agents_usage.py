@@ -10,7 +10,9 @@ from typing import Any
 
 from streams.clock import HOUR_MS
 from streams.schemas.catalog import AggregationFunction
+from streams.usage.log import UsageLogTable
 from tests.fixtures.worker import (
+    PARTITIONS,
     USAGE_BATCH_MESSAGES,
     OfflineWorker,
     acked,
@@ -81,3 +83,23 @@ async def test_a_batch_is_not_acknowledged_before_kafka_holds_its_usage_delta(
         offline.kafka.release()
         await acked(*events)
     assert offline.context.stats["measurements_accepted"] == USAGE_BATCH_MESSAGES
+
+
+async def test_a_batch_read_before_a_rebalance_took_a_partition_leaves_its_events_unacked(
+    offline: OfflineWorker,
+) -> None:
+    other = next(p for p in range(PARTITIONS) if p != home(ACCOUNT))
+    table = offline.app.tables["usage"]
+    assert isinstance(table, UsageLogTable)
+    table.store.writable = {home(ACCOUNT)}  # `other` was revoked by a rebalance in progress
+    batch = [
+        (message(recent(offline, "m-1", 3)), home(ACCOUNT)),
+        (message(measurement("m-2", 4, account="x", ts_ms=offline.now_ms)), other),
+        (message(recent(offline, "m-3", 5)), home(ACCOUNT)),
+    ]
+    async with offline.agent("usage").test_context() as agent:
+        events = [await agent.put(v, key=ACCOUNT.encode(), partition=p) for v, p in batch]
+        await acked(events[0], events[2])
+        assert not events[1].message.acked  # its new owner reads it again
+    assert api_calls(offline) == Decimal(8)
+    assert offline.context.stats["measurements_left_to_new_owner"] == 1

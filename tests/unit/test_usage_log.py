@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from streams.clock import HOUR_MS
 from streams.usage.engine import ReferenceEngine
@@ -32,7 +33,8 @@ LOG_TOPIC = "meterline-usage-changelog"
 
 
 def store(engine: ReferenceEngine) -> UsageLogStore:
-    table = SimpleNamespace(name="usage")
+    topic = SimpleNamespace(get_topic_name=lambda: LOG_TOPIC)
+    table = SimpleNamespace(name="usage", changelog_topic=topic)
     return UsageLogStore(
         "memory://", SimpleNamespace(), table, engine=engine, partitions=PARTITIONS
     )
@@ -104,3 +106,16 @@ def test_usage_records_of_the_worker_before_the_engine_are_read_as_segments() ->
         assert upgraded.query(account, codes, *span, HOUR_MS) == before
     again = upgraded.process(batch, NOW)  # the same measurements: remembered
     assert (again.stats.accepted, again.stats.duplicates) == (0, 3)
+
+
+async def test_a_rebalance_closes_revoked_partitions_until_recovery_names_the_actives() -> None:
+    engine = ReferenceEngine(PARTITIONS, CATALOG)
+    engine.process([message(0, m("a", 1))], NOW)
+    target = store(engine)
+    assert target.writable is None  # no group yet: every partition
+    await target.on_rebalance(set(), {TP("measurements", home("acme"))}, set())
+    assert home("acme") not in (target.writable or set())
+    others = [p for p in range(PARTITIONS) if p != home("acme")]
+    await target.on_recovery_completed({TP(LOG_TOPIC, p) for p in others}, set())
+    assert target.writable == set(others)
+    assert total(engine)["calls_sum"] is None  # the partition moved away: forgotten
