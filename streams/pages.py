@@ -88,17 +88,23 @@ class UsageRequest:
 
 @dataclass(frozen=True)
 class UsageAccountsRequest:
-    """The accounts with usage in [start, end) on the partitions a worker owns."""
+    """The accounts with usage in [start, end): of every worker of the group, or with
+    `local`, of the partitions the worker asked owns (what one worker asks another)."""
 
     start: int
     end: int
+    local: bool = False
 
     def params(self) -> Params:
-        return _range_params(self.start, self.end)
+        return _range_params(self.start, self.end) + ([("local", "true")] if self.local else [])
 
     @classmethod
     def parse(cls, pairs: Iterable[tuple[str, str]]) -> UsageAccountsRequest:
-        return cls(*_range(_Query(pairs, {"start", "end"})))
+        query = _Query(pairs, {"start", "end", "local"})
+        local = query.one("local", required=False) or "false"
+        if local not in ("true", "false"):
+            raise BadPageRequest("local", "must be true or false")
+        return cls(*_range(query), local=local == "true")
 
 
 class _Query:

@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
+import aiohttp
 import orjson
 from faust.types import EventT
 from faust.web import Request, Response, View
+from yarl import URL
 
 from streams import pages
 from streams.agents.routing import on_owner
@@ -63,6 +65,18 @@ def new_engine(context: WorkerContext) -> UsageEngine:
 
 def _records(deltas: list[Delta]) -> list[Record]:
     return [(delta.key, delta.value, delta.partition) for delta in deltas]
+
+
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class PeerUnavailable(Exception):
+    """Another worker of the group did not give its part of an answer."""
+
+
+def _ident(url: str) -> tuple[str, int]:
+    parsed = URL(url)
+    return (parsed.host or "", parsed.port or 0)
 
 
 async def _ack(stream: Any, events: Sequence[EventT[Any]]) -> None:
@@ -263,7 +277,9 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
 
     @app.page(pages.USAGE_ACCOUNTS)
     class UsageAccounts(View):
-        """Accounts with usage in [start, end) on the partitions this worker owns."""
+        """Accounts with usage in [start, end) on every partition: this worker's own,
+        and those of the other workers of the group, asked with `local` (a bill job or
+        a usage query without accounts must see all of them, or fail: 503)."""
 
         @when_ready(app)
         async def get(self, request: Request) -> Response:
@@ -271,6 +287,37 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 ask = pages.UsageAccountsRequest.parse(request.query.items())
             except pages.BadPageRequest as error:
                 return self.json(error.document(), status=400)
-            return self.json({"accounts": book.accounts_between(owned(), ask.start, ask.end)})
+            accounts = set(book.accounts_between(owned(), ask.start, ask.end))
+            if not ask.local:
+                try:
+                    for theirs in await asyncio.gather(*(peer_accounts(p, ask) for p in peers())):
+                        accounts.update(theirs)
+                except PeerUnavailable as error:
+                    log.warning("usage listing incomplete: %s", error)
+                    return self.json(
+                        {"error": str(error)}, status=503, headers={"Retry-After": "1"}
+                    )
+            return self.json({"accounts": sorted(accounts)})
+
+    def peers() -> list[str]:
+        """Web URLs of the other workers that own partitions of the usage log."""
+        me = _ident(str(app.conf.canonical_url))
+        return sorted(
+            str(url) for url in app.router.table_metadata(table.name) if _ident(str(url)) != me
+        )
+
+    async def peer_accounts(peer: str, ask: pages.UsageAccountsRequest) -> list[str]:
+        local = pages.UsageAccountsRequest(ask.start, ask.end, local=True)
+        url = peer.rstrip("/") + pages.USAGE_ACCOUNTS
+        try:
+            async with app.http_client.get(
+                url, params=local.params(), timeout=PEER_TIMEOUT
+            ) as answer:
+                if answer.status != 200:
+                    raise PeerUnavailable(f"worker {peer} answered {answer.status}")
+                document = await answer.json()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise PeerUnavailable(f"worker {peer} did not answer: {exc!r}") from None
+        return [str(account) for account in document["accounts"]]
 
     del fold_measurements, snapshot, retention, AccountUsage, UsageAccounts
