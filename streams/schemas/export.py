@@ -13,7 +13,14 @@ from pydantic import BaseModel
 
 from streams.schemas.accounts import Account, AccountPlan
 from streams.schemas.bill import Bill
-from streams.schemas.catalog import Aggregation, Meter, Plan, PlanMapping
+from streams.schemas.catalog import (
+    Aggregation,
+    CompoundAggregation,
+    Counter,
+    Meter,
+    Plan,
+    PlanMapping,
+)
 from streams.schemas.commands import COMMANDS
 from streams.schemas.measurement import Measurement
 
@@ -26,6 +33,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "account-plan": AccountPlan,
     "meter": Meter,
     "aggregation": Aggregation,
+    "compound-aggregation": CompoundAggregation,
+    "counter": Counter,
     "plan": Plan,
     "plan-mapping": PlanMapping,
 }
