@@ -22,6 +22,7 @@ from streams.schemas.catalog import (
     PlanMapping,
 )
 from streams.schemas.commands import COMMANDS
+from streams.schemas.counters import CounterAdjustment
 from streams.schemas.measurement import Measurement
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +38,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "counter": Counter,
     "plan": Plan,
     "plan-mapping": PlanMapping,
+    "counter-adjustment": CounterAdjustment,
 }
 
 
