@@ -111,6 +111,13 @@ CASES = [
         id="up 2 on day 11, down 5 on day 21: each line rounded once",
     ),
     pytest.param(
+        [TEN_SINCE_MARCH, (april(16), 15), (april(21), 6)],
+        {"pricingBands": [{"lowerLimit": 0, "unitPrice": "4.00"}]},
+        [(RUNNING, D(10), D("40.00")), (DEBIT, D(5), D("10.00")), (CREDIT, D(-9), D("-12.00"))],
+        D("38.00"),
+        id="the README's worked example at 4.00 a seat",
+    ),
+    pytest.param(
         [TEN_SINCE_MARCH, (april(16), 15)], {"proRateAdjustmentDebit": False},
         [(RUNNING, D(10), D("20.00")), (DEBIT, D(5), D("10.00"))], D("30.00"),
         id="debit not prorated: the whole period's 5 x 2.00",
@@ -139,7 +146,8 @@ def test_a_seat_counter_bills_its_running_total_and_prorated_adjustments(
     expected: list[tuple[LineItemType, Decimal, Decimal]],
     total: Decimal,
 ) -> None:
-    bill = seats_bill(history, **options)
+    options = dict(options)
+    bill = seats_bill(history, bands=options.pop("pricingBands", None), **options)
     assert lines(bill) == expected
     assert bill.total == total
 
