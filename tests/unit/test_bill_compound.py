@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from connectors.catalog_io import merged_catalog
 from streams.billing.bills import Extras, build_bill
 from streams.billing.compound import needed_aggregations
 from streams.billing.periods import Period
@@ -224,3 +225,19 @@ def test_a_calculation_that_does_not_parse_is_refused_with_the_column() -> None:
     errors = catalog_errors([{"code": "a", "calculation": "calls +"}])
     assert errors.startswith("compoundAggregations[a].calculation: ")
     assert "at 8" in errors
+
+
+def test_catalog_apply_validates_the_file_whole_and_refuses_its_cycle_with_the_path() -> None:
+    document = {
+        "meters": [METER],
+        "aggregations": AGGREGATIONS,
+        "compoundAggregations": [
+            {"code": "a", "calculation": "b + calls"},
+            {"code": "b", "calculation": "a * 2"},
+        ],
+    }
+    with pytest.raises(CatalogError) as caught:
+        merged_catalog({}, document)  # what `meterline catalog apply` checks
+    assert caught.value.errors == [
+        "compoundAggregations[a].calculation: depends on itself (a -> b -> a)"
+    ]
