@@ -5,6 +5,7 @@ field and the rule."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -52,15 +53,22 @@ def iso(epoch_s: int) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat()
 
 
-def counter_lines_once(stack: Stack, account: str, wanted: int) -> list[dict[str, Any]] | None:
-    """Run bills; the counter lines of the latest bill once it has `wanted` of them."""
+def counter_lines_once(
+    stack: Stack, account: str, wanted: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]] | None:
+    """Run bills; the counter lines of the latest bill once they are `wanted` (the bill
+    run and the adjustments travel on different topics: a run may come first)."""
     run_bills(stack, account)
     bills = bills_of(stack, account)
     if not bills:
         return None
     latest = max(bills, key=lambda b: b["version"])
     lines = [line for line in latest["lines"] if line["lineItemType"].startswith("COUNTER_")]
-    return lines if len(lines) == wanted else None
+    return lines if wanted(lines) else None
+
+
+def count_of(n: int) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda lines: len(lines) == n
 
 
 def amounts(lines: list[dict[str, Any]]) -> list[tuple[str, Decimal]]:
@@ -76,7 +84,7 @@ def test_seat_adjustments_through_the_api_become_prorated_bill_lines(stack: Stac
     adjust(stack, {**ten, "date": iso(start)})  # a client's retry: applied once
     adjust(stack, {**ten, "uid": "seats-2", "value": 15, "date": iso(start + DAY)})
 
-    lines = stack.wait_for(lambda: counter_lines_once(stack, account, 2), timeout=60)
+    lines = stack.wait_for(lambda: counter_lines_once(stack, account, count_of(2)), timeout=60)
     # starter: seats at 4.00; 10 from the start: 40.00; 5 more for 29 of 30 days:
     # 5 x 4.00 x 29/30 = 19.333... -> 19.33
     assert amounts(lines) == [
@@ -85,7 +93,7 @@ def test_seat_adjustments_through_the_api_become_prorated_bill_lines(stack: Stac
     ]
 
     adjust(stack, {**ten, "uid": "seats-3", "value": 6, "date": iso(start + 2 * DAY)})
-    lines = stack.wait_for(lambda: counter_lines_once(stack, account, 3), timeout=60)
+    lines = stack.wait_for(lambda: counter_lines_once(stack, account, count_of(3)), timeout=60)
     # 9 fewer for 28 of 30 days: -9 x 4.00 x 28/30 = -33.60
     assert amounts(lines)[2] == ("COUNTER_ADJUSTMENT_CREDIT", Decimal("-33.60"))
     latest = max(bills_of(stack, account), key=lambda b: b["version"])
@@ -98,7 +106,10 @@ def test_a_seat_subscriptions_stripe_quantity_is_billed_by_its_plans_counter(
 ) -> None:
     account = f"cus_tokyo_{now_s()}"
     subscribe(stack, account, "tokyo_monthly", now_s() - DAY, quantity=3)
-    lines = stack.wait_for(lambda: counter_lines_once(stack, account, 1), timeout=60)
+    lines = stack.wait_for(
+        lambda: counter_lines_once(stack, account, lambda found: found[0]["quantity"] == "3"),
+        timeout=60,
+    )
     # tokyo: 500 JPY a seat, 3 seats from the subscription's start
     assert amounts(lines) == [("COUNTER_RUNNING_TOTAL_CHARGE", Decimal(1500))]
     assert Decimal(lines[0]["quantity"]) == 3
