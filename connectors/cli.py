@@ -29,7 +29,8 @@ kafka_app = typer.Typer(
 topics_app = typer.Typer(help="Create and inspect meterline's topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect and validate settings.", no_args_is_help=True)
 catalog_app = typer.Typer(
-    help="Meters, aggregations, plans and plan mappings: validate, publish, show.",
+    help="Meters, aggregations, compound aggregations, counters, plans, plan mappings: "
+    "validate, publish, show.",
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
@@ -279,7 +280,16 @@ def catalog_show(
         summary = ", ".join(
             f"{k}={v}"
             for k, v in item.items()
-            if k in ("meter", "targetField", "aggregation", "currency", "billFrequency", "plan")
+            if k
+            in (
+                "meter",
+                "targetField",
+                "aggregation",
+                "calculation",
+                "currency",
+                "billFrequency",
+                "plan",
+            )
         )
         table.add_row(kind, code, summary)
     Console().print(table)

@@ -1,9 +1,12 @@
 """The main job: the whole product end to end, driven through public interfaces only.
 
-Stripe Checkout (simulator, signed webhooks) → accounts and plans → usage through the
-ingest API (duplicates and late measurements included) → bill runs mid-period and at
-period end → approval → the Stripe sink writes invoices. It ends with a summary that
-checks usage, bills and what Stripe holds agree, and exits 0 only if they do.
+Stripe Checkout (simulator, signed webhooks) → accounts and plans → seats changed
+mid-period (counter adjustments API on starter, the Stripe subscription's quantity on
+tokyo) → usage through the ingest API (duplicates and late measurements included) → bill
+runs mid-period and at period end → approval → the Stripe sink writes invoices. It ends
+with a summary that checks usage, bills (the pro plan's compound aggregation, the seat
+counters' running totals, debits and credits) and what Stripe holds agree, and exits 0
+only if they do.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from connectors.dev import DevStack
 from connectors.environment import setting_variables
 from connectors.kafka.broker import free_port
 from connectors.waiting import eventually
+from streams.clock import epoch_ms
 from streams.money import to_stripe_amount
 from streams.settings import Settings
 from streams.topics import Topics
@@ -50,6 +54,13 @@ PLANS = (
 )
 REGIONS = ("eu-west", "us-east", "ap-northeast")
 POLL_S = 0.25
+# Seats at the start of the period, then from a moment inside it. Starter accounts set
+# them through the counter adjustments API (one gains seats, one loses some: a credit);
+# tokyo maps the Stripe subscription item's quantity (stripeQuantityCounter).
+API_SEATS = ((5, 8), (5, 3))
+STRIPE_SEATS = (2, 3)
+SEATS_CHANGE_AFTER_S = 5  # the change comes this long after the last subscription began
+GIGABYTE = Decimal(1_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -69,9 +80,30 @@ class Expected:
 
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # (ts ms, calls, bytes) of every counted measurement: what a period's bill must price
+    records: dict[str, list[tuple[int, int, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    seats: dict[str, tuple[int, int]] = field(default_factory=dict)  # account -> (start, then)
     sent: int = 0
     duplicates: int = 0
     late: int = 0
+
+    def count(self, record: dict[str, Any]) -> None:
+        account, measure = record["account"], record["measure"]
+        self.calls[account] += measure["calls"]
+        self.users[account].add(record["who"]["user"])
+        ts = epoch_ms(datetime.fromisoformat(record["ts"]))
+        self.records[account].append((ts, measure["calls"], measure["bytes"]))
+
+    def api_units(self, account: str, start: datetime, end: datetime) -> Decimal:
+        """The pro plan's compound aggregation over [start, end): calls / 1000 + GB x 10,
+        from the raw sums (data_transfer's own rounding not applied)."""
+        lo, hi = epoch_ms(start), epoch_ms(end)
+        inside = [(calls, size) for ts, calls, size in self.records[account] if lo <= ts < hi]
+        calls = sum(c for c, _ in inside)
+        gigabytes = sum((Decimal(b) / GIGABYTE for _, b in inside), Decimal(0))
+        return Decimal(calls) / 1000 + gigabytes * 10
 
 
 class DemoFailure(RuntimeError):
@@ -95,6 +127,8 @@ class Demo:
         )
         self.done = threading.Event()  # ends the health watch
         self.accounts: dict[str, str] = {}  # customer id -> plan lookup key
+        self.subscriptions: dict[str, str] = {}  # customer id -> Stripe subscription id
+        self.subscribed_at = 0.0  # when the last subscription started
         self.expected = Expected()
         self.figures: dict[str, str] = {}
 
@@ -156,6 +190,7 @@ class Demo:
                 f"{self.sim_url}/_sim/checkout",
                 json={
                     "price": prices[lookup],
+                    "quantity": STRIPE_SEATS[0] if lookup == "tokyo_monthly" else 1,
                     "email": f"billing+{index}@example.com",
                     "name": f"Customer {index + 1}",
                     "client_reference_id": f"signup-{index + 1}",
@@ -164,6 +199,8 @@ class Demo:
                 timeout=30,
             ).json()
             self.accounts[session["customer"]] = lookup
+            self.subscriptions[session["customer"]] = session["subscription"]
+        self.subscribed_at = time.time()
         self.console.print(
             f"{len(self.accounts)} customers subscribed through Stripe Checkout; "
             f"the current period ends in {self.options.period_seconds}s"
@@ -182,6 +219,48 @@ class Demo:
         with self.console.status("waiting for webhooks to create accounts and plans…"):
             eventually(plans_ready, 60, POLL_S, "accounts and account plans from the webhooks")
         self.console.print("[green]every account and account plan exists in meterline[/]")
+
+    # -- 1b. seats --------------------------------------------------------------------
+
+    def plan_start(self, account: str) -> datetime:
+        plans = self.http.get(f"{self.api}/accountplans", params={"account": account}).json()
+        return min(datetime.fromisoformat(p["startDate"]) for p in plans["data"])
+
+    def adjust_seats(self, account: str, uid: str, at: datetime, seats: int) -> None:
+        body = {"uid": uid, "account": account, "counter": "seats", "date": at.isoformat()}
+        answer = self.http.post(f"{self.api}/counteradjustments", json={**body, "value": seats})
+        if answer.status_code != 200:
+            raise DemoFailure(f"counter adjustment refused: {answer.status_code} {answer.text}")
+
+    def change_seats(self) -> None:
+        """Seats at the period start, then a change inside the period: starter through
+        the counter adjustments API, tokyo through the Stripe subscription's quantity."""
+        wait = self.subscribed_at + SEATS_CHANGE_AFTER_S - time.time()
+        if wait > 0:  # pacing, so the change lies inside the period, after its start
+            time.sleep(wait)
+        starters = 0
+        for account, lookup in self.accounts.items():
+            if lookup == "starter_monthly":
+                before, after = API_SEATS[starters % len(API_SEATS)]
+                starters += 1
+                self.adjust_seats(account, f"{account}-seats-0", self.plan_start(account), before)
+                now = datetime.now(UTC)
+                self.adjust_seats(account, f"{account}-seats-1", now, after)
+            elif lookup == "tokyo_monthly":
+                before, after = STRIPE_SEATS
+                subscription = self.stripe.subscriptions.retrieve(self.subscriptions[account])
+                item = subscription["items"]["data"][0]
+                self.stripe.subscriptions.update(
+                    subscription.id,
+                    {"items": [{"id": item.id, "quantity": after}], "proration_behavior": "none"},
+                )
+            else:
+                continue
+            self.expected.seats[account] = (before, after)
+        self.console.print(
+            "seats changed mid-period: "
+            + ", ".join(f"{a} {b}→{c}" for a, (b, c) in self.expected.seats.items())
+        )
 
     # -- 2. usage ---------------------------------------------------------------------
 
@@ -227,8 +306,7 @@ class Demo:
                     record = self.measurement(account, ts)
                     batch.append(record)
                     sent_uids.append((record["uid"], record))
-                    self.expected.calls[account] += record["measure"]["calls"]
-                    self.expected.users[account].add(record["who"]["user"])
+                    self.expected.count(record)
                 t0 = time.monotonic()
                 answer = self.http.post(
                     f"{self.api}/measurements", content=orjson.dumps({"measurements": batch})
@@ -279,8 +357,7 @@ class Demo:
         timings = []
         for _ in range(samples):
             record = self.measurement(account, datetime.now(UTC))
-            self.expected.calls[account] += record["measure"]["calls"]
-            self.expected.users[account].add(record["who"]["user"])
+            self.expected.count(record)
             target = self.expected.calls[account]
             started = time.monotonic()
             self.http.post(f"{self.api}/measurements", json={"measurements": [record]})
@@ -412,10 +489,49 @@ class Demo:
 
     # -- summary ----------------------------------------------------------------------
 
+    def priced_extras(self, account: str, bill: dict[str, Any]) -> tuple[bool, str]:
+        """Whether the bill prices the compound aggregation (pro) or the seat counter
+        (starter, tokyo) as the demo expects, and what it shows."""
+        if self.accounts[account] == "pro_monthly":
+            line = next((x for x in bill["lines"] if x["id"] == "USAGE:api_units"), None)
+            if line is None or line["quantity"] is None:
+                return False, "no API units"
+            service = (
+                datetime.fromisoformat(line["servicePeriodStartDate"]),
+                datetime.fromisoformat(line["servicePeriodEndDate"]),
+            )
+            wanted = self.expected.api_units(account, *service)
+            value = Decimal(line["quantity"])
+            return value == wanted, f"API units {value.normalize():f}: {line['subtotal']}"
+        seats = self.expected.seats.get(account)
+        if seats is None:
+            return True, "-"
+        before, after = seats
+        lines = [x for x in bill["lines"] if x["lineItemType"].startswith("COUNTER_")]
+        change = "DEBIT" if after > before else "CREDIT"
+        ok = (
+            [x["lineItemType"] for x in lines]
+            == ["COUNTER_RUNNING_TOTAL_CHARGE", f"COUNTER_ADJUSTMENT_{change}"]
+            and Decimal(lines[0]["quantity"]) == before
+            and Decimal(lines[1]["quantity"]) == after - before
+        )
+        return ok, f"seats {before}→{after}: " + " ".join(x["subtotal"] for x in lines)
+
     def summary(self) -> bool:
         ok = True
         table = Table(title="meterline demo: usage → bills → Stripe")
-        columns = ("account", "plan", "calls", "users", "bill", "lines", "total", "Stripe", "agree")
+        columns = (
+            "account",
+            "plan",
+            "calls",
+            "users",
+            "bill",
+            "lines",
+            "compound / seats",
+            "total",
+            "Stripe",
+            "agree",
+        )
         for column in columns:
             table.add_column(column)
         bills = self.first_period_bills()
@@ -426,10 +542,12 @@ class Demo:
             users_ok = usage.get("active_users") == len(self.expected.users[account])
             items = self.stripe_items(bill) if bill else []
             stripe_total = sum(item.amount for item in items)
+            extras_ok, extras = self.priced_extras(account, bill) if bill else (False, "-")
             agree = (
                 bill is not None
                 and calls_ok
                 and users_ok
+                and extras_ok
                 and self.account_in_stripe_agrees(account)
             )
             ok &= agree
@@ -440,6 +558,7 @@ class Demo:
                 f"{usage.get('active_users')} / {len(self.expected.users[account])}",
                 f"v{bill['version']} {bill['status']}" if bill else "-",
                 str(len(bill["lines"])) if bill else "-",
+                extras,
                 f"{bill['total']} {bill['currency']}" if bill else "-",
                 f"{len(items)} items, {stripe_total} minor units",
                 "[green]yes[/]" if agree else "[red]NO[/]",
@@ -479,6 +598,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
     try:
         demo.start(stack)
         demo.subscribe()
+        demo.change_seats()
         half = options.measurements // 2
         demo.stream_usage(half, "usage, first half")
         demo.wait_usage_visible()

@@ -1,7 +1,7 @@
 """What a worker's agents share, typed: settings, topics, counters and the domain views
 each agent offers the others.
 
-Agents register in order (catalog, usage, accounts, billing: `streams.agents`); each
+Agents register in order (catalog, usage, accounts, counters, billing: `streams.agents`); each
 sets the view it owns, and reads the others' views when it runs, never at registration.
 The views are Protocols, so a domain module depends on what it reads, not on the agent
 that provides it.
@@ -10,7 +10,7 @@ that provides it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +21,7 @@ from streams.settings import Settings
 from streams.topics import Topics
 
 if TYPE_CHECKING:
+    from streams.billing.counters import CountChange
     from streams.catalog.live import LiveCatalog
     from streams.schemas.accounts import Account, AccountPlan
     from streams.schemas.catalog import AggregationFunction
@@ -50,6 +51,12 @@ class UsageView(Protocol):
     ) -> Mapping[str, Decimal | None]: ...
 
 
+class CountersView(Protocol):
+    """Counter adjustments of this worker's accounts (the counters agent's)."""
+
+    def history(self, account: str, counter: str) -> Sequence[CountChange]: ...
+
+
 class LocksView(Protocol):
     """Locked billing periods (the billing agent's)."""
 
@@ -70,6 +77,7 @@ class WorkerContext:
     catalog: LiveCatalog | None = None
     usage: UsageView | None = None
     accounts: AccountsView | None = None
+    counters: CountersView | None = None
     locks: LocksView | None = None
     # Accounts whose plans or locked periods changed (written here or read from a
     # changelog) since the usage engine was last told: it is told before its next batch.

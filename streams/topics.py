@@ -58,6 +58,12 @@ STRIPE_EVENTS_REJECTED = TopicSpec(
 STRIPE_CONFLICTS = TopicSpec(
     "stripe.sync.conflicts", "bill id", "bill line Stripe would not let us change + reason"
 )
+COUNTER_ADJUSTMENTS = TopicSpec(
+    "counter.adjustments", "account code", "counter adjustment: account, counter, date, value"
+)
+COUNTER_ADJUSTMENTS_REJECTED = TopicSpec(
+    "counter.adjustments.rejected", "account code", "adjustment + reason + source offset"
+)
 HEARTBEAT = TopicSpec(
     "heartbeat", "process name", "liveness round trips (demo, health checks)", fixed_partitions=1
 )
@@ -73,6 +79,8 @@ ALL: tuple[TopicSpec, ...] = (
     STRIPE_SYNC,
     STRIPE_EVENTS_REJECTED,
     STRIPE_CONFLICTS,
+    COUNTER_ADJUSTMENTS,
+    COUNTER_ADJUSTMENTS_REJECTED,
     HEARTBEAT,
 )
 
@@ -151,6 +159,10 @@ class Topics:
     @property
     def stripe_conflicts(self) -> str:
         return self.name(STRIPE_CONFLICTS)
+
+    @property
+    def counter_adjustments(self) -> str:
+        return self.name(COUNTER_ADJUSTMENTS)
 
     @property
     def heartbeat(self) -> str:

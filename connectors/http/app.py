@@ -1,4 +1,5 @@
-"""The HTTP edge: Stripe webhooks, ingest API, file upload, bill commands, read API.
+"""The HTTP edge: Stripe webhooks, ingest API, file upload, bill commands, counter
+adjustments, read API.
 
 Stateless: every write goes to Kafka and is answered only after Kafka acknowledged it.
 """
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from connectors.bill_view import BillView
 from connectors.http.bills import bills_router
+from connectors.http.counters import counters_router
 from connectors.http.edge import ApiError, Edge
 from connectors.http.ingest import ingest_router
 from connectors.http.reads import reads_router
@@ -75,6 +77,7 @@ def create_app(
     app.include_router(uploads_router(settings))
     app.include_router(usage_query_router(settings, transport=worker_transport))
     app.include_router(bills_router(settings, bill_view))
+    app.include_router(counters_router(settings))
     declare_our_errors(app)
     return app
 

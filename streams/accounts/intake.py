@@ -7,7 +7,9 @@ For each event, one at a time (concurrency 1, so no offset is committed past it)
   3. write back every upserted plan, then the account
   4. publish to `stripe.events.rejected`: the event itself when it is invalid or anything
      failed (reason + `stripe.events[p]@o`), and one record per unmapped price
-  5. wait until Kafka acknowledged 3 and 4 (`confirm`), then the agent lets faust ack.
+  5. publish the seat counts the event carries to `counter.adjustments`
+     (`streams.accounts.quantities`; stale events too: they date their own quantity)
+  6. wait until Kafka acknowledged 3 to 5 (`confirm`), then the agent lets faust ack.
 
 Unmapped prices. A subscription item whose price maps to no plan is stored as an
 UNMAPPED account plan and reported (log, counter, a record on `stripe.events.rejected`
@@ -30,10 +32,13 @@ import orjson
 
 from streams.accounts.events import InvalidStripeEvent, UnmappedPrice, apply_event
 from streams.accounts.events import customer_key as event_customer
+from streams.accounts.quantities import quantity_adjustments
 from streams.accounts.state import AccountState
 from streams.catalog.live import LiveCatalog
 from streams.delivery import deliver
 from streams.schemas.accounts import AccountPlan
+from streams.schemas.catalog import Catalog
+from streams.schemas.counters import CounterAdjustment
 from streams.sources import source_of
 
 log = logging.getLogger(__name__)
@@ -93,9 +98,11 @@ class StripeEventIntake:
         rejected: faust.TopicT,
         catalog: LiveCatalog,
         stats: Counter[str],
+        adjustments: faust.TopicT | None = None,
     ) -> None:
         self.state = state
         self.rejected = rejected
+        self.adjustments = adjustments
         self.catalog = catalog
         self.stats = stats
 
@@ -103,7 +110,7 @@ class StripeEventIntake:
         source = str(source_of(message))
         raw: bytes | None = message.value
         try:
-            unmapped = self._apply(message.key, raw, source)
+            unmapped, counts = self._apply(message.key, raw, source)
         except Exception as exc:  # faust would ack a swallowed event: dead-letter it
             reason = str(exc) if isinstance(exc, InvalidStripeEvent) else repr(exc)
             self.stats["accounts_rejected"] += 1
@@ -119,18 +126,28 @@ class StripeEventIntake:
             )
             record = rejection(reason, source, raw, unmapped=item.model_dump(mode="json"))
             await self._reject(item.accountCode.encode(), record)
+        if counts and self.adjustments is not None:
+            await deliver(
+                self.adjustments,
+                [(a.account.encode(), a.model_dump_json().encode(), None) for a in counts],
+            )
+            log.info("%s seat counts: %s", source, [(a.counter, a.value) for a in counts])
 
-    def _apply(self, key: bytes | None, raw: bytes | None, source: str) -> list[UnmappedPrice]:
+    def _apply(
+        self, key: bytes | None, raw: bytes | None, source: str
+    ) -> tuple[list[UnmappedPrice], list[CounterAdjustment]]:
         event = decode_event(raw)
         customer = check_key(key, event)
         account = self.state.account(customer) if customer else None
         plans = self.state.plans(customer) if customer else []
-        change = apply_event(event, account=account, plans=plans, catalog=self.catalog.current())
+        catalog = self.catalog.current()
+        change = apply_event(event, account=account, plans=plans, catalog=catalog)
+        counts = self._counts(event, catalog, source)
         ids = f"{event.get('id')} ({event.get('type')}) customer {customer}"
         if change.ignored_reason is not None:
             self.stats["accounts_ignored"] += 1
             log.info("%s %s ignored: %s", source, ids, change.ignored_reason)
-            return []
+            return [], counts
         self.state.write(change)
         self.stats["accounts_applied"] += 1
         log.info(
@@ -140,7 +157,18 @@ class StripeEventIntake:
             "written" if change.account else "unchanged",
             [p.id for p in change.plans],
         )
-        return change.unmapped
+        return change.unmapped, counts
+
+    def _counts(
+        self, event: dict[str, Any], catalog: Catalog, source: str
+    ) -> list[CounterAdjustment]:
+        """The event's seat counts; a count that cannot be taken never stops the event."""
+        try:
+            return quantity_adjustments(event, catalog)
+        except ValueError as exc:  # pydantic's ValidationError included
+            self.stats["accounts_quantities_rejected"] += 1
+            log.warning("%s seat counts not taken: %s", source, exc)
+            return []
 
     async def _reject(self, key: bytes | None, record: bytes) -> None:
         await deliver(self.rejected, [(key, record, None)])

@@ -19,7 +19,12 @@ from streams.agents.routing import on_owner
 from streams.context import MeterlineApp, WorkerContext
 from streams.readiness import when_ready
 from streams.tables import account_table
-from streams.topics import STRIPE_EVENTS, STRIPE_EVENTS_REJECTED, faust_topic
+from streams.topics import (
+    COUNTER_ADJUSTMENTS,
+    STRIPE_EVENTS,
+    STRIPE_EVENTS_REJECTED,
+    faust_topic,
+)
 
 
 def register(app: MeterlineApp, context: WorkerContext) -> None:
@@ -34,7 +39,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     state.plans_table.watch(context.stale_facts.add)  # plans split usage windows
     app.on_rebalance_complete.connect(state.invalidate)
     rejected = faust_topic(app, context.topics, STRIPE_EVENTS_REJECTED)
-    intake = StripeEventIntake(state, rejected, context.catalog, context.stats)
+    counts = faust_topic(app, context.topics, COUNTER_ADJUSTMENTS)  # seats from Stripe
+    intake = StripeEventIntake(state, rejected, context.catalog, context.stats, counts)
 
     @app.agent(faust_topic(app, context.topics, STRIPE_EVENTS), name="accounts", concurrency=1)
     async def accounts(stream: faust.StreamT[bytes]) -> None:

@@ -9,9 +9,13 @@ approves and locks. Lines, in order:
   amount for the same dates, the covered part of this period: bills are recalculated
   all period long, so "in advance" only labels the line (and lets the sink push it
   as soon as the period opens).
-- USAGE: one per pricing of the plan, in the plan's order, even at zero usage.
+- USAGE: one per pricing of the plan, in the plan's order, even at zero usage. A pricing
+  of a compound aggregation prices its calculated value (`streams.billing.compound`).
+- COUNTER_RUNNING_TOTAL_CHARGE, COUNTER_ADJUSTMENT_DEBIT / _CREDIT: per counter pricing of
+  the plan, in the plan's order (`streams.billing.counters`).
 - MINIMUM_SPEND: when the usage lines add up to less than the plan's minimum spend
-  (prorated like the standing charge), the difference.
+  (prorated like the standing charge), the difference. Counter charges are recurring
+  charges, not usage: they do not count towards the minimum spend.
 
 Each line's subtotal is rounded half-up to the currency's minor unit once; the total
 is the sum of the rounded lines, so it is exact in minor units too.
@@ -20,18 +24,21 @@ is the sum of the rounded lines, so it is exact in minor units too.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from streams.billing.compound import compound_values
+from streams.billing.counters import CountChange, counter_lines
 from streams.billing.periods import Period, covered, proration, utc
 from streams.billing.pricing import price, quantity
 from streams.money import prorate, round_money
 from streams.schemas.accounts import Account, AccountPlan
 from streams.schemas.bill import Bill, BillLine, BillReason, BillStatus, LineItemType
-from streams.schemas.catalog import Aggregation, Plan
+from streams.schemas.catalog import Aggregation, CompoundAggregation, Counter, Plan
 
 STANDING_CHARGE_LINE = "STANDING_CHARGE"
 MINIMUM_SPEND_LINE = "MINIMUM_SPEND"
@@ -79,6 +86,19 @@ def usage_line_id(aggregation_code: str) -> str:
     return f"{LineItemType.USAGE}:{aggregation_code}"
 
 
+@dataclass(frozen=True)
+class Extras:
+    """What a plan may price beside aggregations: compound aggregations (by code), and
+    counters (by code) with each counter's history for the account."""
+
+    compounds: Mapping[str, CompoundAggregation] = field(default_factory=dict)
+    counters: Mapping[str, Counter] = field(default_factory=dict)
+    counts: Mapping[str, Sequence[CountChange]] = field(default_factory=dict)
+
+
+NO_EXTRAS = Extras()
+
+
 def build_bill(
     *,
     account_plan: AccountPlan,
@@ -89,11 +109,13 @@ def build_bill(
     previous: Bill | None,
     now: datetime,
     account: Account | None = None,
+    extras: Extras = NO_EXTRAS,
 ) -> Bill | None:
     """The next version of the bill of `account_plan` for `period`, or None if unchanged.
 
     `usage` holds the aggregated value per aggregation code over the period (missing or
-    None: no usage). A recalculation that changes an APPROVED bill puts it back to
+    None: no usage); `aggregations` every aggregation the plan prices or its compound
+    aggregations reference. A recalculation that changes an APPROVED bill puts it back to
     PENDING. Raises `BillLocked` if `previous` is LOCKED, ValueError for inputs that do
     not belong together (plan, period, previous bill) or a period the plan never covers.
     """
@@ -116,7 +138,13 @@ def build_bill(
         )
     fraction = proration(period, account_plan.startDate, account_plan.endDate)
     lines = _lines(
-        plan, aggregations, usage, Period(utc(service.start), utc(service.end)), fraction
+        plan,
+        aggregations,
+        usage,
+        Period(utc(period.start), utc(period.end)),
+        Period(utc(service.start), utc(service.end)),
+        fraction,
+        extras,
     )
     content: dict[str, Any] = {
         "accountCode": account_plan.accountCode,
@@ -199,8 +227,10 @@ def _lines(
     plan: Plan,
     aggregations: Mapping[str, Aggregation],
     usage: Mapping[str, Decimal | None],
+    period: Period,
     service: Period,
     fraction: Fraction,
+    extras: Extras,
 ) -> tuple[BillLine, ...]:
     currency = plan.currency
     lines: list[BillLine] = []
@@ -218,32 +248,19 @@ def _lines(
                 servicePeriodEndDate=service.end,
             )
         )
-    usage_total = Decimal(0)
-    for pricing in plan.pricings:
-        aggregation = aggregations.get(pricing.aggregation)
-        if aggregation is None:
+    usage_lines = _usage_lines(plan, aggregations, usage, service, extras)
+    lines.extend(usage_lines)
+    for counter_pricing in plan.counterPricings:
+        counter = extras.counters.get(counter_pricing.counter)
+        if counter is None:
             raise ValueError(
-                f"plans[{plan.code}].pricings: aggregation {pricing.aggregation!r} "
+                f"plans[{plan.code}].counterPricings: counter {counter_pricing.counter!r} "
                 "is not in the catalog"
             )
-        raw = usage.get(pricing.aggregation)
-        priced = price(pricing, quantity(raw, aggregation))
-        line = BillLine(
-            id=usage_line_id(aggregation.code),
-            lineItemType=LineItemType.USAGE,
-            description=pricing.description or aggregation.name or aggregation.code,
-            aggregationCode=aggregation.code,
-            quantity=aggregation.defaultValue if raw is None else raw,
-            units=priced.units,
-            unitPrice=priced.unit_price,
-            subtotal=round_money(priced.total, currency),
-            usagePerPricingBand=priced.bands,
-            servicePeriodStartDate=service.start,
-            servicePeriodEndDate=service.end,
-        )
-        usage_total += line.subtotal
-        lines.append(line)
+        history = extras.counts.get(counter.code, ())
+        lines.extend(counter_lines(counter_pricing, counter, history, period, service, currency))
     if plan.minimumSpend > 0:
+        usage_total = sum((line.subtotal for line in usage_lines), Decimal(0))
         shortfall = round_money(prorate(plan.minimumSpend, fraction), currency) - usage_total
         if shortfall > 0:
             lines.append(
@@ -257,3 +274,52 @@ def _lines(
                 )
             )
     return tuple(lines)
+
+
+def _usage_lines(
+    plan: Plan,
+    aggregations: Mapping[str, Aggregation],
+    usage: Mapping[str, Decimal | None],
+    service: Period,
+    extras: Extras,
+) -> list[BillLine]:
+    compounds = [p.compoundAggregation for p in plan.pricings if p.compoundAggregation]
+    for code in compounds:
+        if code not in extras.compounds:
+            raise ValueError(
+                f"plans[{plan.code}].pricings: compound aggregation {code!r} is not in the catalog"
+            )
+    values = {
+        **usage,
+        **compound_values(compounds, extras.compounds, aggregations, usage),
+    }
+    lines: list[BillLine] = []
+    for pricing in plan.pricings:
+        code = pricing.priced
+        priced_thing: Aggregation | CompoundAggregation | None = (
+            aggregations.get(code) if pricing.aggregation else extras.compounds.get(code)
+        )
+        if priced_thing is None:
+            raise ValueError(
+                f"plans[{plan.code}].pricings: aggregation {code!r} is not in the catalog"
+            )
+        raw = values.get(code)
+        priced = price(pricing, quantity(raw, priced_thing))
+        default = priced_thing.defaultValue if isinstance(priced_thing, Aggregation) else None
+        lines.append(
+            BillLine(
+                id=usage_line_id(code),
+                lineItemType=LineItemType.USAGE,
+                description=pricing.description or priced_thing.name or code,
+                aggregationCode=pricing.aggregation,
+                compoundAggregationCode=pricing.compoundAggregation,
+                quantity=default if raw is None else raw,
+                units=priced.units,
+                unitPrice=priced.unit_price,
+                subtotal=round_money(priced.total, plan.currency),
+                usagePerPricingBand=priced.bands,
+                servicePeriodStartDate=service.start,
+                servicePeriodEndDate=service.end,
+            )
+        )
+    return lines

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from streams.schemas.bill import BandUsage
-from streams.schemas.catalog import Aggregation, Pricing, PricingBand, Rounding
+from streams.schemas.catalog import (
+    Aggregation,
+    CompoundAggregation,
+    CounterPricing,
+    Pricing,
+    PricingBand,
+    Rounding,
+)
 
 _ZERO = Decimal(0)
 _ROUNDING_MODES = {
@@ -32,21 +39,23 @@ class PricedUsage:
     total: Decimal
 
 
-def quantity(raw: Decimal | None, aggregation: Aggregation) -> Decimal:
-    """Billable units from an aggregated value.
+def quantity(raw: Decimal | None, aggregation: Aggregation | CompoundAggregation) -> Decimal:
+    """Billable units from an aggregated (or compound) value.
 
-    No usage (`None`) counts as the aggregation's `defaultValue`. The value is divided
-    by `quantityPerUnit`, then rounded to whole units: UP to the ceiling, DOWN to the
-    floor, NEAREST half-up; NONE keeps the fraction.
+    No usage (`None`) counts as the aggregation's `defaultValue` (0 for a compound
+    aggregation, which has none). The value is divided by `quantityPerUnit`, then rounded
+    to whole units: UP to the ceiling, DOWN to the floor, NEAREST half-up; NONE keeps
+    the fraction.
     """
-    value = aggregation.defaultValue if raw is None else raw
+    default = aggregation.defaultValue if isinstance(aggregation, Aggregation) else _ZERO
+    value = default if raw is None else raw
     if aggregation.quantityPerUnit != 1:
         value = value / aggregation.quantityPerUnit
     mode = _ROUNDING_MODES.get(aggregation.rounding)
     return value if mode is None else value.to_integral_value(rounding=mode)
 
 
-def price(pricing: Pricing, units: Decimal) -> PricedUsage:
+def price(pricing: Pricing | CounterPricing, units: Decimal) -> PricedUsage:
     """Price `units` with the pricing's bands, tiered (cumulative) or volume.
 
     A band is *reached* when units > its lowerLimit; zero (or negative) usage reaches

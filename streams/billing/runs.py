@@ -5,7 +5,7 @@ Pure functions; the billing agent reads the tables, calls these and writes the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -13,7 +13,9 @@ from typing import NamedTuple
 
 import orjson
 
-from streams.billing.bills import BillLocked, bill_id, build_bill, transition
+from streams.billing.bills import BillLocked, Extras, bill_id, build_bill, transition
+from streams.billing.compound import needed_aggregations
+from streams.billing.counters import CountChange
 from streams.billing.periods import Period, billing_period, covered
 from streams.clock import epoch_ms, from_ms
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
@@ -23,6 +25,11 @@ from streams.schemas.catalog import Catalog
 # The instant before a moment: the last of a period that ends (exclusively) there.
 MICROSECOND = timedelta(microseconds=1)
 UsageReader = Callable[[str, Mapping[str, object], int, int], Mapping[str, Decimal | None]]
+CountReader = Callable[[str, str], Sequence[CountChange]]  # (account, counter) → history
+
+
+def no_counts(account: str, counter: str) -> Sequence[CountChange]:
+    return ()
 
 
 def billable(account_plan: AccountPlan) -> bool:
@@ -78,6 +85,7 @@ def run_account_plan(
     previous: Mapping[str, Bill],
     usage: UsageReader,
     now: datetime,
+    counts: CountReader = no_counts,
 ) -> RunResult:
     """New bill versions for every period of the account plan that needs one."""
     bills: list[Bill] = []
@@ -87,11 +95,18 @@ def run_account_plan(
         return RunResult(
             [], [f"account plan {account_plan.id}: plan {account_plan.planCode!r} not in catalog"]
         )
-    aggregations = {
-        p.aggregation: catalog.aggregations[p.aggregation]
-        for p in plan.pricings
-        if p.aggregation in catalog.aggregations
+    needed = needed_aggregations((p.priced for p in plan.pricings), catalog)
+    aggregations = {code: catalog.aggregations[code] for code in sorted(needed)}
+    counters = {
+        p.counter: catalog.counters[p.counter]
+        for p in plan.counterPricings
+        if p.counter in catalog.counters
     }
+    extras = Extras(
+        compounds=catalog.compoundAggregations,
+        counters=counters,
+        counts={code: counts(account_plan.accountCode, code) for code in counters},
+    )
     for period in periods_to_bill(account_plan, catalog, now):
         window = covered(period, account_plan.startDate, account_plan.endDate)
         if window is None:
@@ -111,6 +126,7 @@ def run_account_plan(
                 previous=existing,
                 now=now,
                 account=account,
+                extras=extras,
             )
         except BillLocked:
             skipped.append(f"{existing.id if existing else '?'} is locked")

@@ -10,7 +10,7 @@ the worker's views (`streams.context`); the versions they make are pure function
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from streams.billing.bills import LifecycleError, transition
+from streams.billing.counters import CountChange
 from streams.billing.runs import (
     LockedRange,
     finalize,
@@ -82,6 +83,10 @@ class Billing:
             raise RuntimeError("the usage agent must be registered before bills run")
         return self.context.usage.period_values(account, functions, start, end)
 
+    def counts(self, account: str, counter: str) -> Sequence[CountChange]:
+        counters = self.context.counters
+        return () if counters is None else counters.history(account, counter)
+
     # commands ---------------------------------------------------------------------
 
     def run(self, account: str, now: datetime) -> list[Bill]:
@@ -101,6 +106,7 @@ class Billing:
                 previous=previous,
                 usage=self.usage,
                 now=now,
+                counts=self.counts,
             )
             out.extend(result.bills)
             for reason in result.skipped:

@@ -27,6 +27,12 @@ class LineItemType(StrEnum):
     STANDING_CHARGE = "STANDING_CHARGE"
     USAGE = "USAGE"
     MINIMUM_SPEND = "MINIMUM_SPEND"
+    # the count at the period start, priced (m3ter's recurring charge)
+    COUNTER_RUNNING_TOTAL_CHARGE = "COUNTER_RUNNING_TOTAL_CHARGE"
+    # an adjustment inside the period that raised the counter's price (rest of the period)
+    COUNTER_ADJUSTMENT_DEBIT = "COUNTER_ADJUSTMENT_DEBIT"
+    # an adjustment that lowered it: a negative subtotal
+    COUNTER_ADJUSTMENT_CREDIT = "COUNTER_ADJUSTMENT_CREDIT"
 
 
 class BillReason(StrEnum):
@@ -53,14 +59,23 @@ class BillLine(Frozen):
     lineItemType: LineItemType
     description: str
     aggregationCode: str | None = None
+    compoundAggregationCode: str | None = None
+    counterCode: str | None = None
     quantity: Decimal | None = Field(
-        default=None, description="Aggregated value before quantityPerUnit and rounding"
+        default=None,
+        description="Aggregated value before quantityPerUnit and rounding; for a counter "
+        "line, the count (running total) or the count's change (adjustment)",
     )
-    units: Decimal | None = Field(default=None, description="Billable units after rounding")
+    units: Decimal | None = Field(
+        default=None,
+        description="Billable units after rounding; for a counter line, the count priced",
+    )
     unitPrice: Decimal | None = Field(
         default=None, description="Set when one rate prices every unit; null for tiers"
     )
-    subtotal: Decimal = Field(description="Rounded half-up to the currency's minor unit")
+    subtotal: Decimal = Field(
+        description="Rounded half-up to the currency's minor unit; negative for a credit"
+    )
     usagePerPricingBand: tuple[BandUsage, ...] = ()
     servicePeriodStartDate: AwareDatetime
     servicePeriodEndDate: AwareDatetime

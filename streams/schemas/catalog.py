@@ -1,4 +1,5 @@
-"""Catalog models: meters, aggregations, plans and Stripe plan mappings (m3ter's names).
+"""Catalog models: meters, aggregations, compound aggregations, counters, plans and Stripe
+plan mappings (m3ter's names).
 
 Everything here is immutable and validated at the boundary; `Catalog.from_documents`
 checks the references between kinds and reports every error with its path at once.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
@@ -138,6 +139,34 @@ class Aggregation(Frozen):
     defaultValue: Decimal = Decimal(0)
 
 
+class CompoundAggregation(Frozen):
+    """A value computed per billing period from other aggregations' values (m3ter's
+    CompoundAggregation): `calculation` is an expression of the safe expression language
+    (`streams.expressions`) over aggregation and compound aggregation codes.
+
+    The referenced values are their raw period values: their own quantityPerUnit and
+    rounding are not applied first (m3ter's rule). A referenced aggregation without usage
+    makes the whole value null, unless `evaluateNullAggregations` passes its
+    `defaultValue` in instead.
+    """
+
+    code: Code
+    name: str | None = None
+    calculation: str = Field(min_length=1, max_length=2000)
+    quantityPerUnit: Decimal = Field(default=Decimal(1), gt=0)
+    rounding: Rounding = Rounding.NONE
+    unit: str | None = None
+    evaluateNullAggregations: bool = False
+
+
+class Counter(Frozen):
+    """A counted quantity (seats, licences) set per account by counter adjustments."""
+
+    code: Code
+    name: str | None = None
+    unit: str | None = None
+
+
 class BillFrequency(StrEnum):
     DAILY = "DAILY"
     WEEKLY = "WEEKLY"
@@ -151,23 +180,59 @@ class PricingBand(Frozen):
     fixedPrice: Decimal = Field(default=Decimal(0), ge=0)
 
 
+Bands = tuple[PricingBand, ...]
+
+
+def _checked_bands(bands: Bands) -> Bands:
+    if bands[0].lowerLimit != 0:
+        raise ValueError("the first pricing band must have lowerLimit 0")
+    for lower, upper in itertools.pairwise(bands):
+        if upper.lowerLimit <= lower.lowerLimit:
+            raise ValueError("pricing band lowerLimits must be strictly ascending")
+    return bands
+
+
 class Pricing(Frozen):
-    aggregation: Code
-    pricingBands: tuple[PricingBand, ...] = Field(min_length=1)
+    """How a plan prices one aggregation or one compound aggregation (exactly one)."""
+
+    aggregation: Code | None = None
+    compoundAggregation: Code | None = None
+    pricingBands: Bands = Field(min_length=1)
     cumulative: bool = True
     description: str | None = None
 
-    @field_validator("pricingBands")
-    @classmethod
-    def _bands_start_at_zero_and_ascend(
-        cls, bands: tuple[PricingBand, ...]
-    ) -> tuple[PricingBand, ...]:
-        if bands[0].lowerLimit != 0:
-            raise ValueError("the first pricing band must have lowerLimit 0")
-        for lower, upper in itertools.pairwise(bands):
-            if upper.lowerLimit <= lower.lowerLimit:
-                raise ValueError("pricing band lowerLimits must be strictly ascending")
-        return bands
+    _bands = field_validator("pricingBands")(_checked_bands)
+
+    @model_validator(mode="after")
+    def _prices_one_thing(self) -> Pricing:
+        if (self.aggregation is None) == (self.compoundAggregation is None):
+            raise ValueError("set exactly one of aggregation, compoundAggregation")
+        return self
+
+    @property
+    def priced(self) -> str:
+        """The code of the aggregation or compound aggregation priced."""
+        return self.aggregation or self.compoundAggregation or ""
+
+
+class CounterPricing(Frozen):
+    """How a plan prices a counter (m3ter's CounterPricing).
+
+    The running total is the count at the start of the billing period (m3ter's default,
+    billed in advance); every adjustment inside the period adds a debit (the price went
+    up) or a credit (it went down) for the rest of the period. Each of the three charges
+    is prorated by time unless its `proRate…` flag is false.
+    """
+
+    counter: Code
+    pricingBands: Bands = Field(min_length=1)
+    cumulative: bool = True
+    description: str | None = None
+    proRateRunningTotal: bool = True
+    proRateAdjustmentDebit: bool = True
+    proRateAdjustmentCredit: bool = True
+
+    _bands = field_validator("pricingBands")(_checked_bands)
 
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
@@ -184,6 +249,11 @@ class Plan(Frozen):
     minimumSpend: Decimal = Field(default=Decimal(0), ge=0)
     minimumSpendDescription: str | None = None
     pricings: tuple[Pricing, ...] = ()
+    counterPricings: tuple[CounterPricing, ...] = ()
+    stripeQuantityCounter: Code | None = Field(
+        default=None,
+        description="A counter of this plan set from the Stripe subscription item's quantity",
+    )
 
     @field_validator("currency", mode="before")
     @classmethod
@@ -192,10 +262,13 @@ class Plan(Frozen):
 
     @model_validator(mode="after")
     def _one_pricing_per_aggregation(self) -> Plan:
-        codes = [pricing.aggregation for pricing in self.pricings]
-        duplicates = sorted({code for code in codes if codes.count(code) > 1})
-        if duplicates:
-            raise ValueError(f"aggregation priced more than once: {', '.join(duplicates)}")
+        for what, codes in (
+            ("aggregation", [pricing.priced for pricing in self.pricings]),
+            ("counter", [pricing.counter for pricing in self.counterPricings]),
+        ):
+            duplicates = sorted({code for code in codes if codes.count(code) > 1})
+            if duplicates:
+                raise ValueError(f"{what} priced more than once: {', '.join(duplicates)}")
         return self
 
 
@@ -219,10 +292,12 @@ class PlanMapping(Frozen):
         return self
 
 
-Kind = Literal["meter", "aggregation", "plan", "planMapping"]
+Kind = Literal["meter", "aggregation", "compoundAggregation", "counter", "plan", "planMapping"]
 KIND_MODELS: dict[str, type[Frozen]] = {
     "meter": Meter,
     "aggregation": Aggregation,
+    "compoundAggregation": CompoundAggregation,
+    "counter": Counter,
     "plan": Plan,
     "planMapping": PlanMapping,
 }
@@ -230,11 +305,13 @@ KIND_MODELS: dict[str, type[Frozen]] = {
 SECTIONS: dict[str, Kind] = {
     "meters": "meter",
     "aggregations": "aggregation",
+    "compoundAggregations": "compoundAggregation",
+    "counters": "counter",
     "plans": "plan",
     "planMappings": "planMapping",
 }
 STRING_AGGREGATABLE = frozenset({AggregationFunction.COUNT, AggregationFunction.UNIQUE})
-_KEY = re.compile(r"^(meter|aggregation|plan|planMapping):(.+)$")
+_KEY = re.compile(r"^(meter|aggregation|compoundAggregation|counter|plan|planMapping):(.+)$")
 
 
 class CatalogError(ValueError):
@@ -261,6 +338,8 @@ class Catalog(Frozen):
 
     meters: Mapping[str, Meter] = Field(default_factory=dict)
     aggregations: Mapping[str, Aggregation] = Field(default_factory=dict)
+    compoundAggregations: Mapping[str, CompoundAggregation] = Field(default_factory=dict)
+    counters: Mapping[str, Counter] = Field(default_factory=dict)
     plans: Mapping[str, Plan] = Field(default_factory=dict)
     planMappings: Mapping[str, PlanMapping] = Field(default_factory=dict)
 
@@ -356,16 +435,40 @@ class Catalog(Frozen):
                     f"{where}.aggregation: {agg.aggregation} needs a numeric field, "
                     f"{agg.targetField!r} is {target.category}"
                 )
+        errors.extend(compound_errors(self))
         for code, plan in self.plans.items():
-            for index, pricing in enumerate(plan.pricings):
-                if pricing.aggregation not in self.aggregations:
-                    errors.append(
-                        f"plans[{code}].pricings[{index}].aggregation: "
-                        f"unknown aggregation {pricing.aggregation!r}"
-                    )
+            errors.extend(self._plan_errors(code, plan))
         for code, mapping in self.planMappings.items():
             if mapping.plan not in self.plans:
                 errors.append(f"planMappings[{code}].plan: unknown plan {mapping.plan!r}")
+        return errors
+
+    def _plan_errors(self, code: str, plan: Plan) -> list[str]:
+        errors: list[str] = []
+        for index, pricing in enumerate(plan.pricings):
+            if pricing.aggregation is not None and pricing.aggregation not in self.aggregations:
+                errors.append(
+                    f"plans[{code}].pricings[{index}].aggregation: "
+                    f"unknown aggregation {pricing.aggregation!r}"
+                )
+            compound = pricing.compoundAggregation
+            if compound is not None and compound not in self.compoundAggregations:
+                errors.append(
+                    f"plans[{code}].pricings[{index}].compoundAggregation: "
+                    f"unknown compound aggregation {compound!r}"
+                )
+        for index, counter_pricing in enumerate(plan.counterPricings):
+            if counter_pricing.counter not in self.counters:
+                errors.append(
+                    f"plans[{code}].counterPricings[{index}].counter: "
+                    f"unknown counter {counter_pricing.counter!r}"
+                )
+        quantity = plan.stripeQuantityCounter
+        if quantity is not None and quantity not in {p.counter for p in plan.counterPricings}:
+            errors.append(
+                f"plans[{code}].stripeQuantityCounter: counter {quantity!r} is not priced "
+                "by this plan's counterPricings"
+            )
         return errors
 
     def aggregations_of_meter(self, meter: str) -> list[Aggregation]:
@@ -403,3 +506,56 @@ def compile_derived(meter: Meter) -> list[CompiledDerived | str]:
 def derived_field_errors(meter: Meter) -> list[str]:
     """Every derived field of `meter` whose calculation does not compile, as `path: reason`."""
     return [item for item in compile_derived(meter) if isinstance(item, str)]
+
+
+def compile_compound(
+    compound: CompoundAggregation, known: Collection[str]
+) -> Expression | ExpressionError:
+    """The compound aggregation's calculation, compiled over the `known` codes, or why not."""
+    try:
+        return compile_expression(compound.calculation, known)
+    except ExpressionError as exc:
+        return exc
+
+
+def compound_errors(catalog: Catalog) -> list[str]:
+    """Compound aggregations whose calculation does not compile, names an unknown code,
+    shares a code with an aggregation, or depends on itself, as `path: reason`."""
+    errors: list[str] = []
+    known = {*catalog.aggregations, *catalog.compoundAggregations}
+    references: dict[str, list[str]] = {}
+    for code, compound in catalog.compoundAggregations.items():
+        where = f"compoundAggregations[{code}]"
+        if code in catalog.aggregations:
+            errors.append(f"{where}.code: {code!r} is already the code of an aggregation")
+        compiled = compile_compound(compound, known)
+        if isinstance(compiled, ExpressionError):
+            reason = str(compiled).replace("unknown field", "unknown aggregation")
+            errors.append(f"{where}.calculation: {reason}")
+            continue
+        references[code] = sorted(compiled.fields & catalog.compoundAggregations.keys())
+    errors.extend(
+        f"compoundAggregations[{cycle[0]}].calculation: depends on itself ({' -> '.join(cycle)})"
+        for cycle in _cycles(references)
+    )
+    return errors
+
+
+def _cycles(references: Mapping[str, list[str]]) -> list[list[str]]:
+    """The cycles a depth-first walk of the references finds (each node walked once),
+    each written from the code it was entered by and back to it."""
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def walk(code: str, path: list[str]) -> None:
+        for target in references.get(code, ()):
+            if target in path:
+                cycles.append([*path[path.index(target) :], target])
+            elif target not in done:
+                walk(target, [*path, target])
+        done.add(code)
+
+    for code in sorted(references):
+        if code not in done:
+            walk(code, [code])
+    return cycles

@@ -13,8 +13,16 @@ from pydantic import BaseModel
 
 from streams.schemas.accounts import Account, AccountPlan
 from streams.schemas.bill import Bill
-from streams.schemas.catalog import Aggregation, Meter, Plan, PlanMapping
+from streams.schemas.catalog import (
+    Aggregation,
+    CompoundAggregation,
+    Counter,
+    Meter,
+    Plan,
+    PlanMapping,
+)
 from streams.schemas.commands import COMMANDS
+from streams.schemas.counters import CounterAdjustment
 from streams.schemas.measurement import Measurement
 
 HERE = Path(__file__).resolve().parent
@@ -26,8 +34,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "account-plan": AccountPlan,
     "meter": Meter,
     "aggregation": Aggregation,
+    "compound-aggregation": CompoundAggregation,
+    "counter": Counter,
     "plan": Plan,
     "plan-mapping": PlanMapping,
+    "counter-adjustment": CounterAdjustment,
 }
 
 

@@ -54,6 +54,7 @@ class SubscriptionItem(Lenient):
     created: int | None = None
     price: Price | None = None
     plan: Price | None = None
+    quantity: int | None = None  # null for metered prices
     # 2025-03-31.basil and later
     current_period_start: int | None = None
     current_period_end: int | None = None

@@ -70,13 +70,14 @@ async def test_a_run_publishes_the_bill_of_the_accounts_plan_and_usage_with_its_
     bill = published.json()
     assert (bill["accountCode"], bill["planCode"], bill["version"]) == (CUSTOMER, "pro", 1)
     # pro: a 99.00 standing charge, 1,000 calls at 0.0015 plus a 5.00 platform fee,
-    # no storage
+    # no storage; no data transfer, so no API units (a compound aggregation of both)
     lines = {line["id"]: line for line in bill["lines"]}
     assert Decimal(lines["USAGE:api_calls"]["quantity"]) == 1000
     assert {id: Decimal(line["subtotal"]) for id, line in lines.items()} == {
         "STANDING_CHARGE": Decimal("99.00"),
         "USAGE:api_calls": Decimal("6.50"),
         "USAGE:peak_storage": Decimal("0.00"),
+        "USAGE:api_units": Decimal("0.00"),
     }
     assert (Decimal(bill["total"]), bill["currency"]) == (Decimal("105.50"), "USD")
     assert not offline.kafka.on(offline.topics.bill_commands_rejected)

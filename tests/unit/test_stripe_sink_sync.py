@@ -232,6 +232,24 @@ def test_subscription_mode_adopts_pending_items_left_by_a_crash(
     assert result.writes == 0
 
 
+def test_a_counter_credit_is_a_negative_item_updated_in_place_and_the_invoice_keeps_the_total(
+    url: str, client: stripe.StripeClient, pool: ThreadPoolExecutor
+) -> None:
+    cus = customer(client)
+    sync = syncer(client, pool, finalize_on_approval=True)
+    seats = "COUNTER_ADJUSTMENT:seats:2024-04-16T00:00:00+00:00"
+    first = sync.sync(v(1, (("A", "40.00"), (seats, "5.00")), cus), None, Mode.INVOICE)
+    second = v(2, (("A", "40.00"), (seats, "-4.00")), cus, status="APPROVED")
+    result = sync.sync(second, first.entry, Mode.INVOICE)
+
+    items = items_of(url, second)
+    assert items[seats]["id"] == first.entry.items[seats].itemId
+    assert items[seats]["amount"] == -400
+    (invoice,) = state(url)["invoices"]
+    assert (invoice["status"], invoice["total"], invoice["amount_due"]) == ("open", 3600, 3600)
+    assert result.entry.total() == 3600 and result.conflicts == []
+
+
 # Failures ------------------------------------------------------------------------------
 
 
