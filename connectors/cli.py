@@ -50,6 +50,16 @@ def settings() -> Settings:
         fail(str(exc), 2)
 
 
+def reach_kafka(s: Settings) -> None:
+    """Exit naming why when Kafka refuses these credentials or does not answer in time."""
+    from connectors.kafka.access import KafkaAccessError, check_access
+
+    try:
+        check_access(s.kafka, s.kafka_connect_timeout_s)
+    except KafkaAccessError as exc:
+        fail(str(exc))
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -62,7 +72,11 @@ def setup_logging(level: str) -> None:
 
 
 @config_app.command("check")
-def config_check() -> None:
+def config_check(
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Also connect to Kafka with these settings.")
+    ] = False,
+) -> None:
     """Validate every setting from the environment; report every error at once."""
     s = settings()
     table = Table(title="meterline settings")
@@ -72,6 +86,9 @@ def config_check() -> None:
         table.add_row(name, str(value))
     Console().print(table)
     console.print("[green]settings are valid[/]")
+    if kafka:
+        reach_kafka(s)
+        console.print(f"[green]Kafka at {s.kafka.describe()} accepted this client[/]")
 
 
 # -- kafka ----------------------------------------------------------------------------
@@ -180,13 +197,14 @@ def topics_create() -> None:
     from streams.worker_topics import worker_topics
 
     s = settings()
+    reach_kafka(s)
     try:
-        outcomes = create_topics(s.kafka_bootstrap_servers, worker_topics(s), s.replication_factor)
+        outcomes = create_topics(s.kafka, worker_topics(s), s.replication_factor)
     except TopicsNotReady as exc:
         fail(str(exc))
     except KafkaException as exc:
-        fail(f"Kafka at {s.kafka_bootstrap_servers} did not answer: {exc.args[0]}")
-    table = Table(title=f"topics on {s.kafka_bootstrap_servers}")
+        fail(f"Kafka at {s.kafka.describe()} did not answer: {exc.args[0]}")
+    table = Table(title=f"topics on {s.kafka.describe()}")
     for column in ("topic", "partitions", "outcome"):
         table.add_column(column)
     for outcome in outcomes:
@@ -235,7 +253,8 @@ def catalog_apply(
     topic = Topics.from_settings(s).catalog
     try:
         document = load_document(file)
-        live = read_live(s.kafka_bootstrap_servers, topic)
+        reach_kafka(s)
+        live = read_live(s.kafka, topic)
         merged_catalog({} if prune else live, document)
     except CatalogError as exc:
         fail(f"{file} is not valid, nothing was published:\n" + "\n".join(exc.errors))
@@ -244,7 +263,7 @@ def catalog_apply(
     if dry_run:
         console.print(f"[green]{file} is valid[/] (dry run: nothing published)")
         return
-    published, deleted = publish(s.kafka_bootstrap_servers, topic, document, prune=prune, live=live)
+    published, deleted = publish(s.kafka, topic, document, prune=prune, live=live)
     console.print(
         f"[green]published {len(published)} catalog items[/] to {topic}"
         + (f", deleted {len(deleted)}: {', '.join(deleted)}" if deleted else "")
@@ -263,8 +282,9 @@ def catalog_show(
     from streams.topics import Topics
 
     s = settings()
+    reach_kafka(s)
     try:
-        live = read_live(s.kafka_bootstrap_servers, Topics.from_settings(s).catalog)
+        live = read_live(s.kafka, Topics.from_settings(s).catalog)
     except TopicsNotReady as exc:
         fail(f"cannot read the live catalog: {exc}")
     if as_yaml:
@@ -309,13 +329,14 @@ def worker() -> None:
     s = settings()
     setup_logging(s.log_level)
     s.data_dir.mkdir(parents=True, exist_ok=True)
+    reach_kafka(s)
     faust_app = create_app(s, fast_rebalance=True)
     try:
         prepare_topics(faust_app, s)
     except (TopicsNotReady, WorkerTopicsError) as exc:
         fail(str(exc))
     except KafkaException as exc:
-        fail(f"Kafka at {s.kafka_bootstrap_servers} did not answer: {exc.args[0]}")
+        fail(f"Kafka at {s.kafka.describe()} did not answer: {exc.args[0]}")
     run(faust_app, s)
 
 
@@ -328,6 +349,7 @@ def http() -> None:
 
     s = settings()
     setup_logging(s.log_level)
+    reach_kafka(s)
     uvicorn.run(create_app(s), host=s.http_host, port=s.http_port, log_level=s.log_level)
 
 
@@ -340,6 +362,7 @@ def stripe_sink() -> None:
 
     s = settings()
     setup_logging(s.log_level)
+    reach_kafka(s)
     sink = StripeSink(s)
     signal.signal(signal.SIGTERM, lambda *_: sink.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: sink.stopping.set())

@@ -41,11 +41,11 @@ def create_app(
     """The edge; `worker_transport` replaces the network to the worker (tests)."""
     metrics = Metrics()
     topics = Topics.from_settings(settings)
-    bill_view = BillView(settings.kafka_bootstrap_servers, topics.bills)
+    bill_view = BillView(settings.kafka, topics.bills)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = AsyncProducer(new_producer(settings.kafka_bootstrap_servers))
+        producer = AsyncProducer(new_producer(settings.kafka))
         producer.start()
         bill_view.start()
         app.state.edge = Edge(settings, topics, metrics, producer)
@@ -60,7 +60,7 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        reachable = await asyncio.to_thread(metadata_ok, settings.kafka_bootstrap_servers, 2.0)
+        reachable = await asyncio.to_thread(metadata_ok, settings.kafka, 2.0)
         metrics.kafka_up.set(1 if reachable else 0)
         body = {"status": "ok" if reachable else "degraded", "kafka": reachable}
         return JSONResponse(body, status_code=200 if reachable else 503)

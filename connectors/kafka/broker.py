@@ -20,9 +20,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from connectors.waiting import eventually
+from streams.kafka_access import Kafka, client_config
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,11 @@ class LocalKafka:
         cache_dir: Path,
         controller_port: int | None = None,
         heap: str = "1g",
+        sasl: ScramListener | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port
+        self.sasl = sasl
         self.data_dir = data_dir.resolve()
         self.jars = KafkaJars(version, cache_dir)
         self.heap = heap
@@ -184,6 +186,12 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL/SCRAM listener (with `sasl=`), beside the PLAINTEXT one."""
+        assert self.sasl is not None, "this broker has no SASL listener"
+        return f"127.0.0.1:{self.sasl.port}"
 
     @property
     def pid_file(self) -> Path:
@@ -310,14 +318,19 @@ class LocalKafka:
 
     def _write_config(self, controller_port: int) -> None:
         data = self.data_dir / "data"
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.sasl is not None:
+            listeners += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl.port}"
+            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"{listeners},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": "1",
@@ -335,6 +348,8 @@ class LocalKafka:
             "log.retention.hours": "-1",
             "log.cleaner.backoff.ms": "5000",
         }
+        if self.sasl is not None:
+            properties.update(self.sasl.broker_properties())
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         (self.data_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
 
@@ -348,6 +363,7 @@ class LocalKafka:
                 # `=`: a random id may start with '-', which argparse takes for an option
                 f"--cluster-id={cluster_id}",
                 f"--config={self.properties_file}",
+                *(self.sasl.format_arguments() if self.sasl else []),
             ],
             capture_output=True,
             text=True,
@@ -357,6 +373,29 @@ class LocalKafka:
             raise BrokerError(
                 f"formatting the storage directory failed:\n{result.stdout}{result.stderr}"
             )
+
+
+@dataclass(frozen=True)
+class ScramListener:
+    """A SASL_PLAINTEXT listener with SCRAM users (created at format time, in KRaft)."""
+
+    port: int
+    users: dict[str, str]  # name -> password
+    mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+    def broker_properties(self) -> dict[str, str]:
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        properties = {"sasl.enabled.mechanisms": ",".join(self.mechanisms)}
+        for mechanism in self.mechanisms:
+            properties[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = jaas
+        return properties
+
+    def format_arguments(self) -> list[str]:
+        return [
+            f"--add-scram={mechanism}=[name={name},password={password}]"
+            for mechanism in self.mechanisms
+            for name, password in self.users.items()
+        ]
 
 
 def _controller_port_for(port: int) -> int:
@@ -388,12 +427,11 @@ def _not_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when a broker at `bootstrap` answers a metadata request."""
+def metadata_ok(kafka: Kafka, timeout: float = 2.0) -> bool:
+    """True when a broker of `kafka` answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _QUIET}
-    admin = AdminClient(config)
+    admin = AdminClient(client_config(kafka, log_level=0, logger=QUIET_LOGGER))
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception:
@@ -406,4 +444,4 @@ class _Quiet(logging.Logger):
         super().__init__("librdkafka.quiet", level=logging.CRITICAL)
 
 
-_QUIET = _Quiet()
+QUIET_LOGGER = _Quiet()  # a librdkafka `logger` that drops its log lines
