@@ -233,7 +233,8 @@ class LocalKafka:
                 f"port {self.port} is taken by another process; choose another with --port"
             )
         controller_port = self.controller_port or _controller_port_for(self.port)
-        if not port_is_free(controller_port):
+        taken = self.sasl is not None and controller_port == self.sasl.port
+        if taken or not port_is_free(controller_port):
             if self.controller_port is not None:
                 raise BrokerError(f"controller port {controller_port} is taken")
             controller_port = free_port()  # internal to the broker: any free port will do

@@ -108,6 +108,9 @@ class StripeSink:
         self.ready = threading.Event()  # ledger loaded, consuming
 
     def consumer(self) -> Consumer:
+        return Consumer(self.consumer_config())
+
+    def consumer_config(self) -> dict[str, Any]:
         config: dict[str, Any] = client_config(self.settings.kafka) | {
             "group.id": self.group_id,
             "enable.auto.commit": True,
@@ -119,7 +122,7 @@ class StripeSink:
         }
         if self.settings.stripe_sink_instance_id:
             config["group.instance.id"] = self.settings.stripe_sink_instance_id
-        return Consumer(config)
+        return config
 
     def status(self) -> dict[str, object]:
         return {
