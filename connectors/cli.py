@@ -78,7 +78,14 @@ def config_check(
     ] = False,
 ) -> None:
     """Validate every setting from the environment; report every error at once."""
+    from connectors.http.keys import KeyFile, KeyFileError
+
     s = settings()
+    if s.api_keys_file is not None:
+        try:
+            KeyFile(s.api_keys_file)
+        except KeyFileError as exc:
+            fail(f"METERLINE_API_KEYS_FILE: {exc}", 2)
     table = Table(title="meterline settings")
     table.add_column("setting")
     table.add_column("value")
@@ -346,11 +353,16 @@ def http() -> None:
     import uvicorn
 
     from connectors.http.app import create_app
+    from connectors.http.keys import KeyFileError
 
     s = settings()
     setup_logging(s.log_level)
     reach_kafka(s)
-    uvicorn.run(create_app(s), host=s.http_host, port=s.http_port, log_level=s.log_level)
+    try:
+        app = create_app(s)
+    except KeyFileError as exc:
+        fail(f"METERLINE_API_KEYS_FILE: {exc}", 2)
+    uvicorn.run(app, host=s.http_host, port=s.http_port, log_level=s.log_level)
 
 
 @app.command("stripe-sink")

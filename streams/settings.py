@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     api_keys: CommaSecrets = Field(
         default=(), description="Comma-separated Bearer keys accepted by the HTTP API."
     )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A YAML/JSON file of API keys with scopes (ingest, read, admin) and "
+        "organization, re-read when it changes (rotation without restart); see README.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP edge binds.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="Port of the HTTP edge.")
 
@@ -318,8 +323,8 @@ class Settings(BaseSettings):
         return value.strip().upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _kafka_security(self) -> Settings:
-        problems = kafka_security_problems(self)
+    def _across_settings(self) -> Settings:
+        problems = cross_setting_problems(self)
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -357,8 +362,9 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap_servers.split(",")
 
 
-def kafka_security_problems(s: Settings) -> list[str]:
-    """What is inconsistent in the Kafka security settings, each naming its variables."""
+def cross_setting_problems(s: Settings) -> list[str]:
+    """What is inconsistent across settings (Kafka security) or names a missing file, each
+    naming its variables."""
     protocol = env_name("kafka_security_protocol")
     problems = []
     sasl = s.kafka_security_protocol.startswith("SASL_")
@@ -377,6 +383,8 @@ def kafka_security_problems(s: Settings) -> list[str]:
                     f"{env_name(name)} is set but {protocol} is {s.kafka_security_protocol}: "
                     "use SASL_SSL (or SASL_PLAINTEXT) for SASL"
                 )
+    if s.api_keys_file is not None and not s.api_keys_file.is_file():
+        problems.append(f"{env_name('api_keys_file')}: no readable file at {s.api_keys_file}")
     files = (
         "kafka_ssl_ca_location",
         "kafka_ssl_certificate_location",

@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from connectors.bill_view import BillView
+from connectors.http.auth import OrgAccess
 from connectors.http.bills import bills_router
 from connectors.http.edge import ApiError, Edge
 from connectors.http.ingest import ingest_router
@@ -69,12 +70,13 @@ def create_app(
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    access = OrgAccess(settings)  # one set of API keys (and one keys file watch) for all
     app.include_router(webhook_router(settings))
-    app.include_router(reads_router(settings, transport=worker_transport))
-    app.include_router(ingest_router(settings))
-    app.include_router(uploads_router(settings))
-    app.include_router(usage_query_router(settings, transport=worker_transport))
-    app.include_router(bills_router(settings, bill_view))
+    app.include_router(reads_router(settings, transport=worker_transport, access=access))
+    app.include_router(ingest_router(settings, access=access))
+    app.include_router(uploads_router(settings, access=access))
+    app.include_router(usage_query_router(settings, transport=worker_transport, access=access))
+    app.include_router(bills_router(settings, bill_view, access=access))
     declare_our_errors(app)
     return app
 
