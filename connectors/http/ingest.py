@@ -78,7 +78,12 @@ def measurements_of(document: Any, limit: int) -> list[Any]:
         )
     unknown = sorted(set(document) - {"measurements"})
     if unknown:
-        raise ApiError(400, "invalid_request", f"unknown property {unknown[0]!r}", field=unknown[0])
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"unknown property {unknown[0]!r}: the body has only 'measurements'",
+            field=unknown[0] or "body",  # a property named "" is the body's fault
+        )
     measurements = document.get("measurements")
     if type(measurements) is not list:
         raise ApiError(
