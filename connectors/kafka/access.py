@@ -56,7 +56,7 @@ def check_access(kafka: KafkaAccess, timeout: float) -> None:
         except KafkaException as exc:
             seen.append(exc.args[0])
         admin.poll(0)  # serves error_cb
-        refused = [error for error in seen if error.code() in REFUSED]
+        refused = [error for error in seen if error.code() in REFUSED or _tls_alert(error)]
         if refused:
             raise KafkaAccessError(
                 f"Kafka at {kafka.describe()} refused this client: {refused[-1].str()}; "
@@ -67,6 +67,12 @@ def check_access(kafka: KafkaAccess, timeout: float) -> None:
                 f"Kafka at {kafka.describe()} did not answer within {timeout:g}s: "
                 f"{_what_was_seen(kafka, seen, logs.failures)}; " + SETTINGS_HINT
             )
+
+
+def _tls_alert(error: KafkaError) -> bool:
+    """The broker ended the TLS handshake with an alert (e.g. "bad certificate": no
+    client certificate, or one it does not trust): a refusal, not a network fault."""
+    return "ssl/tls alert" in error.str().lower()
 
 
 def _what_was_seen(kafka: KafkaAccess, seen: list[KafkaError], failures: list[str]) -> str:

@@ -172,10 +172,12 @@ class LocalKafka:
         controller_port: int | None = None,
         heap: str = "1g",
         sasl: ScramListener | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port
         self.sasl = sasl
+        self.tls = tls
         self.data_dir = data_dir.resolve()
         self.jars = KafkaJars(version, cache_dir)
         self.heap = heap
@@ -192,6 +194,15 @@ class LocalKafka:
         """The SASL/SCRAM listener (with `sasl=`), beside the PLAINTEXT one."""
         assert self.sasl is not None, "this broker has no SASL listener"
         return f"127.0.0.1:{self.sasl.port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        """The TLS listener (with `tls=`), beside the PLAINTEXT one."""
+        assert self.tls is not None, "this broker has no TLS listener"
+        return f"127.0.0.1:{self.tls.port}"
+
+    def _extra_listeners(self) -> list[ScramListener | TlsListener]:
+        return [listener for listener in (self.sasl, self.tls) if listener is not None]
 
     @property
     def pid_file(self) -> Path:
@@ -233,7 +244,7 @@ class LocalKafka:
                 f"port {self.port} is taken by another process; choose another with --port"
             )
         controller_port = self.controller_port or _controller_port_for(self.port)
-        taken = self.sasl is not None and controller_port == self.sasl.port
+        taken = controller_port in {listener.port for listener in self._extra_listeners()}
         if taken or not port_is_free(controller_port):
             if self.controller_port is not None:
                 raise BrokerError(f"controller port {controller_port} is taken")
@@ -321,9 +332,9 @@ class LocalKafka:
         data = self.data_dir / "data"
         listeners = f"PLAINTEXT://127.0.0.1:{self.port}"
         protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
-        if self.sasl is not None:
-            listeners += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl.port}"
-            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        for extra in self._extra_listeners():
+            listeners += f",{extra.protocol}://127.0.0.1:{extra.port}"
+            protocols += f",{extra.protocol}:{extra.protocol}"
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -349,8 +360,8 @@ class LocalKafka:
             "log.retention.hours": "-1",
             "log.cleaner.backoff.ms": "5000",
         }
-        if self.sasl is not None:
-            properties.update(self.sasl.broker_properties())
+        for extra in self._extra_listeners():
+            properties.update(extra.broker_properties())
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         (self.data_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
 
@@ -364,7 +375,7 @@ class LocalKafka:
                 # `=`: a random id may start with '-', which argparse takes for an option
                 f"--cluster-id={cluster_id}",
                 f"--config={self.properties_file}",
-                *(self.sasl.format_arguments() if self.sasl else []),
+                *(arg for extra in self._extra_listeners() for arg in extra.format_arguments()),
             ],
             capture_output=True,
             text=True,
@@ -383,6 +394,7 @@ class ScramListener:
     port: int
     users: dict[str, str]  # name -> password
     mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+    protocol = "SASL_PLAINTEXT"
 
     def broker_properties(self) -> dict[str, str]:
         jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -397,6 +409,30 @@ class ScramListener:
             for mechanism in self.mechanisms
             for name, password in self.users.items()
         ]
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """An SSL listener that requires a client certificate (mTLS), from PEM files: the
+    broker's key and certificate chain in one file, and the CA clients are checked
+    against."""
+
+    port: int
+    keystore: Path  # PEM: the broker's private key (PKCS#8) and certificate chain
+    truststore: Path  # PEM: the CA of client certificates
+    protocol = "SSL"
+
+    def broker_properties(self) -> dict[str, str]:
+        return {
+            "listener.name.ssl.ssl.keystore.type": "PEM",
+            "listener.name.ssl.ssl.keystore.location": str(self.keystore),
+            "listener.name.ssl.ssl.truststore.type": "PEM",
+            "listener.name.ssl.ssl.truststore.location": str(self.truststore),
+            "listener.name.ssl.ssl.client.auth": "required",
+        }
+
+    def format_arguments(self) -> list[str]:
+        return []
 
 
 def _controller_port_for(port: int) -> int:

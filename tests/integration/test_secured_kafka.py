@@ -1,11 +1,13 @@
-"""Every process on a Kafka listener that requires SASL/SCRAM: with credentials the CLI
-(topics, catalog), the worker (faust: group join, changelogs), the HTTP edge and the
-Stripe sink work end to end; without them, or with a wrong password, each one exits with
-an error naming why, within its connect timeout, instead of hanging.
+"""Every process on Kafka listeners that require SASL/SCRAM, or TLS with a client
+certificate (mTLS): with credentials the CLI (topics, catalog), the worker (faust: group
+join, changelogs), the HTTP edge and the Stripe sink work end to end; without them, with
+a wrong password, or trusting another CA, each one exits with an error naming why,
+within its connect timeout, instead of hanging.
 
-The broker is the project's own (Apache Kafka 4.1.1, KRaft) with a SASL_PLAINTEXT
-listener beside its PLAINTEXT one; its SCRAM users are created when its storage is
-formatted (`kafka-storage format --add-scram`).
+The broker is the project's own (Apache Kafka 4.1.1, KRaft) with a SASL_PLAINTEXT and an
+SSL listener beside its PLAINTEXT one; its SCRAM users are created when its storage is
+formatted (`kafka-storage format --add-scram`); the certificates are made with openssl
+(`tests/tls.py`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from pathlib import Path
 import pytest
 
 from connectors.environment import process_env, setting_variables
-from connectors.kafka.broker import LocalKafka, ScramListener, free_port
+from connectors.kafka.broker import LocalKafka, ScramListener, TlsListener, free_port
 from tests.conftest import cache_dir
 from tests.stack import EXAMPLE_CATALOG, Stack
 from tests.support import Process, eventually, try_get_json
+from tests.tls import Authority, Identity
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +37,28 @@ CONNECT_TIMEOUT_S = 5
 
 
 @pytest.fixture(scope="module")
-def scram_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return Authority(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def client_certificate(authority: Authority) -> Identity:
+    return authority.issue("meterline-client")
+
+
+@pytest.fixture(scope="module")
+def secured_kafka(
+    tmp_path_factory: pytest.TempPathFactory, authority: Authority
+) -> Iterator[LocalKafka]:
     broker = LocalKafka(
         port=free_port(),
-        data_dir=tmp_path_factory.mktemp("scram-kafka"),
+        data_dir=tmp_path_factory.mktemp("secured-kafka"),
         cache_dir=cache_dir(),
         heap="512m",
         sasl=ScramListener(free_port(), {USER: PASSWORD}),
+        tls=TlsListener(
+            free_port(), authority.issue("broker", ip="127.0.0.1").keystore, authority.cert
+        ),
     )
     broker.start(timeout=120)
     try:
@@ -58,14 +76,41 @@ def credentials(password: str = PASSWORD, mechanism: str = "SCRAM-SHA-512") -> d
     )
 
 
+def mtls(authority: Authority, client: Identity) -> dict[str, str]:
+    return setting_variables(
+        kafka_security_protocol="SSL",
+        kafka_ssl_ca_location=authority.cert,
+        kafka_ssl_certificate_location=client.cert,
+        kafka_ssl_key_location=client.key,
+    )
+
+
 def test_every_process_connects_to_a_scram_listener_with_credentials(
-    scram_kafka: LocalKafka, tmp_path: Path, stripe_sim: str
+    secured_kafka: LocalKafka, tmp_path: Path, stripe_sim: str
 ) -> None:
-    stack = Stack(scram_kafka.sasl_bootstrap, tmp_path, 3, False, **credentials())
+    run_the_pipeline(secured_kafka.sasl_bootstrap, credentials(), tmp_path, stripe_sim)
+
+
+def test_every_process_connects_to_a_tls_listener_with_a_client_certificate(
+    secured_kafka: LocalKafka,
+    tmp_path: Path,
+    stripe_sim: str,
+    authority: Authority,
+    client_certificate: Identity,
+) -> None:
+    run_the_pipeline(
+        secured_kafka.tls_bootstrap, mtls(authority, client_certificate), tmp_path, stripe_sim
+    )
+
+
+def run_the_pipeline(bootstrap: str, security: dict[str, str], tmp_path: Path, sim: str) -> None:
+    """Topics, catalog, worker, edge and sink on `bootstrap`: a measurement ingested is
+    counted by the worker, and the sink takes its partitions."""
+    stack = Stack(bootstrap, tmp_path, 3, False, **security)
     sink_port = free_port()
     sink = Process(
         ["stripe-sink"],
-        stack.env | setting_variables(sink_port=sink_port, stripe_api_base=stripe_sim),
+        stack.env | setting_variables(sink_port=sink_port, stripe_api_base=sim),
         tmp_path / "sink.log",
     )
     try:
@@ -138,10 +183,10 @@ def run_all(env: dict[str, str], tmp_path: Path) -> dict[str, subprocess.Complet
 
 
 def test_a_wrong_password_makes_every_process_exit_naming_the_refusal(
-    scram_kafka: LocalKafka, tmp_path: Path
+    secured_kafka: LocalKafka, tmp_path: Path
 ) -> None:
     env = process_env(
-        kafka_bootstrap_servers=scram_kafka.sasl_bootstrap,
+        kafka_bootstrap_servers=secured_kafka.sasl_bootstrap,
         kafka_connect_timeout_s=CONNECT_TIMEOUT_S,
         topic_prefix="refused.",
     ) | credentials(password="not-the-password", mechanism="SCRAM-SHA-256")
@@ -156,10 +201,10 @@ def test_a_wrong_password_makes_every_process_exit_naming_the_refusal(
 
 
 def test_no_credentials_makes_every_process_exit_saying_the_listener_wants_them(
-    scram_kafka: LocalKafka, tmp_path: Path
+    secured_kafka: LocalKafka, tmp_path: Path
 ) -> None:
     env = process_env(
-        kafka_bootstrap_servers=scram_kafka.sasl_bootstrap,
+        kafka_bootstrap_servers=secured_kafka.sasl_bootstrap,
         kafka_connect_timeout_s=CONNECT_TIMEOUT_S,
         topic_prefix="anonymous.",
     )
@@ -168,3 +213,35 @@ def test_no_credentials_makes_every_process_exit_saying_the_listener_wants_them(
         text = " ".join(done.stdout.split())
         assert f"did not answer within {CONNECT_TIMEOUT_S}s" in text, done.stdout
         assert "likely requires SASL credentials or TLS" in text, f"{name}: {done.stdout}"
+
+
+def test_without_a_client_certificate_every_process_exits_naming_the_tls_refusal(
+    secured_kafka: LocalKafka, tmp_path: Path, authority: Authority
+) -> None:
+    env = process_env(
+        kafka_bootstrap_servers=secured_kafka.tls_bootstrap,
+        kafka_connect_timeout_s=CONNECT_TIMEOUT_S,
+        kafka_security_protocol="SSL",
+        kafka_ssl_ca_location=authority.cert,
+        topic_prefix="uncertified.",
+    )
+    for name, done in run_all(env, tmp_path).items():
+        assert done.returncode == 1, f"meterline {name}: {done.stdout}"
+        text = " ".join(done.stdout.split())
+        assert "refused this client" in text, f"meterline {name}: {done.stdout}"
+        assert "bad certificate" in text, f"meterline {name}: {done.stdout}"
+
+
+def test_a_broker_certificate_of_another_ca_makes_every_process_exit_naming_it(
+    secured_kafka: LocalKafka, tmp_path: Path, client_certificate: Identity
+) -> None:
+    stranger = Authority(tmp_path, "another-ca")
+    env = process_env(
+        kafka_bootstrap_servers=secured_kafka.tls_bootstrap,
+        kafka_connect_timeout_s=CONNECT_TIMEOUT_S,
+        topic_prefix="untrusted.",
+    ) | mtls(stranger, client_certificate)
+    for name, done in run_all(env, tmp_path).items():
+        assert done.returncode == 1, f"meterline {name}: {done.stdout}"
+        text = " ".join(done.stdout.split())
+        assert "certificate verify failed" in text, f"meterline {name}: {done.stdout}"

@@ -15,6 +15,7 @@ from connectors.kafka.producer import producer_config
 from connectors.stripe_sink.sink import StripeSink
 from streams.app import create_app
 from streams.settings import Settings, SettingsError, load_settings
+from tests.tls import Authority
 
 SCRAM = {
     "kafka_security_protocol": "SASL_SSL",
@@ -32,18 +33,9 @@ def problems(**settings: object) -> list[str]:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate and its key (PEM), made with openssl."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "client.pem", folder / "client.key"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=meterline-test", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    """A client certificate and its key (PEM), made with openssl."""
+    identity = Authority(tmp_path_factory.mktemp("tls")).issue("meterline-test")
+    return identity.cert, identity.key
 
 
 def test_sasl_without_username_and_password_names_both_variables() -> None:
