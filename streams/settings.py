@@ -383,8 +383,6 @@ def cross_setting_problems(s: Settings) -> list[str]:
                     f"{env_name(name)} is set but {protocol} is {s.kafka_security_protocol}: "
                     "use SASL_SSL (or SASL_PLAINTEXT) for SASL"
                 )
-    if s.api_keys_file is not None and not s.api_keys_file.is_file():
-        problems.append(f"{env_name('api_keys_file')}: no readable file at {s.api_keys_file}")
     files = (
         "kafka_ssl_ca_location",
         "kafka_ssl_certificate_location",

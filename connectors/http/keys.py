@@ -178,8 +178,12 @@ class KeyFile:
         return status.st_ino, status.st_size, status.st_mtime_ns
 
     def _read(self) -> list[ApiKey]:
-        stamp = self._stat()
-        keys = parse_key_file(self.path.read_text(), str(self.path))
+        try:
+            stamp = self._stat()
+            text = self.path.read_text()
+        except OSError as exc:
+            raise KeyFileError(f"{self.path}: cannot be read ({exc.strerror})") from None
+        keys = parse_key_file(text, str(self.path))
         self._stamp = stamp
         return keys
 

@@ -280,3 +280,19 @@ def test_config_check_refuses_a_bad_keys_file_naming_it(tmp_path: Path) -> None:
     assert done.returncode == 2
     text = " ".join(done.stderr.split())
     assert f"METERLINE_API_KEYS_FILE: {path}: keys.0: give either key or sha256" in text
+
+
+def test_a_missing_keys_file_stops_the_edge_naming_the_variable_and_the_path(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "connectors.cli", "config", "check"],
+        env={"PATH": "/usr/bin:/bin", "METERLINE_API_KEYS_FILE": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    text = " ".join(done.stderr.split())
+    assert f"METERLINE_API_KEYS_FILE: {missing}: cannot be read (No such file or directory)" in text
