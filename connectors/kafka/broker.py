@@ -171,7 +171,7 @@ class LocalKafka:
         cache_dir: Path,
         controller_port: int | None = None,
         heap: str = "1g",
-        sasl: ScramListener | None = None,
+        sasl: SaslListener | None = None,
         tls: TlsListener | None = None,
     ) -> None:
         self.port = port
@@ -191,7 +191,7 @@ class LocalKafka:
 
     @property
     def sasl_bootstrap(self) -> str:
-        """The SASL/SCRAM listener (with `sasl=`), beside the PLAINTEXT one."""
+        """The SASL listener (with `sasl=`), beside the PLAINTEXT one."""
         assert self.sasl is not None, "this broker has no SASL listener"
         return f"127.0.0.1:{self.sasl.port}"
 
@@ -201,7 +201,7 @@ class LocalKafka:
         assert self.tls is not None, "this broker has no TLS listener"
         return f"127.0.0.1:{self.tls.port}"
 
-    def _extra_listeners(self) -> list[ScramListener | TlsListener]:
+    def _extra_listeners(self) -> list[SaslListener | TlsListener]:
         return [listener for listener in (self.sasl, self.tls) if listener is not None]
 
     @property
@@ -388,18 +388,23 @@ class LocalKafka:
 
 
 @dataclass(frozen=True)
-class ScramListener:
-    """A SASL_PLAINTEXT listener with SCRAM users (created at format time, in KRaft)."""
+class SaslListener:
+    """A SASL_PLAINTEXT listener and its users: SCRAM users are created at format time
+    (KRaft), PLAIN users are listed in the listener's JAAS configuration."""
 
     port: int
     users: dict[str, str]  # name -> password
-    mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+    mechanisms: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
     protocol = "SASL_PLAINTEXT"
 
     def broker_properties(self) -> dict[str, str]:
-        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule required " + "".join(
+            f'user_{name}="{password}" ' for name, password in self.users.items()
+        )
         properties = {"sasl.enabled.mechanisms": ",".join(self.mechanisms)}
         for mechanism in self.mechanisms:
+            jaas = plain.rstrip() + ";" if mechanism == "PLAIN" else scram
             properties[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = jaas
         return properties
 
@@ -407,6 +412,7 @@ class ScramListener:
         return [
             f"--add-scram={mechanism}=[name={name},password={password}]"
             for mechanism in self.mechanisms
+            if mechanism.startswith("SCRAM-")
             for name, password in self.users.items()
         ]
 

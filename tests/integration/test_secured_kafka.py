@@ -23,8 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from connectors.catalog_io import load_document, publish, read_live
 from connectors.environment import process_env, setting_variables
-from connectors.kafka.broker import LocalKafka, ScramListener, TlsListener, free_port
+from connectors.kafka.access import check_access
+from connectors.kafka.admin import create_topics
+from connectors.kafka.broker import LocalKafka, SaslListener, TlsListener, free_port
+from streams.settings import load_settings
+from streams.topics import CATALOG, Topics
 from tests.conftest import cache_dir
 from tests.stack import EXAMPLE_CATALOG, Stack
 from tests.support import Process, eventually, try_get_json
@@ -55,7 +60,7 @@ def secured_kafka(
         data_dir=tmp_path_factory.mktemp("secured-kafka"),
         cache_dir=cache_dir(),
         heap="512m",
-        sasl=ScramListener(free_port(), {USER: PASSWORD}),
+        sasl=SaslListener(free_port(), {USER: PASSWORD}),
         tls=TlsListener(
             free_port(), authority.issue("broker", ip="127.0.0.1").keystore, authority.cert
         ),
@@ -74,6 +79,26 @@ def credentials(password: str = PASSWORD, mechanism: str = "SCRAM-SHA-512") -> d
         kafka_sasl_username=USER,
         kafka_sasl_password=password,
     )
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_each_sasl_mechanism_authenticates_the_clients_built_from_settings(
+    secured_kafka: LocalKafka, unique: str, mechanism: str
+) -> None:
+    settings = load_settings(
+        kafka_bootstrap_servers=secured_kafka.sasl_bootstrap,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username=USER,
+        kafka_sasl_password=PASSWORD,
+        topic_prefix=f"m{unique}.",
+    )
+    check_access(settings.kafka, CONNECT_TIMEOUT_S)
+    catalog = Topics.from_settings(settings).resolve(CATALOG)
+    (outcome,) = create_topics(settings.kafka, [catalog])
+    assert outcome.created
+    publish(settings.kafka, catalog.name, load_document(EXAMPLE_CATALOG))
+    assert "meter:api" in read_live(settings.kafka, catalog.name)
 
 
 def mtls(authority: Authority, client: Identity) -> dict[str, str]:
