@@ -15,14 +15,15 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.consumer import poll_record
+from streams.kafka_access import Kafka, client_config
 from streams.sources import source_of
 
 log = logging.getLogger(__name__)
 
 
 class BillView:
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: Kafka, topic: str) -> None:
+        self.kafka = kafka
         self.topic = topic
         self._bills: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, account, json)
         self._lock = threading.Lock()
@@ -58,12 +59,14 @@ class BillView:
 
     def _run(self) -> None:
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"bill-view-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
+            client_config(
+                self.kafka,
+                **{
+                    "group.id": f"bill-view-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                },
+            )
         )
         partitions: list[int] = []
         try:

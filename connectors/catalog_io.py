@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.producer import new_producer
 from connectors.kafka.readiness import wait_for_leaders, watermark_offsets
+from streams.kafka_access import Kafka, client_config
 from streams.schemas.catalog import SECTIONS, Catalog, CatalogError, parse_catalog_key
 
 
@@ -29,18 +30,17 @@ def load_document(path: Path) -> dict[str, Any]:
     return document
 
 
-def read_live(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+def read_live(kafka: Kafka, topic: str, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
     """Every live item on the catalog topic (latest value per key; tombstones removed).
 
     A topic created a moment ago may have no leader yet: wait for it (at most
     `timeout`, then TopicsNotReady says which topic and why).
     """
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"catalog-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
+        client_config(
+            kafka,
+            **{"group.id": f"catalog-reader-{uuid.uuid4().hex}", "enable.auto.commit": False},
+        )
     )
     live: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
@@ -84,7 +84,7 @@ def merged_catalog(live: Mapping[str, Mapping[str, Any]], document: Mapping[str,
 
 
 def publish(
-    bootstrap: str,
+    kafka: Kafka,
     topic: str,
     document: Mapping[str, Any],
     *,
@@ -98,7 +98,7 @@ def publish(
     catalog = Catalog.from_documents(document)
     items = catalog.entries()
     deleted = sorted(set(live or {}) - {key for key, _ in items}) if prune else []
-    producer = new_producer(bootstrap, **{"compression.type": "none"})
+    producer = new_producer(kafka, **{"compression.type": "none"})
     for key, model in items:
         producer.produce(topic, key=key.encode(), value=orjson.dumps(model.model_dump(mode="json")))
     for key in deleted:

@@ -51,6 +51,16 @@ def settings() -> Settings:
         fail(str(exc), 2)
 
 
+def reach_kafka(s: Settings) -> None:
+    """Exit naming why when Kafka refuses these credentials or does not answer in time."""
+    from connectors.kafka.access import KafkaAccessError, check_access
+
+    try:
+        check_access(s.kafka, s.kafka_connect_timeout_s)
+    except KafkaAccessError as exc:
+        fail(str(exc))
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -63,9 +73,20 @@ def setup_logging(level: str) -> None:
 
 
 @config_app.command("check")
-def config_check() -> None:
+def config_check(
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Also connect to Kafka with these settings.")
+    ] = False,
+) -> None:
     """Validate every setting from the environment; report every error at once."""
+    from connectors.http.keys import KeyFile, KeyFileError
+
     s = settings()
+    if s.api_keys_file is not None:
+        try:
+            KeyFile(s.api_keys_file)
+        except KeyFileError as exc:
+            fail(f"METERLINE_API_KEYS_FILE: {exc}", 2)
     table = Table(title="meterline settings")
     table.add_column("setting")
     table.add_column("value")
@@ -73,6 +94,9 @@ def config_check() -> None:
         table.add_row(name, str(value))
     Console().print(table)
     console.print("[green]settings are valid[/]")
+    if kafka:
+        reach_kafka(s)
+        console.print(f"[green]Kafka at {s.kafka.describe()} accepted this client[/]")
 
 
 # -- kafka ----------------------------------------------------------------------------
@@ -181,13 +205,14 @@ def topics_create() -> None:
     from streams.worker_topics import worker_topics
 
     s = settings()
+    reach_kafka(s)
     try:
-        outcomes = create_topics(s.kafka_bootstrap_servers, worker_topics(s), s.replication_factor)
+        outcomes = create_topics(s.kafka, worker_topics(s), s.replication_factor)
     except TopicsNotReady as exc:
         fail(str(exc))
     except KafkaException as exc:
-        fail(f"Kafka at {s.kafka_bootstrap_servers} did not answer: {exc.args[0]}")
-    table = Table(title=f"topics on {s.kafka_bootstrap_servers}")
+        fail(f"Kafka at {s.kafka.describe()} did not answer: {exc.args[0]}")
+    table = Table(title=f"topics on {s.kafka.describe()}")
     for column in ("topic", "partitions", "outcome"):
         table.add_column(column)
     for outcome in outcomes:
@@ -236,7 +261,8 @@ def catalog_apply(
     topic = Topics.from_settings(s).catalog
     try:
         document = load_document(file)
-        live = read_live(s.kafka_bootstrap_servers, topic)
+        reach_kafka(s)
+        live = read_live(s.kafka, topic)
         merged_catalog({} if prune else live, document)
     except CatalogError as exc:
         fail(f"{file} is not valid, nothing was published:\n" + "\n".join(exc.errors))
@@ -245,7 +271,7 @@ def catalog_apply(
     if dry_run:
         console.print(f"[green]{file} is valid[/] (dry run: nothing published)")
         return
-    published, deleted = publish(s.kafka_bootstrap_servers, topic, document, prune=prune, live=live)
+    published, deleted = publish(s.kafka, topic, document, prune=prune, live=live)
     console.print(
         f"[green]published {len(published)} catalog items[/] to {topic}"
         + (f", deleted {len(deleted)}: {', '.join(deleted)}" if deleted else "")
@@ -264,8 +290,9 @@ def catalog_show(
     from streams.topics import Topics
 
     s = settings()
+    reach_kafka(s)
     try:
-        live = read_live(s.kafka_bootstrap_servers, Topics.from_settings(s).catalog)
+        live = read_live(s.kafka, Topics.from_settings(s).catalog)
     except TopicsNotReady as exc:
         fail(f"cannot read the live catalog: {exc}")
     if as_yaml:
@@ -319,13 +346,14 @@ def worker() -> None:
     s = settings()
     setup_logging(s.log_level)
     s.data_dir.mkdir(parents=True, exist_ok=True)
+    reach_kafka(s)
     faust_app = create_app(s, fast_rebalance=True)
     try:
         prepare_topics(faust_app, s)
     except (TopicsNotReady, WorkerTopicsError) as exc:
         fail(str(exc))
     except KafkaException as exc:
-        fail(f"Kafka at {s.kafka_bootstrap_servers} did not answer: {exc.args[0]}")
+        fail(f"Kafka at {s.kafka.describe()} did not answer: {exc.args[0]}")
     run(faust_app, s)
 
 
@@ -335,10 +363,16 @@ def http() -> None:
     import uvicorn
 
     from connectors.http.app import create_app
+    from connectors.http.keys import KeyFileError
 
     s = settings()
     setup_logging(s.log_level)
-    uvicorn.run(create_app(s), host=s.http_host, port=s.http_port, log_level=s.log_level)
+    reach_kafka(s)
+    try:
+        app = create_app(s)
+    except KeyFileError as exc:
+        fail(f"METERLINE_API_KEYS_FILE: {exc}", 2)
+    uvicorn.run(app, host=s.http_host, port=s.http_port, log_level=s.log_level)
 
 
 @app.command("stripe-sink")
@@ -350,6 +384,7 @@ def stripe_sink() -> None:
 
     s = settings()
     setup_logging(s.log_level)
+    reach_kafka(s)
     sink = StripeSink(s)
     signal.signal(signal.SIGTERM, lambda *_: sink.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: sink.stopping.set())

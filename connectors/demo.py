@@ -154,7 +154,7 @@ class Demo:
         stack.start_kafka(use_existing="kafka_bootstrap_servers" in self.settings.model_fields_set)
         stack.create_topics()
         topics = Topics.from_settings(self.settings)
-        publish(stack.bootstrap(), topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
+        publish(stack.kafka(), topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
         self.console.print(f"catalog applied from {EXAMPLE_CATALOG.name}")
         if not self.real_stripe:
             stack.add_stripe_simulator(self.sim_port)

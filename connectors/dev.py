@@ -35,6 +35,7 @@ from connectors.kafka.broker import LocalKafka, free_port, port_is_free
 from connectors.stripe_sim.config import SimConfig
 from connectors.stripe_sink.stripe_api import SIMULATOR_KEY
 from connectors.waiting import eventually
+from streams.kafka_access import Kafka
 from streams.settings import Settings
 from streams.worker_topics import worker_topics
 
@@ -76,6 +77,10 @@ class DevStack:
     def bootstrap(self) -> str:
         return self.broker.bootstrap if self.broker else self.settings.kafka_bootstrap_servers
 
+    def kafka(self) -> Kafka:
+        """The local broker (PLAINTEXT), or the configured cluster with its security."""
+        return self.broker.bootstrap if self.broker else self.settings.kafka
+
     def start_kafka(self, use_existing: bool) -> None:
         if use_existing:
             self.console.print(
@@ -99,7 +104,7 @@ class DevStack:
     def create_topics(self) -> None:
         """Every topic the processes need (the worker's changelogs too), leaders known."""
         topics = worker_topics(self.settings)
-        for outcome in create_topics(self.bootstrap(), topics, self.settings.replication_factor):
+        for outcome in create_topics(self.kafka(), topics, self.settings.replication_factor):
             if outcome.problem:
                 self.console.print(f"[red]topic {outcome.name} {outcome.problem}[/]")
 

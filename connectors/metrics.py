@@ -46,6 +46,13 @@ class Metrics:
             ["operation", "outcome"],
             registry=self.registry,
         )
+        self.auth_refusals = Counter(
+            "meterline_http_auth_refusals",
+            "Organization API requests refused by API key checks, by reason and the scope "
+            "the route needs",
+            ["reason", "scope"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "meterline_http_request_seconds",
             "HTTP request latency",

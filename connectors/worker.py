@@ -40,9 +40,7 @@ class WorkerTopicsError(RuntimeError):
 def prepare_topics(app: MeterlineApp, settings: Settings) -> list[TopicOutcome]:
     """Create the worker's missing topics and wait for every partition's leader."""
     topics = app_topics(app, app.context.topics)
-    outcomes = create_topics(
-        settings.kafka_bootstrap_servers, topics, settings.replication_factor, TOPICS_TIMEOUT_S
-    )
+    outcomes = create_topics(settings.kafka, topics, settings.replication_factor, TOPICS_TIMEOUT_S)
     check_outcomes(topics, outcomes)
     return outcomes
 

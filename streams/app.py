@@ -37,6 +37,7 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
     """
     options: dict[str, Any] = {
         "broker": broker_url(settings.kafka_bootstrap_servers),
+        "broker_credentials": settings.kafka.faust_credentials(),
         "store": store_url(settings),
         "datadir": str(settings.data_dir / "worker"),
         "topic_partitions": settings.partitions,

@@ -11,10 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streams.schemas.errors import error_lines
+from streams.kafka_access import KafkaAccess, SaslMechanism, SecurityProtocol
+from streams.schemas.errors import problems
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 CommaSecrets = Annotated[tuple[SecretStr, ...], NoDecode]
@@ -22,6 +30,11 @@ StripeMode = Literal["invoice", "subscription"]
 ModeOverrides = Annotated[
     dict[Annotated[str, Field(pattern=r"^(plan|account):\S+$")], StripeMode], NoDecode
 ]
+
+
+def _kafka(name: str) -> AliasChoices:
+    """`KAFKA_<name>` (the conventional variable) or `METERLINE_KAFKA_<name>`."""
+    return AliasChoices(f"KAFKA_{name}", f"METERLINE_KAFKA_{name}")
 
 
 def _split(value: Any) -> Any:
@@ -47,6 +60,11 @@ class Settings(BaseSettings):
     api_keys: CommaSecrets = Field(
         default=(), description="Comma-separated Bearer keys accepted by the HTTP API."
     )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A YAML/JSON file of API keys with scopes (ingest, read, admin) and "
+        "organization, re-read when it changes (rotation without restart); see README.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP edge binds.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="Port of the HTTP edge.")
 
@@ -57,6 +75,49 @@ class Settings(BaseSettings):
         ),
         pattern=r"^[^,\s]+:\d+(,[^,\s]+:\d+)*$",
         description="Comma-separated host:port list of the Kafka cluster.",
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        validation_alias=_kafka("SECURITY_PROTOCOL"),
+        description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS).",
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None,
+        validation_alias=_kafka("SASL_MECHANISM"),
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol).",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, validation_alias=_kafka("SASL_USERNAME"), description="SASL user name."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, validation_alias=_kafka("SASL_PASSWORD"), description="SASL password."
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        validation_alias=_kafka("SSL_CA_LOCATION"),
+        description="CA certificate file (PEM) the brokers' certificates are checked "
+        "against; unset = the system's CAs.",
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        default=None,
+        validation_alias=_kafka("SSL_CERTIFICATE_LOCATION"),
+        description="Client certificate (PEM) for mTLS.",
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        default=None,
+        validation_alias=_kafka("SSL_KEY_LOCATION"),
+        description="Private key (PEM) of the client certificate.",
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_kafka("SSL_KEY_PASSWORD"),
+        description="Password of the client key, if it is encrypted.",
+    )
+    kafka_connect_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a process waits at start for Kafka to answer before it exits "
+        "naming why (unreachable, or credentials refused).",
     )
     topic_prefix: str = Field(
         default="",
@@ -272,6 +333,33 @@ class Settings(BaseSettings):
     def _trigger_aliases(cls, value: Any) -> Any:
         return {"every": "every-version", "approved": "approved-only"}.get(value, value)
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _across_settings(self) -> Settings:
+        problems = cross_setting_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """How every Kafka client of this process reaches the cluster."""
+        return KafkaAccess(
+            bootstrap=self.kafka_bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_ca_location=self.kafka_ssl_ca_location,
+            ssl_certificate_location=self.kafka_ssl_certificate_location,
+            ssl_key_location=self.kafka_ssl_key_location,
+            ssl_key_password=self.kafka_ssl_key_password,
+        )
+
     @property
     def stripe_requests_per_second(self) -> float | None:
         """The sink's Stripe request rate limit; None = unlimited."""
@@ -288,6 +376,57 @@ class Settings(BaseSettings):
     @property
     def bootstrap_list(self) -> list[str]:
         return self.kafka_bootstrap_servers.split(",")
+
+
+def cross_setting_problems(s: Settings) -> list[str]:
+    """What is inconsistent across settings (Kafka security) or names a missing file, each
+    naming its variables."""
+    protocol = env_name("kafka_security_protocol")
+    problems = []
+    sasl = s.kafka_security_protocol.startswith("SASL_")
+    tls = s.kafka_security_protocol in ("SSL", "SASL_SSL")
+    sasl_fields = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+    if sasl:
+        for name in sasl_fields:
+            if getattr(s, name) in (None, ""):
+                problems.append(
+                    f"{env_name(name)} is required with {protocol}={s.kafka_security_protocol}"
+                )
+    else:
+        for name in sasl_fields:
+            if getattr(s, name) is not None:
+                problems.append(
+                    f"{env_name(name)} is set but {protocol} is {s.kafka_security_protocol}: "
+                    "use SASL_SSL (or SASL_PLAINTEXT) for SASL"
+                )
+    files = (
+        "kafka_ssl_ca_location",
+        "kafka_ssl_certificate_location",
+        "kafka_ssl_key_location",
+    )
+    for name in files:
+        path = getattr(s, name)
+        if path is None:
+            continue
+        if not tls:
+            problems.append(
+                f"{env_name(name)} is set but {protocol} is {s.kafka_security_protocol}: "
+                "use SSL or SASL_SSL for TLS"
+            )
+        elif not path.is_file():
+            problems.append(f"{env_name(name)}: no readable file at {path}")
+    cert, key = s.kafka_ssl_certificate_location, s.kafka_ssl_key_location
+    if (cert is None) != (key is None):
+        problems.append(
+            f"{env_name('kafka_ssl_certificate_location')} and "
+            f"{env_name('kafka_ssl_key_location')} go together (mTLS needs both)"
+        )
+    if s.kafka_ssl_key_password is not None and key is None:
+        problems.append(
+            f"{env_name('kafka_ssl_key_password')} is set without "
+            f"{env_name('kafka_ssl_key_location')}"
+        )
+    return problems
 
 
 class SettingsError(ValueError):
@@ -326,7 +465,11 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise SettingsError(error_lines(exc, whole="?", locate=_variable)) from None
+        lines = []
+        for problem in problems(exc, locate=_variable, plain=True):
+            # The checks across settings (Kafka security) name their variables themselves.
+            lines.extend(problem.reason.splitlines() if not problem.field else [str(problem)])
+        raise SettingsError(lines) from None
 
 
 def _variable(location: Sequence[int | str]) -> str:

@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from connectors.bill_view import BillView
+from connectors.http.auth import OrgAccess
 from connectors.http.bills import bills_router
 from connectors.http.counters import counters_router
 from connectors.http.edge import ApiError, Edge
@@ -43,11 +44,11 @@ def create_app(
     """The edge; `worker_transport` replaces the network to the worker (tests)."""
     metrics = Metrics()
     topics = Topics.from_settings(settings)
-    bill_view = BillView(settings.kafka_bootstrap_servers, topics.bills)
+    bill_view = BillView(settings.kafka, topics.bills)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = AsyncProducer(new_producer(settings.kafka_bootstrap_servers))
+        producer = AsyncProducer(new_producer(settings.kafka))
         producer.start()
         bill_view.start()
         app.state.edge = Edge(settings, topics, metrics, producer)
@@ -62,7 +63,7 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        reachable = await asyncio.to_thread(metadata_ok, settings.kafka_bootstrap_servers, 2.0)
+        reachable = await asyncio.to_thread(metadata_ok, settings.kafka, 2.0)
         metrics.kafka_up.set(1 if reachable else 0)
         body = {"status": "ok" if reachable else "degraded", "kafka": reachable}
         return JSONResponse(body, status_code=200 if reachable else 503)
@@ -71,13 +72,14 @@ def create_app(
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    access = OrgAccess(settings)  # one set of API keys (and one keys file watch) for all
     app.include_router(webhook_router(settings))
-    app.include_router(reads_router(settings, transport=worker_transport))
-    app.include_router(ingest_router(settings))
-    app.include_router(uploads_router(settings))
-    app.include_router(usage_query_router(settings, transport=worker_transport))
-    app.include_router(bills_router(settings, bill_view))
-    app.include_router(counters_router(settings))
+    app.include_router(reads_router(settings, transport=worker_transport, access=access))
+    app.include_router(ingest_router(settings, access=access))
+    app.include_router(uploads_router(settings, access=access))
+    app.include_router(usage_query_router(settings, transport=worker_transport, access=access))
+    app.include_router(bills_router(settings, bill_view, access=access))
+    app.include_router(counters_router(settings, access=access))
     declare_our_errors(app)
     return app
 

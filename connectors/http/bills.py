@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.bill_view import BillView
-from connectors.http.auth import require_org_key
+from connectors.http.auth import OrgAccess
 from connectors.http.edge import (
     ACK_TIMEOUT_S,
     ApiError,
@@ -35,6 +35,7 @@ from connectors.http.edge import (
     json_response,
     not_acknowledged,
 )
+from connectors.http.keys import Scope
 from connectors.http.openapi import JSON, ORG_ERRORS, errors, request_body, schema_of
 from streams.billing.bills import LifecycleError, transition
 from streams.partitioning import partition_for
@@ -59,9 +60,13 @@ class StatusChange(BaseModel):
     status: BillStatus
 
 
-def bills_router(settings: Settings, view: BillView) -> APIRouter:
+def bills_router(
+    settings: Settings, view: BillView, *, access: OrgAccess | None = None
+) -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["bills"])
-    authorized_org = require_org_key(settings)
+    access = access or OrgAccess(settings)
+    may_read = access.requires(Scope.READ)
+    may_administer = access.requires(Scope.ADMIN)
 
     async def send(
         request: Request, key: bytes, value: bytes, partition: int | None = None
@@ -79,7 +84,7 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         responses=errors(*ORG_ERRORS, 503),
         openapi_extra=request_body({JSON: schema_of(BillJob)}, required=False),
     )
-    async def bill_job(request: Request, org_id: str = Depends(authorized_org)) -> Response:
+    async def bill_job(request: Request, org_id: str = Depends(may_administer)) -> Response:
         """Run bills now for the listed accounts, or for every account."""
         body = await request.body()
         try:
@@ -117,9 +122,7 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
     @router.get(
         "/organizations/{orgId}/bills", summary="Latest bills", responses=errors(*ORG_ERRORS)
     )
-    async def list_bills(
-        org_id: str = Depends(authorized_org), account: str | None = None
-    ) -> Response:
+    async def list_bills(org_id: str = Depends(may_read), account: str | None = None) -> Response:
         """Latest version of every bill (of one account when `account` is given)."""
         bills = view.bills(account)
         return json_response({"data": [orjson.loads(raw) for raw in bills]})
@@ -127,7 +130,7 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
     @router.get(
         "/organizations/{orgId}/bills/{bill_id}", summary="A bill", responses=errors(*ORG_ERRORS)
     )
-    async def get_bill(bill_id: str, org_id: str = Depends(authorized_org)) -> Response:
+    async def get_bill(bill_id: str, org_id: str = Depends(may_read)) -> Response:
         return Response(_known(view, bill_id), media_type="application/json")
 
     async def change(request: Request, bill_id: str, target: BillStatus) -> Response:
@@ -167,7 +170,7 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         openapi_extra=request_body({JSON: schema_of(StatusChange)}),
     )
     async def put_status(
-        bill_id: str, request: Request, org_id: str = Depends(authorized_org)
+        bill_id: str, request: Request, org_id: str = Depends(may_administer)
     ) -> Response:
         """Approve (or lock) a bill; 409 with the reason when the lifecycle forbids it."""
         try:
@@ -189,7 +192,7 @@ def bills_router(settings: Settings, view: BillView) -> APIRouter:
         responses={**errors(*ORG_ERRORS, 409, 503), 202: STILL_PENDING},
     )
     async def put_lock(
-        bill_id: str, request: Request, org_id: str = Depends(authorized_org)
+        bill_id: str, request: Request, org_id: str = Depends(may_administer)
     ) -> Response:
         """Lock an approved bill: it never changes again; late usage for it is rejected."""
         return await change(request, bill_id, BillStatus.LOCKED)

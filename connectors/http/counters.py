@@ -22,7 +22,7 @@ import time
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
-from connectors.http.auth import require_org_key
+from connectors.http.auth import OrgAccess
 from connectors.http.edge import (
     ACK_TIMEOUT_S,
     ApiError,
@@ -34,6 +34,7 @@ from connectors.http.edge import (
     read_body,
 )
 from connectors.http.ingest import parse_json
+from connectors.http.keys import Scope
 from connectors.http.openapi import JSON, ORG_ERRORS, errors, request_body, schema_of
 from streams.partitioning import partition_for
 from streams.schemas.counters import CounterAdjustment, CounterAdjustmentRequest
@@ -59,9 +60,12 @@ def invalid_adjustment(exc: ValidationError) -> ApiError:
     )
 
 
-def counters_router(settings: Settings, ack_timeout_s: float = ACK_TIMEOUT_S) -> APIRouter:
+def counters_router(
+    settings: Settings, ack_timeout_s: float = ACK_TIMEOUT_S, *, access: OrgAccess | None = None
+) -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["counters"])
-    authorized_org = require_org_key(settings)
+    # seats are reported by the same systems that report usage: the ingest scope
+    authorized_org = (access or OrgAccess(settings)).requires(Scope.INGEST)
 
     @router.post(
         "/organizations/{orgId}/counteradjustments",

@@ -33,7 +33,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from connectors.http.auth import require_org_key
+from connectors.http.auth import OrgAccess
 from connectors.http.edge import (
     ACK_TIMEOUT_S,
     MEASUREMENTS_RETRY,
@@ -46,6 +46,7 @@ from connectors.http.edge import (
     not_acknowledged,
     read_body,
 )
+from connectors.http.keys import Scope
 from connectors.http.openapi import JSON, ORG_ERRORS, errors, measurements_schema, request_body
 from connectors.http.validation import batch_errors, json_problem
 from connectors.kafka.measurements import Envelope, envelopes_by_partition
@@ -77,7 +78,12 @@ def measurements_of(document: Any, limit: int) -> list[Any]:
         )
     unknown = sorted(set(document) - {"measurements"})
     if unknown:
-        raise ApiError(400, "invalid_request", f"unknown property {unknown[0]!r}", field=unknown[0])
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"unknown property {unknown[0]!r}: the body has only 'measurements'",
+            field=unknown[0] or "body",  # a property named "" is the body's fault
+        )
     measurements = document.get("measurements")
     if type(measurements) is not list:
         raise ApiError(
@@ -110,9 +116,11 @@ def produce(edge: Edge, envelopes: Sequence[Envelope]) -> list[asyncio.Future[An
 # --- the route -------------------------------------------------------------------------
 
 
-def ingest_router(settings: Settings, ack_timeout_s: float = ACK_TIMEOUT_S) -> APIRouter:
+def ingest_router(
+    settings: Settings, ack_timeout_s: float = ACK_TIMEOUT_S, *, access: OrgAccess | None = None
+) -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["ingest"])
-    authorized_org = require_org_key(settings)
+    authorized_org = (access or OrgAccess(settings)).requires(Scope.INGEST)
 
     @router.post(
         "/organizations/{orgId}/measurements",

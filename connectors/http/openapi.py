@@ -19,6 +19,8 @@ JSON = "application/json"
 DESCRIPTIONS = {
     400: "Bad input: `field` (or each of `errors`) names what is wrong and why",
     401: "Missing or invalid API key (`field`: Authorization)",
+    403: "The API key is of another organization, or lacks the route's scope "
+    "(`field`: Authorization)",
     404: "Unknown organization or resource (`field`: the path or query parameter)",
     409: "The bill's lifecycle forbids the change (the reason in `message`)",
     413: "The body is larger than allowed (`field`: body)",
@@ -26,7 +28,7 @@ DESCRIPTIONS = {
     502: "A worker answered with an error",
     503: "No worker or Kafka answered in time, or the owner is rebalancing; retry (Retry-After)",
 }
-ORG_ERRORS = (400, 401, 404)
+ORG_ERRORS = (400, 401, 403, 404)
 
 
 class FieldError(BaseModel):

@@ -22,8 +22,9 @@ import httpx
 from fastapi import APIRouter, Depends, Path, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from connectors.http.auth import require_org_key
+from connectors.http.auth import OrgAccess
 from connectors.http.edge import ApiError, ApiRoute
+from connectors.http.keys import Scope
 from connectors.http.openapi import ORG_ERRORS, errors
 from connectors.http.worker import Worker
 from streams.pages import ACCOUNT, ACCOUNT_PLANS, account_params
@@ -52,9 +53,10 @@ def reads_router(
     *,
     timeout_s: float = WORKER_TIMEOUT_S,
     transport: httpx.AsyncBaseTransport | None = None,
+    access: OrgAccess | None = None,
 ) -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["accounts"])
-    authorized_org = require_org_key(settings)
+    authorized_org = (access or OrgAccess(settings)).requires(Scope.READ)
     worker = Worker(settings.worker_base_url, timeout_s, transport)
 
     # `= Depends(...)`, not `Annotated[...]`: with postponed annotations FastAPI cannot

@@ -39,8 +39,9 @@ from pydantic import (
     field_validator,
 )
 
-from connectors.http.auth import require_org_key
+from connectors.http.auth import OrgAccess
 from connectors.http.edge import ApiError, ApiRoute, json_response, read_body
+from connectors.http.keys import Scope
 from connectors.http.openapi import JSON, ORG_ERRORS, errors, request_body, schema_of
 from connectors.http.worker import Worker, bad_gateway, read_document
 from streams.pages import (
@@ -153,9 +154,10 @@ def usage_query_router(
     *,
     timeout_s: float = WORKER_TIMEOUT_S,
     transport: httpx.AsyncBaseTransport | None = None,
+    access: OrgAccess | None = None,
 ) -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["usage"])
-    authorized_org = require_org_key(settings)
+    authorized_org = (access or OrgAccess(settings)).requires(Scope.READ)
     worker = Worker(settings.worker_base_url, timeout_s, transport)
 
     @router.post(

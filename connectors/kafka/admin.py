@@ -14,6 +14,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from connectors.kafka.readiness import wait_for_leaders
+from streams.kafka_access import Kafka, client_config
 from streams.topics import ResolvedTopic
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,12 @@ class TopicOutcome:
     problem: str | None = None
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def admin_client(kafka: Kafka) -> AdminClient:
+    return AdminClient(client_config(kafka))
 
 
 def create_topics(
-    bootstrap: str, topics: list[ResolvedTopic], replication_factor: int = 1, timeout: float = 30.0
+    kafka: Kafka, topics: list[ResolvedTopic], replication_factor: int = 1, timeout: float = 30.0
 ) -> list[TopicOutcome]:
     """Create what is missing, then wait until every partition of every topic has a leader.
 
@@ -40,7 +41,7 @@ def create_topics(
     `max.message.bytes`, ...) that differs from the declaration is reported as a problem.
     Raises TopicsNotReady when leaders are still unknown after `timeout`.
     """
-    admin = admin_client(bootstrap)
+    admin = admin_client(kafka)
     existing = admin.list_topics(timeout=timeout).topics
     to_create = [t for t in topics if t.name not in existing]
     futures = (
@@ -109,15 +110,15 @@ def _configs(admin: AdminClient, names: list[str], timeout: float) -> dict[str, 
     }
 
 
-def topic_config(bootstrap: str, name: str, timeout: float = 10.0) -> dict[str, str]:
-    admin = admin_client(bootstrap)
+def topic_config(kafka: Kafka, name: str, timeout: float = 10.0) -> dict[str, str]:
+    admin = admin_client(kafka)
     resource = ConfigResource(ResourceType.TOPIC, name)
     result = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
     return {key: entry.value for key, entry in result.items()}
 
 
-def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
-    admin = admin_client(bootstrap)
+def delete_topics(kafka: Kafka, names: list[str], timeout: float = 30.0) -> None:
+    admin = admin_client(kafka)
     for future in admin.delete_topics(names, operation_timeout=timeout).values():
         try:
             future.result()

@@ -20,9 +20,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from connectors.waiting import eventually
+from streams.kafka_access import Kafka, client_config
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,13 @@ class LocalKafka:
         cache_dir: Path,
         controller_port: int | None = None,
         heap: str = "1g",
+        sasl: SaslListener | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self.port = port
         self.controller_port = controller_port
+        self.sasl = sasl
+        self.tls = tls
         self.data_dir = data_dir.resolve()
         self.jars = KafkaJars(version, cache_dir)
         self.heap = heap
@@ -184,6 +188,21 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL listener (with `sasl=`), beside the PLAINTEXT one."""
+        assert self.sasl is not None, "this broker has no SASL listener"
+        return f"127.0.0.1:{self.sasl.port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        """The TLS listener (with `tls=`), beside the PLAINTEXT one."""
+        assert self.tls is not None, "this broker has no TLS listener"
+        return f"127.0.0.1:{self.tls.port}"
+
+    def _extra_listeners(self) -> list[SaslListener | TlsListener]:
+        return [listener for listener in (self.sasl, self.tls) if listener is not None]
 
     @property
     def pid_file(self) -> Path:
@@ -225,7 +244,8 @@ class LocalKafka:
                 f"port {self.port} is taken by another process; choose another with --port"
             )
         controller_port = self.controller_port or _controller_port_for(self.port)
-        if not port_is_free(controller_port):
+        taken = controller_port in {listener.port for listener in self._extra_listeners()}
+        if taken or not port_is_free(controller_port):
             if self.controller_port is not None:
                 raise BrokerError(f"controller port {controller_port} is taken")
             controller_port = free_port()  # internal to the broker: any free port will do
@@ -310,14 +330,19 @@ class LocalKafka:
 
     def _write_config(self, controller_port: int) -> None:
         data = self.data_dir / "data"
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        for extra in self._extra_listeners():
+            listeners += f",{extra.protocol}://127.0.0.1:{extra.port}"
+            protocols += f",{extra.protocol}:{extra.protocol}"
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"{listeners},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": "1",
@@ -335,6 +360,8 @@ class LocalKafka:
             "log.retention.hours": "-1",
             "log.cleaner.backoff.ms": "5000",
         }
+        for extra in self._extra_listeners():
+            properties.update(extra.broker_properties())
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         (self.data_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
 
@@ -348,6 +375,7 @@ class LocalKafka:
                 # `=`: a random id may start with '-', which argparse takes for an option
                 f"--cluster-id={cluster_id}",
                 f"--config={self.properties_file}",
+                *(arg for extra in self._extra_listeners() for arg in extra.format_arguments()),
             ],
             capture_output=True,
             text=True,
@@ -357,6 +385,60 @@ class LocalKafka:
             raise BrokerError(
                 f"formatting the storage directory failed:\n{result.stdout}{result.stderr}"
             )
+
+
+@dataclass(frozen=True)
+class SaslListener:
+    """A SASL_PLAINTEXT listener and its users: SCRAM users are created at format time
+    (KRaft), PLAIN users are listed in the listener's JAAS configuration."""
+
+    port: int
+    users: dict[str, str]  # name -> password
+    mechanisms: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+    protocol = "SASL_PLAINTEXT"
+
+    def broker_properties(self) -> dict[str, str]:
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule required " + "".join(
+            f'user_{name}="{password}" ' for name, password in self.users.items()
+        )
+        properties = {"sasl.enabled.mechanisms": ",".join(self.mechanisms)}
+        for mechanism in self.mechanisms:
+            jaas = plain.rstrip() + ";" if mechanism == "PLAIN" else scram
+            properties[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = jaas
+        return properties
+
+    def format_arguments(self) -> list[str]:
+        return [
+            f"--add-scram={mechanism}=[name={name},password={password}]"
+            for mechanism in self.mechanisms
+            if mechanism.startswith("SCRAM-")
+            for name, password in self.users.items()
+        ]
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """An SSL listener that requires a client certificate (mTLS), from PEM files: the
+    broker's key and certificate chain in one file, and the CA clients are checked
+    against."""
+
+    port: int
+    keystore: Path  # PEM: the broker's private key (PKCS#8) and certificate chain
+    truststore: Path  # PEM: the CA of client certificates
+    protocol = "SSL"
+
+    def broker_properties(self) -> dict[str, str]:
+        return {
+            "listener.name.ssl.ssl.keystore.type": "PEM",
+            "listener.name.ssl.ssl.keystore.location": str(self.keystore),
+            "listener.name.ssl.ssl.truststore.type": "PEM",
+            "listener.name.ssl.ssl.truststore.location": str(self.truststore),
+            "listener.name.ssl.ssl.client.auth": "required",
+        }
+
+    def format_arguments(self) -> list[str]:
+        return []
 
 
 def _controller_port_for(port: int) -> int:
@@ -388,12 +470,11 @@ def _not_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when a broker at `bootstrap` answers a metadata request."""
+def metadata_ok(kafka: Kafka, timeout: float = 2.0) -> bool:
+    """True when a broker of `kafka` answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _QUIET}
-    admin = AdminClient(config)
+    admin = AdminClient(client_config(kafka, log_level=0, logger=QUIET_LOGGER))
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception:
@@ -406,4 +487,4 @@ class _Quiet(logging.Logger):
         super().__init__("librdkafka.quiet", level=logging.CRITICAL)
 
 
-_QUIET = _Quiet()
+QUIET_LOGGER = _Quiet()  # a librdkafka `logger` that drops its log lines

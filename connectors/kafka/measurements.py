@@ -27,6 +27,7 @@ from typing import Any
 from confluent_kafka import Message, Producer
 
 from connectors.kafka.producer import DeliveryError, new_producer
+from streams.kafka_access import Kafka
 from streams.partitioning import partition_for
 from streams.schemas.numbers import encode_json
 
@@ -146,7 +147,7 @@ class MeasurementProducer:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: Kafka,
         topic: str,
         partitions: int,
         batch_size: int = 100,
@@ -155,7 +156,7 @@ class MeasurementProducer:
     ) -> None:
         self.topic = topic
         self._batcher = PartitionBatcher(partitions, batch_size)
-        self._producer = producer if producer is not None else new_producer(bootstrap)
+        self._producer = producer if producer is not None else new_producer(kafka)
         self._failures: list[str] = []
 
     def send(self, measurement: Mapping[str, Any]) -> None:

@@ -7,14 +7,16 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 
+from streams.kafka_access import Kafka, client_config
+
 # faust/aiokafka and the Java client hash keys with murmur2; confluent-kafka's default
 # (consistent_random, CRC32) does not agree, which silently breaks co-partitioning.
 PARTITIONER = "murmur2_random"
 
 
-def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+def producer_config(kafka: Kafka, **extra: Any) -> dict[str, Any]:
+    config = client_config(kafka)
+    config |= {
         "partitioner": PARTITIONER,
         "enable.idempotence": True,
         "acks": "all",
@@ -26,8 +28,8 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     return config
 
 
-def new_producer(bootstrap: str, **extra: Any) -> Producer:
-    return Producer(producer_config(bootstrap, **extra))
+def new_producer(kafka: Kafka, **extra: Any) -> Producer:
+    return Producer(producer_config(kafka, **extra))
 
 
 class DeliveryError(RuntimeError):

@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError
 
 from connectors.kafka.readiness import watermark_offsets
 from connectors.stripe_sink.policy import Mode
+from streams.kafka_access import Kafka, client_config
 from streams.schemas.bill import BillStatus
 from streams.schemas.catalog import Frozen
 from streams.schemas.errors import error_text
@@ -93,16 +94,18 @@ class Ledger:
 class LedgerReader:
     """Reads `stripe.sync` from the beginning and, on each `catch_up`, up to its end."""
 
-    def __init__(self, bootstrap: str, topic: str, ledger: Ledger) -> None:
+    def __init__(self, kafka: Kafka, topic: str, ledger: Ledger) -> None:
         self.topic = topic
         self.ledger = ledger
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"stripe-sync-reader-{uuid.uuid4().hex}",  # never commits
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+            client_config(
+                kafka,
+                **{
+                    "group.id": f"stripe-sync-reader-{uuid.uuid4().hex}",  # never commits
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                },
+            )
         )
         self.assigned = False
         self.records = 0

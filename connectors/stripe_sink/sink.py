@@ -40,6 +40,7 @@ from connectors.stripe_sink.policy import SyncPolicy
 from connectors.stripe_sink.records import Conflict, SyncProblem
 from connectors.stripe_sink.stripe_api import StripeGateway, stripe_client
 from connectors.stripe_sink.sync import Syncer, SyncRefused
+from streams.kafka_access import client_config
 from streams.schemas.bill import Bill
 from streams.schemas.errors import error_text
 from streams.settings import Settings
@@ -107,8 +108,10 @@ class StripeSink:
         self.ready = threading.Event()  # ledger loaded, consuming
 
     def consumer(self) -> Consumer:
-        config: dict[str, Any] = {
-            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+        return Consumer(self.consumer_config())
+
+    def consumer_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = client_config(self.settings.kafka) | {
             "group.id": self.group_id,
             "enable.auto.commit": True,
             "auto.commit.interval.ms": 1000,
@@ -119,7 +122,7 @@ class StripeSink:
         }
         if self.settings.stripe_sink_instance_id:
             config["group.instance.id"] = self.settings.stripe_sink_instance_id
-        return Consumer(config)
+        return config
 
     def status(self) -> dict[str, object]:
         return {
@@ -141,10 +144,8 @@ class StripeSink:
         client = self.client or owned.enter_context(stripe_client(settings))
         gateway = StripeGateway(client, self.limiter, self.metrics)
         syncer = Syncer(gateway, self.policy, pool)
-        producer = new_producer(settings.kafka_bootstrap_servers, **{"linger.ms": 0})
-        reader = LedgerReader(
-            settings.kafka_bootstrap_servers, self.topics.stripe_sync, self.ledger
-        )
+        producer = new_producer(settings.kafka, **{"linger.ms": 0})
+        reader = LedgerReader(settings.kafka, self.topics.stripe_sync, self.ledger)
         consumer = self.consumer()
         try:
             loaded = reader.catch_up()

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from connectors.http.auth import require_org_key
+from connectors.http.auth import OrgAccess
 from connectors.http.edge import (
     ACK_TIMEOUT_S,
     ApiError,
@@ -21,6 +21,7 @@ from connectors.http.edge import (
     json_response,
     too_large,
 )
+from connectors.http.keys import Scope
 from connectors.http.openapi import ORG_ERRORS, errors, upload_body
 from connectors.http.uploads.job import BATCH_SIZE, JobStore, UploadJob
 from connectors.http.uploads.multipart import MultipartFile
@@ -116,11 +117,15 @@ async def _read(
         job.take(item)
 
 
-def uploads_router(settings: Settings, limits: UploadLimits | None = None) -> APIRouter:
+def uploads_router(
+    settings: Settings, limits: UploadLimits | None = None, *, access: OrgAccess | None = None
+) -> APIRouter:
     """The upload and job routes; `limits` default to 100 MB uploads and the ingest sizes."""
     limits = limits or UploadLimits(max_item_bytes=settings.max_request_bytes)
     router = APIRouter(route_class=ApiRoute, tags=["ingest"])
-    authorized_org = require_org_key(settings)
+    access = access or OrgAccess(settings)
+    may_ingest = access.requires(Scope.INGEST)
+    may_see_jobs = access.requires(Scope.INGEST, Scope.READ)
     jobs = JobStore()
     path = "/organizations/{orgId}/fileuploads/measurements"
 
@@ -130,9 +135,7 @@ def uploads_router(settings: Settings, limits: UploadLimits | None = None) -> AP
         responses=errors(*ORG_ERRORS, 413, 415, 503),
         openapi_extra=upload_body(MEDIA_TYPES, settings.max_measurements_per_request),
     )
-    async def upload_measurements(
-        request: Request, org_id: str = Depends(authorized_org)
-    ) -> Response:
+    async def upload_measurements(request: Request, org_id: str = Depends(may_ingest)) -> Response:
         edge = edge_of(request)
         counter = edge.metrics.measurements
         check_content_length(request, limits.max_upload_bytes)
@@ -171,7 +174,7 @@ def uploads_router(settings: Settings, limits: UploadLimits | None = None) -> AP
         path + "/{jobId}", summary="The result of an upload job", responses=errors(*ORG_ERRORS)
     )
     async def upload_job(
-        job_id: Annotated[str, Path(alias="jobId")], org_id: str = Depends(authorized_org)
+        job_id: Annotated[str, Path(alias="jobId")], org_id: str = Depends(may_see_jobs)
     ) -> Response:
         result = jobs.get(job_id)
         if result is None:
