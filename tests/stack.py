@@ -215,9 +215,14 @@ def fresh_broker(data_dir: Path) -> Iterator[LocalKafka]:
 
 
 @contextlib.contextmanager
-def broker_down(kafka: LocalKafka) -> Iterator[None]:
-    """The broker stopped (a controlled shutdown) for the body, started again after it on the
-    same port and data: a broker restart, as clients see one."""
+def broker_down(kafka: LocalKafka, crash: bool = False) -> Iterator[None]:
+    """The broker stopped for the body, started again after it on the same port and data: a
+    broker restart, as clients see one. Stopped by a controlled shutdown, or with `crash`
+    SIGKILLed (it then recovers its logs on start)."""
+    pid = kafka.pid()
+    if crash and pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda: kafka.pid() is None, timeout=30, what=f"broker pid {pid} to die")
     kafka.stop()
     try:
         yield

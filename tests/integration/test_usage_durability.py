@@ -93,8 +93,9 @@ def broker(tmp_path: Path) -> Iterator[LocalKafka]:
         yield kafka
 
 
+@pytest.mark.parametrize("crash", [False, True], ids=["controlled-shutdown", "sigkill"])
 def test_usage_equals_the_distinct_uid_totals_after_a_broker_restart_during_full_speed_ingest(
-    broker: LocalKafka, tmp_path: Path
+    broker: LocalKafka, tmp_path: Path, crash: bool
 ) -> None:
     stack = Stack(broker.bootstrap, tmp_path, partitions=PARTITIONS)
     positions = Positions(stack)
@@ -105,7 +106,8 @@ def test_usage_equals_the_distinct_uid_totals_after_a_broker_restart_during_full
             stack.start_worker()
             load.burst(WAVE)
             eventually(lambda: processed(stack) > 0, timeout=60, interval=0.01)
-            with broker_down(broker):
+            behind = positions.end() - positions.committed()
+            with broker_down(broker, crash=crash):
                 load.burst(WAVE)  # produced into the producer's queue, delivered on restart
             load.burst(WAVE)
             counts = load.settle()
@@ -116,4 +118,5 @@ def test_usage_equals_the_distinct_uid_totals_after_a_broker_restart_during_full
     finally:
         positions.close()
         stack.stop()
+    assert behind > 0, "the worker had caught up before the broker stopped"
     assert counts.acknowledged > BACKLOG + 3 * WAVE
