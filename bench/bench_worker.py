@@ -35,6 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from bench.common import (
     PARTITIONS,
     RESULTS,
     Broker,
+    CommitTrail,
     Deployment,
     Profile,
     api_measurement,
@@ -83,20 +85,32 @@ def yesterday_ms() -> int:
     return today - DAY_MS
 
 
-def measurements(
-    count: int, accounts: int, run: str, grouped: bool = False
-) -> Iterator[tuple[str, bytes]]:
-    """(account, encoded measurement), ts spread over yesterday.
+HOT_ACCOUNTS = 10  # realistic workload: these take half of all measurements
+RECENT_MS = 60_000  # realistic workload: ts within the last minute
 
-    Interleaved (default): accounts take turns, as in a stream from many customers, so an
-    envelope of 100 carries 100 accounts. Grouped: each account's measurements are
-    consecutive, so an envelope carries one account (the locality bench_fold assumes).
+
+def measurements(
+    count: int, accounts: int, run: str, grouped: bool = False, realistic: bool = False
+) -> Iterator[tuple[str, bytes]]:
+    """(account, encoded measurement).
+
+    Pessimistic (default): ts spread over yesterday, so every account has usage in up to
+    24 hours. Interleaved (default): accounts take turns, as in a stream from many
+    customers, so an envelope of 100 carries 100 accounts. Grouped: each account's
+    measurements are consecutive, so an envelope carries one account (the locality
+    bench_fold assumes). Realistic: ts within the last minute (usage of now), half of
+    the measurements from `HOT_ACCOUNTS` accounts, the rest interleaved over `accounts`.
     """
     day = yesterday_ms()
+    now = now_ms()
     step = DAY_MS // max(count, 1)
     per_account = -(-count // accounts)
     for i in range(count):
-        if grouped:
+        if realistic:
+            hot = i % 2 == 0
+            account = f"acct-{(i // 2) % HOT_ACCOUNTS if hot else (i // 2) % accounts:06d}"
+            ts = iso(now - (i * 7919) % RECENT_MS)
+        elif grouped:
             account = f"acct-{i // per_account:06d}"
             ts = iso(day + (i % per_account) * (DAY_MS // per_account))
         else:
@@ -111,9 +125,15 @@ def measurements(
 
 
 def messages(
-    count: int, accounts: int, batch: int, partitions: int, run: str, grouped: bool = False
+    count: int,
+    accounts: int,
+    batch: int,
+    partitions: int,
+    run: str,
+    grouped: bool = False,
+    realistic: bool = False,
 ) -> list[Envelope]:
-    items = measurements(count, accounts, run, grouped)
+    items = measurements(count, accounts, run, grouped, realistic)
     if batch > 1:
         return envelopes(items, partitions, batch)
     return [  # single-measurement messages, keyed by account (any third-party producer)
@@ -158,6 +178,7 @@ def run(
     batch: int = 100,
     accounts: int = 10_000,
     grouped: bool = False,
+    realistic: bool = False,
     profile: bool = False,
     timeout: float = 150.0,
     label: str = "worker",
@@ -170,27 +191,37 @@ def run(
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         deployment = Deployment(broker.bootstrap, Path(tmp), env=env)
         try:
-            return _run(
-                deployment, broker, count, batch, accounts, grouped, profile, timeout, label
-            )
+            shape = Shape(count, batch, accounts, grouped, realistic)
+            return _run(deployment, broker, shape, profile, timeout, label)
         finally:
             deployment.close()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one run pre-fills (see `measurements`)."""
+
+    count: int
+    batch: int
+    accounts: int
+    grouped: bool = False
+    realistic: bool = False
 
 
 def _run(
     deployment: Deployment,
     broker: Broker,
-    count: int,
-    batch: int,
-    accounts: int,
-    grouped: bool,
+    shape: Shape,
     profile: bool,
     timeout: float,
     label: str,
 ) -> dict[str, Any]:
+    count, batch, accounts = shape.count, shape.batch, shape.accounts
     topic = deployment.topics.measurements
     partitions = deployment.topics.partitions
-    items = messages(count, accounts, batch, partitions, deployment.app_id, grouped)
+    items = messages(
+        count, accounts, batch, partitions, deployment.app_id, shape.grouped, shape.realistic
+    )
     produce_s = produce_envelopes(deployment.bootstrap, topic, items)
     ends = deployment.end_offsets(topic)
     total_messages = sum(ends)
@@ -205,6 +236,7 @@ def _run(
 
     sampler = Profile(RESULTS / f"profile-{label}.json") if profile else None
     worker = deployment.worker(wrap=sampler.wrap() if sampler else None).start()
+    trail: CommitTrail | None = None
     try:
         health = deployment.wait_worker_ready(worker)
         ready_at = time.monotonic()
@@ -214,6 +246,7 @@ def _run(
         broker_cpu_ready = cpu_seconds(broker.pid) if broker.pid else None
         if sampler is not None:
             sampler.attach(worker.pid)
+        trail = CommitTrail(deployment.bootstrap, deployment.app_id, topic, partitions).start()
 
         folded_at: float | None = None
         caught_up = False
@@ -233,6 +266,7 @@ def _run(
                 break
             time.sleep(0.2)
         committed_at = time.monotonic()
+        trail.stop()
         worker_cpu = cpu_seconds(worker.pid) - cpu_ready
         broker_cpu = (
             cpu_seconds(broker.pid) - broker_cpu_ready
@@ -244,6 +278,8 @@ def _run(
         if sampler is not None:
             sampler.stop()
     finally:
+        if trail is not None:
+            trail.stop()
         if sampler is not None and sampler.running:
             sampler.stop()
         worker.stop()
@@ -284,7 +320,8 @@ def _run(
         "measurements_per_worker_cpu_s": todo / worker_cpu if worker_cpu else None,
         "broker_cpu_share": broker_cpu / elapsed if broker_cpu is not None else None,
         "worker_vm_hwm_mib": memory.get("VmHWM", 0) / 1024,
-        "order": "grouped" if grouped else "interleaved",
+        "order": "grouped" if shape.grouped else "interleaved",
+        "workload": "realistic" if shape.realistic else "pessimistic",
         "env": {k: v for k, v in deployment.env.items() if k.startswith("METERLINE_USAGE")},
         "caught_up": caught_up,
         "processed": processed if not caught_up else count,
@@ -293,6 +330,7 @@ def _run(
         "record_bytes_at_end": sum(last_sizes) / max(len(last_sizes), 1),
         "stats": stats,
         "progress": progress[:: max(1, len(progress) // 40)],
+        **trail.summary(),
     }
     if not caught_up:
         result["warning"] = (
@@ -361,6 +399,9 @@ def describe(result: dict[str, Any]) -> str:
         f"worker CPU {r['worker_cpu_share']:.0%} of a core "
         f"= {r['measurements_per_worker_cpu_s'] or 0:,.0f} per CPU-second; broker CPU "
         f"{(r['broker_cpu_share'] or 0):.0%}; VmHWM {r['worker_vm_hwm_mib']:.0f} MiB",
+        f"  commits (committed / end, one sample a second): {r['commit_sparkline']}; "
+        f"longest gap between commit advances {r['longest_commit_gap_s']} s",
+        *(f"    {line}" for line in r["commit_table"]),
         f"  usage changelog: {r['changelog_messages']:,} record writes "
         f"({r['changelog_writes_per_measurement']:.3f} per measurement); "
         f"a record at the end is ~{r['record_bytes_at_end']:,.0f} B",
@@ -379,6 +420,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="measurements per message")
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--grouped", action="store_true", help="one account per envelope")
+    parser.add_argument(
+        "--realistic", action="store_true", help="ts within the last minute, 10 hot accounts"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the worker")
     parser.add_argument("--timeout", type=float, default=150.0, help="bound of the timed part")
     parser.add_argument(
@@ -397,6 +441,7 @@ def main() -> None:
             batch=args.batch,
             accounts=args.accounts,
             grouped=args.grouped,
+            realistic=args.realistic,
             profile=args.profile,
             timeout=args.timeout,
             env=dict(item.split("=", 1) for item in args.env),

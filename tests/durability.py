@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from types import TracebackType
-from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
@@ -360,6 +359,7 @@ class Moment(enum.Enum):
 @dataclass(frozen=True)
 class Kill:
     moment: Moment
+    start_s: float  # from start to ready (recovery of its state included)
     up_s: float  # from ready to the kill
     lag_messages: int  # end offset - committed offset at the kill, summed over partitions
     end_messages: int
@@ -367,7 +367,8 @@ class Kill:
 
     def describe(self) -> str:
         return (
-            f"{self.moment.name.lower()}: killed {self.up_s:.1f} s after ready, "
+            f"{self.moment.name.lower()}: ready in {self.start_s:.1f} s, "
+            f"killed {self.up_s:.1f} s later, "
             f"{self.lag_messages:,} of {self.end_messages:,} messages behind"
             + ("" if self.waited_for_commit else " (no commit advance came in time)")
         )
@@ -391,6 +392,7 @@ def kill_worker(
 ) -> Kill:
     """Start the worker, SIGKILL it at `moment`; returns how far behind it was."""
     before = positions.committed()
+    started = time.monotonic()
     stack.start_worker()
     ready = time.monotonic()
     waited = True
@@ -412,7 +414,7 @@ def kill_worker(
     lag = end - positions.committed()
     up = time.monotonic() - ready
     stack.worker.stop(signal.SIGKILL)
-    return Kill(moment, up, lag, end, waited)
+    return Kill(moment, ready - started, up, lag, end, waited)
 
 
 def all_accounts(count: int, odd: Iterable[str] = ()) -> tuple[str, ...]:
@@ -426,5 +428,11 @@ def wait_recovered(stack: Stack, positions: Positions, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def snapshot(counts: LoadCounts) -> dict[str, Any]:
-    return dict(vars(counts))
+def measurements_counted(answer: Usage) -> int:
+    """Measurements the usage answer counts: every `api` one in requests_count, every
+    `storage` one in peak_storage."""
+    return sum(
+        count
+        for (_, code), (_, count) in answer.items()
+        if code in ("requests_count", "peak_storage")
+    )
