@@ -46,7 +46,7 @@ from tests.durability import (
     differences,
     kill_worker,
     measurements_counted,
-    processed,
+    progressed,
     recent_hours,
     usage,
     wait_recovered,
@@ -117,7 +117,7 @@ def run_broker_restart(
                 load.settle(300)
                 stack.start_worker()
                 load.burst(measurements // 4)
-                eventually(lambda: processed(stack) > 0, timeout=120, interval=0.01)
+                eventually(lambda: progressed(stack, positions, 0), timeout=120, interval=0.01)
                 behind = positions.end() - positions.committed()
                 stopped = time.monotonic()
                 with broker_down(broker, crash=crash):

@@ -342,8 +342,18 @@ class CommitTrail:
         return self
 
     def stop(self) -> None:
+        """Stop sampling, with one last sample (the moment the caller saw the end)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(10)
+        self._take()
+
+    def _take(self) -> None:
+        at = time.monotonic()
+        with contextlib.suppress(Exception):  # a missed sample shows as a longer step
+            committed, end = self.sample()
+            self.samples.append((round(at - self._started, 1), committed, end))
 
     def sample(self) -> tuple[int, int]:
         """(committed, end) now."""
@@ -363,9 +373,7 @@ class CommitTrail:
     def _loop(self) -> None:
         while not self._stop.is_set():
             at = time.monotonic()
-            with contextlib.suppress(Exception):  # a missed sample shows as a longer step
-                committed, end = self.sample()
-                self.samples.append((round(at - self._started, 1), committed, end))
+            self._take()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - at)))
 
     def longest_gap_s(self) -> float | None:

@@ -383,6 +383,11 @@ def processed(stack: Stack) -> int:
     )
 
 
+def progressed(stack: Stack, positions: Positions, committed_before: int) -> bool:
+    """The running worker judged measurements, or its group committed past `committed_before`."""
+    return positions.moved_past(committed_before) or processed(stack) > 0
+
+
 def kill_worker(
     stack: Stack,
     positions: Positions,
@@ -398,7 +403,7 @@ def kill_worker(
     waited = True
     if moment is Moment.FIRST_PROGRESS:
         eventually(
-            lambda: positions.moved_past(before) or processed(stack) > 0,
+            lambda: progressed(stack, positions, before),
             timeout=60,
             interval=0.01,
             what="the worker to make progress",

@@ -24,7 +24,7 @@ from tests.durability import (
     all_accounts,
     differences,
     kill_worker,
-    processed,
+    progressed,
     recent_hours,
     usage,
     wait_recovered,
@@ -47,7 +47,7 @@ def shape() -> LoadShape:
     return LoadShape(accounts=ACCOUNTS, start_ms=recent_hours(HOURS), hours=HOURS)
 
 
-def assert_usage_is_exact(stack: Stack, load: FullSpeedLoad) -> None:
+def assert_usage_is_exact(stack: Stack, load: FullSpeedLoad, what: str) -> None:
     expected = load.ledger.expected()
     accounts = list(ACCOUNTS)
     start = load.shape.start_ms
@@ -59,7 +59,7 @@ def assert_usage_is_exact(stack: Stack, load: FullSpeedLoad) -> None:
         eventually(exact, timeout=60, interval=0.5, what="the usage to equal the ledger")
     except TimeoutError:
         answered = usage(stack, accounts, start, HOURS)
-        raise AssertionError(differences(expected, answered)) from None
+        raise AssertionError(f"after {what}: {differences(expected, answered)}") from None
 
 
 def test_usage_equals_the_distinct_uid_totals_after_sigkills_during_full_speed_ingest(
@@ -79,7 +79,7 @@ def test_usage_equals_the_distinct_uid_totals_after_sigkills_during_full_speed_i
         stack.start_worker()
         wait_recovered(stack, positions, timeout=120)
         stack.start_http()
-        assert_usage_is_exact(stack, load)
+        assert_usage_is_exact(stack, load, "; ".join(kill.describe() for kill in kills))
     finally:
         positions.close()
     far_behind = kills[0]
@@ -105,7 +105,7 @@ def test_usage_equals_the_distinct_uid_totals_after_a_broker_restart_during_full
             load.settle()
             stack.start_worker()
             load.burst(WAVE)
-            eventually(lambda: processed(stack) > 0, timeout=60, interval=0.01)
+            eventually(lambda: progressed(stack, positions, 0), timeout=60, interval=0.01)
             behind = positions.end() - positions.committed()
             with broker_down(broker, crash=crash):
                 load.burst(WAVE)  # produced into the producer's queue, delivered on restart
@@ -114,7 +114,8 @@ def test_usage_equals_the_distinct_uid_totals_after_a_broker_restart_during_full
         assert stack.worker.alive(), stack.worker.log_tail()
         wait_recovered(stack, positions, timeout=120)
         stack.start_http()
-        assert_usage_is_exact(stack, load)
+        what = f"a broker {'SIGKILL' if crash else 'stop'} {behind:,} messages behind"
+        assert_usage_is_exact(stack, load, what)
     finally:
         positions.close()
         stack.stop()
