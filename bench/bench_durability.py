@@ -156,8 +156,12 @@ def _compare(stack: Stack, load: FullSpeedLoad, codes: tuple[str, ...]) -> dict[
 
     with contextlib.suppress(TimeoutError):  # the figures say how far off it is
         eventually(exact, timeout=60, interval=1.0)
-    answer = answers[-1] or {}
-    wrong = sum(expected.get(key) != answer.get(key) for key in set(expected) | set(answer))
+    answer = answers[-1]
+    wrong = (
+        None  # the usage query did not answer
+        if answer is None
+        else sum(expected.get(key) != answer.get(key) for key in set(expected) | set(answer))
+    )
     counts = load.counts
     return {
         "measurements": counts.measurements,
@@ -167,7 +171,7 @@ def _compare(stack: Stack, load: FullSpeedLoad, codes: tuple[str, ...]) -> dict[
         "redelivered_messages": counts.redelivered,
         "retried_messages": counts.retried,
         "distinct": len(load.ledger.uids),
-        "counted": measurements_counted(answer),
+        "counted": measurements_counted(answer or {}),
         "pairs": len(expected),
         "pairs_wrong": wrong,
         "exact": wrong == 0,
@@ -181,7 +185,8 @@ def describe(label: str, r: dict[str, Any]) -> str:
         f"({r['repeated_uids']:,} repeated uids, {r['redelivered_messages']:,} messages "
         f"redelivered, {r['retried_messages']:,} produced again after a failed delivery)",
         f"  distinct {r['distinct']:,}, counted by the usage query {r['counted']:,}; "
-        f"{r['pairs_wrong']} of {r['pairs']:,} (account, aggregation) pairs differ"
+        f"{r['pairs_wrong'] if r['pairs_wrong'] is not None else 'all'} of {r['pairs']:,} "
+        "(account, aggregation) pairs differ"
         + (" (exact)" if r["exact"] else f": {r['differences']}"),
         f"  time to recover: {r['recover_s']} s",
     ]
