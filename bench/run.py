@@ -118,6 +118,8 @@ class Row:
 def fmt(value: float) -> str:
     if not math.isfinite(value):
         return "∞"
+    if value == int(value) and abs(value) < 100:
+        return f"{value:.0f}"  # a count (pairs wrong, kills): no decimals
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
