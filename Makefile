@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_PORT ?= 9092
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -40,8 +41,8 @@ format: install ## Format the code
 	$(BIN)/ruff format streams connectors tests bench
 	$(BIN)/ruff check --fix streams connectors tests bench
 
-bench: install kafka-fetch ## Run the benchmarks (bench/), print a table, write bench/results/
-	$(BIN)/python -m bench.run
+bench: install kafka-fetch ## Run the benchmarks (bench/), print a table, write bench/results/ (BENCH_ARGS=--quick: a few minutes)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 dev: install kafka-fetch ## Start Kafka, topics and every process; Ctrl-C stops them
 	$(BIN)/meterline dev

@@ -24,6 +24,7 @@ changelog: its length, its decoded size, and what an `orjson.dumps` of it retain
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 import tracemalloc
@@ -126,8 +127,12 @@ def _run(
         worker.stop()
 
     share = processed / count
-    records = sum(deployment.end_offsets(f"{deployment.app_id}-usage-changelog"))
-    sizes = record_sizes(deployment, 300)
+    records, sizes = 0, {}
+    # The usage changelog and its record class as the worker has them now; a worker that
+    # keeps usage another way has neither, and the figures above stand on their own.
+    with contextlib.suppress(Exception):
+        records = sum(deployment.end_offsets(f"{deployment.app_id}-usage-changelog"))
+        sizes = record_sizes(deployment, 300)
     result: dict[str, Any] = {
         "accounts": accounts,
         "hours": hours,
@@ -140,6 +145,8 @@ def _run(
         "vm_hwm_mib": final["VmHWM"] / 1024,
         "vm_rss_mib": final["VmRSS"] / 1024,
         "vm_hwm_gib": final["VmHWM"] / GIB,
+        # one measurement per account-hour: what the state grew by, per account-hour held
+        "bytes_per_account_hour": (final["VmHWM"] - idle["VmRSS"]) * 1024 / max(processed, 1),
         "rejected": stats.get("measurements_rejected", 0),
         "changelog_records": records,
         **sizes,
@@ -209,7 +216,8 @@ def describe(r: dict[str, Any]) -> str:
         f"{r['hours']} hours ({r['measurements']:,} measurements, {r['processed']:,} folded "
         f"in {r['seconds']:.0f} s)",
         f"  VmHWM {r['vm_hwm_mib']:,.0f} MiB ({r['vm_hwm_gib']:.2f} GiB), VmRSS at the end "
-        f"{r['vm_rss_mib']:,.0f} MiB, idle (ready) {r['idle_vm_rss_mib']:,.0f} MiB",
+        f"{r['vm_rss_mib']:,.0f} MiB, idle (ready) {r['idle_vm_rss_mib']:,.0f} MiB; "
+        f"{r['bytes_per_account_hour']:,.0f} B per account-hour (VmHWM - idle)",
     ]
     if "record_stored_bytes" in r:
         lines.append(

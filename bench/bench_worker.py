@@ -1,7 +1,8 @@
 """Worker throughput: measurements/s from the `measurements` topic to committed usage state.
 
     .venv/bin/python -m bench.bench_worker [--measurements 300000] [--batch 100]
-        [--accounts 10000] [--grouped] [--profile] [--timeout 150] [--env NAME=VALUE]
+        [--accounts 10000] [--grouped | --realistic] [--profile] [--timeout 150]
+        [--env NAME=VALUE]
     .venv/bin/python -m bench.bench_worker --raw [--measurements 1000000]
 
 One run: a fresh deployment (topics under a unique prefix, the example catalog); the
@@ -9,7 +10,9 @@ measurements topic is pre-filled with `--measurements` measurements of `--accoun
 accounts (every aggregation type: the `api` meter's SUM, UNIQUE, MEAN, COUNT and a
 derived field, one in ten a `storage` measurement for MAX, LATEST, MIN; timestamps
 spread over yesterday, UTC), in envelopes of `--batch` measurements grouped by partition
-(`--batch 1`: single-measurement messages). Then, on the same topic:
+(`--batch 1`: single-measurement messages). That is the pessimistic workload; with
+`--realistic` the ts are within the last minute (usage as it happens) and 10 hot accounts
+send half of the measurements. Then, on the same topic:
 
 1. raw Kafka: the pre-fill's produce rate (project producer settings: acks=all,
    idempotent, lz4) and confluent-kafka `consume(num_messages=10000)` of the whole
@@ -19,6 +22,10 @@ spread over yesterday, UTC), in envelopes of `--batch` measurements grouped by p
    group's committed offsets reach the end offsets (faust flushes the table changelog
    before it commits: committed offsets = committed usage state). The rate counts only
    what was left to do at ready (`measurements_accepted` at that moment is subtracted).
+
+While the worker runs, the group's committed position and the topic's end offset are
+sampled every second with the admin client (`CommitTrail`): a sparkline, a small table
+and the longest gap between commit advances (commits must keep advancing under load).
 
 Bounded: past `--timeout` s the rate is over the part done, marked partial. The usage
 changelog's message count and the size of its last records show what the worker wrote.
@@ -30,21 +37,24 @@ raw Kafka alone on a fresh topic (larger, so fixed costs do not dominate).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bench.common import (
     DAY_MS,
     PARTITIONS,
     RESULTS,
     Broker,
+    CommitTrail,
     Deployment,
     Profile,
     api_measurement,
@@ -83,20 +93,32 @@ def yesterday_ms() -> int:
     return today - DAY_MS
 
 
-def measurements(
-    count: int, accounts: int, run: str, grouped: bool = False
-) -> Iterator[tuple[str, bytes]]:
-    """(account, encoded measurement), ts spread over yesterday.
+HOT_ACCOUNTS = 10  # realistic workload: these take half of all measurements
+RECENT_MS = 60_000  # realistic workload: ts within the last minute
 
-    Interleaved (default): accounts take turns, as in a stream from many customers, so an
-    envelope of 100 carries 100 accounts. Grouped: each account's measurements are
-    consecutive, so an envelope carries one account (the locality bench_fold assumes).
+
+def measurements(
+    count: int, accounts: int, run: str, grouped: bool = False, realistic: bool = False
+) -> Iterator[tuple[str, bytes]]:
+    """(account, encoded measurement).
+
+    Pessimistic (default): ts spread over yesterday, so every account has usage in up to
+    24 hours. Interleaved (default): accounts take turns, as in a stream from many
+    customers, so an envelope of 100 carries 100 accounts. Grouped: each account's
+    measurements are consecutive, so an envelope carries one account (the locality
+    bench_fold assumes). Realistic: ts within the last minute (usage of now), half of
+    the measurements from `HOT_ACCOUNTS` accounts, the rest interleaved over `accounts`.
     """
     day = yesterday_ms()
+    now = now_ms()
     step = DAY_MS // max(count, 1)
     per_account = -(-count // accounts)
     for i in range(count):
-        if grouped:
+        if realistic:
+            hot = i % 2 == 0
+            account = f"acct-{(i // 2) % HOT_ACCOUNTS if hot else (i // 2) % accounts:06d}"
+            ts = iso(now - (i * 7919) % RECENT_MS)
+        elif grouped:
             account = f"acct-{i // per_account:06d}"
             ts = iso(day + (i % per_account) * (DAY_MS // per_account))
         else:
@@ -111,9 +133,15 @@ def measurements(
 
 
 def messages(
-    count: int, accounts: int, batch: int, partitions: int, run: str, grouped: bool = False
+    count: int,
+    accounts: int,
+    batch: int,
+    partitions: int,
+    run: str,
+    grouped: bool = False,
+    realistic: bool = False,
 ) -> list[Envelope]:
-    items = measurements(count, accounts, run, grouped)
+    items = measurements(count, accounts, run, grouped, realistic)
     if batch > 1:
         return envelopes(items, partitions, batch)
     return [  # single-measurement messages, keyed by account (any third-party producer)
@@ -158,6 +186,7 @@ def run(
     batch: int = 100,
     accounts: int = 10_000,
     grouped: bool = False,
+    realistic: bool = False,
     profile: bool = False,
     timeout: float = 150.0,
     label: str = "worker",
@@ -170,27 +199,37 @@ def run(
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         deployment = Deployment(broker.bootstrap, Path(tmp), env=env)
         try:
-            return _run(
-                deployment, broker, count, batch, accounts, grouped, profile, timeout, label
-            )
+            shape = Shape(count, batch, accounts, grouped, realistic)
+            return _run(deployment, broker, shape, profile, timeout, label)
         finally:
             deployment.close()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one run pre-fills (see `measurements`)."""
+
+    count: int
+    batch: int
+    accounts: int
+    grouped: bool = False
+    realistic: bool = False
 
 
 def _run(
     deployment: Deployment,
     broker: Broker,
-    count: int,
-    batch: int,
-    accounts: int,
-    grouped: bool,
+    shape: Shape,
     profile: bool,
     timeout: float,
     label: str,
 ) -> dict[str, Any]:
+    count, batch, accounts = shape.count, shape.batch, shape.accounts
     topic = deployment.topics.measurements
     partitions = deployment.topics.partitions
-    items = messages(count, accounts, batch, partitions, deployment.app_id, grouped)
+    items = messages(
+        count, accounts, batch, partitions, deployment.app_id, shape.grouped, shape.realistic
+    )
     produce_s = produce_envelopes(deployment.bootstrap, topic, items)
     ends = deployment.end_offsets(topic)
     total_messages = sum(ends)
@@ -205,6 +244,7 @@ def _run(
 
     sampler = Profile(RESULTS / f"profile-{label}.json") if profile else None
     worker = deployment.worker(wrap=sampler.wrap() if sampler else None).start()
+    trail: CommitTrail | None = None
     try:
         health = deployment.wait_worker_ready(worker)
         ready_at = time.monotonic()
@@ -214,6 +254,7 @@ def _run(
         broker_cpu_ready = cpu_seconds(broker.pid) if broker.pid else None
         if sampler is not None:
             sampler.attach(worker.pid)
+        trail = CommitTrail(deployment.bootstrap, deployment.app_id, topic, partitions).start()
 
         folded_at: float | None = None
         caught_up = False
@@ -233,6 +274,7 @@ def _run(
                 break
             time.sleep(0.2)
         committed_at = time.monotonic()
+        trail.stop()
         worker_cpu = cpu_seconds(worker.pid) - cpu_ready
         broker_cpu = (
             cpu_seconds(broker.pid) - broker_cpu_ready
@@ -244,6 +286,8 @@ def _run(
         if sampler is not None:
             sampler.stop()
     finally:
+        if trail is not None:
+            trail.stop()
         if sampler is not None and sampler.running:
             sampler.stop()
         worker.stop()
@@ -253,8 +297,10 @@ def _run(
     # What the worker wrote for it: one usage changelog message per (account, day)
     # record per batch in which that record changed, each the whole record.
     changelog = f"{deployment.app_id}-usage-changelog"
-    writes = sum(deployment.end_offsets(changelog))
-    last_sizes = tail_sizes(deployment.bootstrap, changelog, partitions, 500)
+    writes, last_sizes = 0, []
+    with contextlib.suppress(KafkaException):  # a worker that keeps usage another way
+        writes = sum(deployment.end_offsets(changelog))
+        last_sizes = tail_sizes(deployment.bootstrap, changelog, partitions, 500)
     stats = final.get("stats", {})
     todo = (count if caught_up else processed) - done_at_ready
     elapsed = committed_at - ready_at
@@ -284,7 +330,8 @@ def _run(
         "measurements_per_worker_cpu_s": todo / worker_cpu if worker_cpu else None,
         "broker_cpu_share": broker_cpu / elapsed if broker_cpu is not None else None,
         "worker_vm_hwm_mib": memory.get("VmHWM", 0) / 1024,
-        "order": "grouped" if grouped else "interleaved",
+        "order": "grouped" if shape.grouped else "interleaved",
+        "workload": "realistic" if shape.realistic else "pessimistic",
         "env": {k: v for k, v in deployment.env.items() if k.startswith("METERLINE_USAGE")},
         "caught_up": caught_up,
         "processed": processed if not caught_up else count,
@@ -293,6 +340,7 @@ def _run(
         "record_bytes_at_end": sum(last_sizes) / max(len(last_sizes), 1),
         "stats": stats,
         "progress": progress[:: max(1, len(progress) // 40)],
+        **trail.summary(),
     }
     if not caught_up:
         result["warning"] = (
@@ -361,6 +409,9 @@ def describe(result: dict[str, Any]) -> str:
         f"worker CPU {r['worker_cpu_share']:.0%} of a core "
         f"= {r['measurements_per_worker_cpu_s'] or 0:,.0f} per CPU-second; broker CPU "
         f"{(r['broker_cpu_share'] or 0):.0%}; VmHWM {r['worker_vm_hwm_mib']:.0f} MiB",
+        f"  commits (committed / end, one sample a second): {r['commit_sparkline']}; "
+        f"longest gap between commit advances {r['longest_commit_gap_s']} s",
+        *(f"    {line}" for line in r["commit_table"]),
         f"  usage changelog: {r['changelog_messages']:,} record writes "
         f"({r['changelog_writes_per_measurement']:.3f} per measurement); "
         f"a record at the end is ~{r['record_bytes_at_end']:,.0f} B",
@@ -379,6 +430,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="measurements per message")
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--grouped", action="store_true", help="one account per envelope")
+    parser.add_argument(
+        "--realistic", action="store_true", help="ts within the last minute, 10 hot accounts"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the worker")
     parser.add_argument("--timeout", type=float, default=150.0, help="bound of the timed part")
     parser.add_argument(
@@ -397,6 +451,7 @@ def main() -> None:
             batch=args.batch,
             accounts=args.accounts,
             grouped=args.grouped,
+            realistic=args.realistic,
             profile=args.profile,
             timeout=args.timeout,
             env=dict(item.split("=", 1) for item in args.env),

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -304,6 +305,117 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- commits under load ------------------------------------------------------------------
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+class CommitTrail:
+    """A consumer group's committed position and the end offset of one topic (summed over
+    its partitions), sampled every `interval` s by a thread with the admin client.
+
+    It shows whether commits keep advancing while a worker works through a backlog (a
+    frozen commit makes lag monitoring see a dead consumer, and a crash redo all of it):
+    `longest_gap_s()` is the longest time, while behind, between two advances of the
+    committed position (from `start()`; resolution `interval`).
+    """
+
+    def __init__(
+        self, bootstrap: str, group: str, topic: str, partitions: int, interval: float = 1.0
+    ) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.group = group
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []  # (s since start, committed, end)
+        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="commit-trail", daemon=True)
+        self._started = 0.0
+
+    def start(self) -> CommitTrail:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling, with one last sample (the moment the caller saw the end)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(10)
+        self._take()
+
+    def _take(self) -> None:
+        at = time.monotonic()
+        with contextlib.suppress(Exception):  # a missed sample shows as a longer step
+            committed, end = self.sample()
+            self.samples.append((round(at - self._started, 1), committed, end))
+
+    def sample(self) -> tuple[int, int]:
+        """(committed, end) now."""
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        from confluent_kafka.admin._listoffsets import OffsetSpec
+
+        asked = [ConsumerGroupTopicPartitions(self.group, self.partitions)]
+        group = self._admin.list_consumer_group_offsets(asked, request_timeout=5)
+        committed = group[self.group].result().topic_partitions
+        latest = {tp: OffsetSpec.latest() for tp in self.partitions}  # type: ignore[no-untyped-call]
+        ends = self._admin.list_offsets(latest, request_timeout=5)
+        return (
+            sum(max(tp.offset, 0) for tp in committed),
+            sum(future.result().offset for future in ends.values()),
+        )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            at = time.monotonic()
+            self._take()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - at)))
+
+    def longest_gap_s(self) -> float | None:
+        """Longest time between advances of the committed position while it was behind
+        the end offset (None: no samples)."""
+        if not self.samples:
+            return None
+        longest, last_advance, previous = 0.0, 0.0, 0
+        for at, committed, end in self.samples:
+            if committed > previous:
+                longest = max(longest, at - last_advance)
+                last_advance, previous = at, committed
+            if committed >= end:
+                return longest
+        return max(longest, self.samples[-1][0] - last_advance)
+
+    def sparkline(self, width: int = 60) -> str:
+        """committed / end over time, one character per sample (every n-th when longer)."""
+        step = max(1, -(-len(self.samples) // width))
+        return "".join(
+            SPARKS[min(len(SPARKS) - 1, int(len(SPARKS) * committed / end))] if end else " "
+            for _, committed, end in self.samples[::step]
+        )
+
+    def table(self, rows: int = 12) -> list[str]:
+        """A few samples as lines of `t, committed, end, lag`."""
+        step = max(1, -(-len(self.samples) // rows))
+        picked = self.samples[::step]
+        if self.samples and picked[-1] != self.samples[-1]:
+            picked.append(self.samples[-1])
+        return [
+            f"{at:>6.1f} s  committed {committed:>9,}  end {end:>9,}  lag {end - committed:>9,}"
+            for at, committed, end in picked
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "longest_commit_gap_s": self.longest_gap_s(),
+            "commit_sparkline": self.sparkline(),
+            "commit_table": self.table(),
+            "commit_samples": self.samples[:: max(1, len(self.samples) // 120)],
+        }
 
 
 # --- payloads ---------------------------------------------------------------------------

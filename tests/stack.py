@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import yaml
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from connectors.catalog_io import publish
 from connectors.environment import process_env
@@ -33,6 +34,11 @@ from tests.support import Process, eventually, try_get_json
 EXAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "streams" / "catalog" / "example.yaml"
 API_KEY = "test-key"
 T = TypeVar("T")
+COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
 
 
 class Stack:
@@ -142,6 +148,50 @@ class Stack:
         return eventually(check, timeout=timeout)
 
 
+class Positions:
+    """The worker group's committed offsets and the end offsets of `measurements`, summed
+    over its partitions (a read-only view: it never joins the group)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.topic = stack.topics.measurements
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": stack.bootstrap,
+                "group.id": stack.env["METERLINE_APP_ID"],
+                "enable.auto.commit": False,
+            }
+        )
+        partitions = range(stack.topics.partitions)
+        self.partitions = [TopicPartition(self.topic, p) for p in partitions]
+
+    def committed(self) -> int:
+        offsets = eventually(self._committed, timeout=30, what="the group coordinator to answer")
+        return sum(max(tp.offset, 0) for tp in offsets)
+
+    def _committed(self) -> list[TopicPartition] | None:
+        try:
+            offsets: list[TopicPartition] = self.consumer.committed(self.partitions, timeout=10)
+        except KafkaException as error:
+            # a coordinator just elected or still loading (a fresh or restarted broker)
+            if error.args[0].retriable() or error.args[0].code() in COORDINATOR_MOVING:
+                return None
+            raise
+        return offsets
+
+    def moved_past(self, before: int) -> bool:
+        return self.committed() > before
+
+    def end(self) -> int:
+        return sum(self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.partitions)
+
+    def caught_up(self) -> bool:
+        """Every message on the topic now is committed by the worker group."""
+        return self.committed() >= self.end()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def now_s() -> int:
     return int(time.time())
 
@@ -149,7 +199,10 @@ def now_s() -> int:
 @contextlib.contextmanager
 def fresh_broker(data_dir: Path) -> Iterator[LocalKafka]:
     """A broker of its own, just started (its JVM cold, no topic); resumed and stopped after."""
-    kafka = LocalKafka(port=free_port(), data_dir=data_dir, cache_dir=cache_dir())
+    # Both ports fixed now, so that `broker_down` brings it back where clients look for it.
+    kafka = LocalKafka(
+        port=free_port(), controller_port=free_port(), data_dir=data_dir, cache_dir=cache_dir()
+    )
     kafka.start(timeout=120)
     try:
         yield kafka
@@ -159,3 +212,19 @@ def fresh_broker(data_dir: Path) -> Iterator[LocalKafka]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         kafka.stop()
+
+
+@contextlib.contextmanager
+def broker_down(kafka: LocalKafka, crash: bool = False) -> Iterator[None]:
+    """The broker stopped for the body, started again after it on the same port and data: a
+    broker restart, as clients see one. Stopped by a controlled shutdown, or with `crash`
+    SIGKILLed (it then recovers its logs on start)."""
+    pid = kafka.pid()
+    if crash and pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda: kafka.pid() is None, timeout=30, what=f"broker pid {pid} to die")
+    kafka.stop()
+    try:
+        yield
+    finally:
+        kafka.start(timeout=120)

@@ -21,14 +21,13 @@ from functools import partial
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.broker import KafkaJars
 from connectors.kafka.measurements import MeasurementProducer
 from streams.settings import Settings
 from tests.conftest import cache_dir
 from tests.fixtures.stack import StackOptions
-from tests.stack import Stack
+from tests.stack import Positions, Stack
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -103,34 +102,6 @@ def produce_quota(bootstrap: str, bytes_per_s: int | None) -> None:
         capture_output=True,
         timeout=60,
     )
-
-
-class Positions:
-    """The worker group's committed and end offsets of `measurements`."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.topic = stack.topics.measurements
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": stack.bootstrap,
-                "group.id": stack.env["METERLINE_APP_ID"],
-                "enable.auto.commit": False,
-            }
-        )
-        self.partitions = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
-
-    def committed(self) -> int:
-        offsets = self.consumer.committed(self.partitions, timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
-
-    def moved_past(self, before: int) -> bool:
-        return self.committed() > before
-
-    def end(self) -> int:
-        return sum(self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.partitions)
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def totals(stack: Stack) -> dict[str, Decimal] | None:
