@@ -21,6 +21,7 @@ from connectors.bill_view import BillView
 from connectors.http.bills import bills_router
 from connectors.http.edge import ApiError, Edge
 from connectors.http.ingest import ingest_router
+from connectors.http.previews import previews_router
 from connectors.http.reads import reads_router
 from connectors.http.uploads import uploads_router
 from connectors.http.usage_query import usage_query_router
@@ -74,6 +75,7 @@ def create_app(
     app.include_router(ingest_router(settings))
     app.include_router(uploads_router(settings))
     app.include_router(usage_query_router(settings, transport=worker_transport))
+    app.include_router(previews_router(settings, transport=worker_transport))  # before bills
     app.include_router(bills_router(settings, bill_view))
     declare_our_errors(app)
     return app
