@@ -233,6 +233,16 @@ class Settings(BaseSettings):
             "snapshot, so the deltas before it can be tombstoned (bounds recovery time)."
         ),
     )
+    alert_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often accounts whose usage changed are measured against the alert rules.",
+    )
+    alert_accounts_per_round: int = Field(
+        default=500,
+        gt=0,
+        description="Most accounts measured per alert round (the rest wait for the next).",
+    )
     bill_run_interval_s: float = Field(
         default=300.0, gt=0, description="How often bills are regenerated during the period."
     )

@@ -58,6 +58,9 @@ STRIPE_EVENTS_REJECTED = TopicSpec(
 STRIPE_CONFLICTS = TopicSpec(
     "stripe.sync.conflicts", "bill id", "bill line Stripe would not let us change + reason"
 )
+ALERTS = TopicSpec(
+    "alerts", "account code", "usage alert: a rule crossed, once per account plan and period"
+)
 HEARTBEAT = TopicSpec(
     "heartbeat", "process name", "liveness round trips (demo, health checks)", fixed_partitions=1
 )
@@ -73,6 +76,7 @@ ALL: tuple[TopicSpec, ...] = (
     STRIPE_SYNC,
     STRIPE_EVENTS_REJECTED,
     STRIPE_CONFLICTS,
+    ALERTS,
     HEARTBEAT,
 )
 
@@ -151,6 +155,10 @@ class Topics:
     @property
     def stripe_conflicts(self) -> str:
         return self.name(STRIPE_CONFLICTS)
+
+    @property
+    def alerts(self) -> str:
+        return self.name(ALERTS)
 
     @property
     def heartbeat(self) -> str:

@@ -14,6 +14,7 @@ acknowledged by Kafka) before faust commits its offset.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
@@ -69,6 +70,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         account_table(app, "billindex", partitions, "Bill summaries of an account"),
     )
     context.locks = billing  # the usage agent refuses usage of locked periods
+    context.previews = partial(preview, billing)  # the alerts agent measures them
     billing.index.watch(context.stale_facts.add)
     commands = faust_topic(app, context.topics, BILL_COMMANDS)
     bills_topic = faust_topic(app, context.topics, BILLS)

@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from streams.schemas.accounts import Account, AccountPlan
+from streams.schemas.alerts import Alert
 from streams.schemas.bill import Bill
-from streams.schemas.catalog import Aggregation, Meter, Plan, PlanMapping
+from streams.schemas.catalog import Aggregation, AlertRule, Meter, Plan, PlanMapping
 from streams.schemas.commands import COMMANDS
 from streams.schemas.measurement import Measurement
 
@@ -28,6 +29,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "aggregation": Aggregation,
     "plan": Plan,
     "plan-mapping": PlanMapping,
+    "alert-rule": AlertRule,
+    "alert": Alert,
 }
 
 

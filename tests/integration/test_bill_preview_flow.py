@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from streams.money import to_stripe_amount
 from tests.integration.test_billing_flow import run_bills, subscribe, usage_total
@@ -22,6 +21,7 @@ from tests.integration.test_stripe_sink import (
     stripe_state,
 )
 from tests.stack import Stack, now_s
+from tests.support import records_of
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600
@@ -48,30 +48,8 @@ def hourly_usage(stack: Stack, account: str, start: int, end: int) -> int:
     return len(values)
 
 
-def bills_on_the_topic(stack: Stack, account: str) -> list[dict[str, Any]]:
-    """Every record of `account` on `bills`, read up to the end of each partition."""
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"r-{uuid.uuid4()}"})
-    found: list[dict[str, Any]] = []
-    try:
-        for partition in range(stack.topics.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(stack.topics.bills, partition), timeout=10
-            )
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(stack.topics.bills, partition, low)])
-            next_offset = low
-            while next_offset < high:
-                message = consumer.poll(5)
-                assert message is not None, f"{stack.topics.bills}[{partition}] not read"
-                if message.error() is not None:
-                    continue
-                next_offset = (message.offset() or 0) + 1
-                if message.key() == account.encode():
-                    found.append(orjson.loads(message.value() or b"null"))
-    finally:
-        consumer.close()
-    return found
+def bills_on_the_topic(stack: Stack, account: str) -> list[Any]:
+    return records_of(stack.bootstrap, stack.topics.bills, account)
 
 
 def preview(stack: Stack, params: dict[str, str]) -> Any:

@@ -134,7 +134,9 @@ class StubWorker:
             if preview.account not in self.accounts:
                 reason = f"account {preview.account!r} not found"
                 return httpx.Response(404, json={"field": "account", "reason": reason})
-            return httpx.Response(200, json={"data": self.accounts[preview.account]["preview"]})
+            return httpx.Response(
+                200, json={"data": self.accounts[preview.account].get("preview", [])}
+            )
         return httpx.Response(404, json={"error": f"no page {path}"})
 
 
