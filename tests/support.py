@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
+from connectors.kafka.consumer import read_to_end
 from connectors.waiting import eventually
 from streams.sources import source_of
 
@@ -82,22 +82,8 @@ def value_of(message: Message) -> bytes:
 
 def records_of(bootstrap: str, topic: str, key: str) -> list[Any]:
     """Every record with `key` on `topic` (JSON), read up to the end of each partition."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4()}"})
-    found: list[Any] = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        for partition in sorted(partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            consumer.assign([TopicPartition(topic, partition, low)])
-            position = low
-            while position < high:
-                message = consumer.poll(5)
-                assert message is not None, f"{topic}[{partition}] not read to {high}"
-                if message.error() is not None:
-                    continue
-                position = (message.offset() or 0) + 1
-                if message.key() == key.encode():
-                    found.append(orjson.loads(value_of(message)))
-    finally:
-        consumer.close()
-    return found
+    return [
+        orjson.loads(value_of(message))
+        for message in read_to_end(bootstrap, topic)
+        if message.key() == key.encode()
+    ]
