@@ -16,6 +16,7 @@ Nothing is measured while the worker is not ready (its tables half recovered).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -58,7 +59,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     def owned() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == measurements}
 
-    def due(accounts: list[str], catalog: Catalog, now: datetime) -> list[Alert]:
+    async def due(accounts: list[str], catalog: Catalog, now: datetime) -> list[Alert]:
         previews, usage = context.previews, context.usage
         assert previews is not None and usage is not None
         mine, rules = owned(), list(catalog.alertRules.values())
@@ -74,6 +75,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 key = fired_key(alert)
                 if fired.get(key) is None:
                     out[key] = alert
+            await asyncio.sleep(0)  # a round of many accounts never holds the agents up
         return list(out.values())
 
     @app.timer(interval=settings.alert_interval_s)
@@ -95,8 +97,10 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             )
             pending.watching, resync[0] = True, False
         now = from_ms(now_ms())
-        alerts = due(pending.take(settings.alert_accounts_per_round), catalog, now)
+        alerts = await due(pending.take(settings.alert_accounts_per_round), catalog, now)
         if not alerts:
+            return
+        if not readiness(app).ready:  # a rebalance began: the new owners measure again
             return
         # 1. publish and wait for Kafka  2. record as fired, and wait for Kafka again
         await deliver(
