@@ -37,7 +37,7 @@ MEASUREMENTS_REJECTED = TopicSpec(
 CATALOG = TopicSpec(
     "catalog",
     "<kind>:<code>",
-    "meter / aggregation / plan / plan mapping (JSON); null = deleted",
+    "meter / aggregation / plan / plan mapping / alert rule (JSON); null = deleted",
     compacted=True,
     fixed_partitions=1,  # a small global table: one partition keeps every reader's view ordered
 )
