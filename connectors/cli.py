@@ -391,6 +391,24 @@ def stripe_sink() -> None:
     sink.run()
 
 
+@app.command("alert-webhooks")
+def alert_webhooks() -> None:
+    """Send every alert on `alerts` to METERLINE_ALERT_WEBHOOK_URL, signed, with retries."""
+    import signal
+
+    from connectors.alert_webhooks import AlertWebhooks
+
+    s = settings()
+    setup_logging(s.log_level)
+    try:
+        connector = AlertWebhooks(s)
+    except ValueError as error:
+        fail(str(error))
+    signal.signal(signal.SIGTERM, lambda *_: connector.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: connector.stopping.set())
+    connector.run()
+
+
 @app.command("stripe-sim")
 def stripe_sim(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 12111,

@@ -3,10 +3,11 @@
 Stripe Checkout (simulator, signed webhooks) → accounts and plans → seats changed
 mid-period (counter adjustments API on starter, the Stripe subscription's quantity on
 tokyo) → usage through the ingest API (duplicates and late measurements included) → bill
-runs mid-period and at period end → approval → the Stripe sink writes invoices. It ends
-with a summary that checks usage, bills (the pro plan's compound aggregation, the seat
-counters' running totals, debits and credits) and what Stripe holds agree, and exits 0
-only if they do.
+runs mid-period (each account's bill preview must equal its bill) and at period end →
+approval → the Stripe sink writes invoices. A usage alert rule fires once per account. It
+ends with a summary that checks usage, bills (the pro plan's compound aggregation, the
+seat counters' running totals, debits and credits), alerts and what Stripe holds agree,
+and exits 0 only if they do.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from connectors.catalog_io import publish
 from connectors.dev import DevStack
 from connectors.environment import setting_variables
 from connectors.kafka.broker import free_port
+from connectors.kafka.consumer import read_to_end
 from connectors.waiting import eventually
 from streams.clock import epoch_ms
 from streams.money import to_stripe_amount
@@ -53,6 +55,15 @@ PLANS = (
     ("tokyo_monthly", "jpy", 1000),
 )
 REGIONS = ("eu-west", "us-east", "ap-northeast")
+# Crossed by every account's first call: one alert per account and period, never more.
+ALERT_RULES = [
+    {
+        "code": "demo_first_call",
+        "measure": "AGGREGATION",
+        "aggregation": "api_calls",
+        "threshold": 1,
+    }
+]
 POLL_S = 0.25
 # Seats at the start of the period, then from a moment inside it. Starter accounts set
 # them through the counter adjustments API (one gains seats, one loses some: a credit);
@@ -131,6 +142,8 @@ class Demo:
         self.subscribed_at = 0.0  # when the last subscription started
         self.expected = Expected()
         self.figures: dict[str, str] = {}
+        self.topics = Topics.from_settings(settings)
+        self.bootstrap = settings.kafka_bootstrap_servers  # the local broker's, once started
 
     # -- stack ------------------------------------------------------------------------
 
@@ -154,8 +167,10 @@ class Demo:
         stack.start_kafka(use_existing="kafka_bootstrap_servers" in self.settings.model_fields_set)
         stack.create_topics()
         topics = Topics.from_settings(self.settings)
-        publish(stack.kafka(), topics.catalog, yaml.safe_load(EXAMPLE_CATALOG.read_text()))
-        self.console.print(f"catalog applied from {EXAMPLE_CATALOG.name}")
+        catalog = yaml.safe_load(EXAMPLE_CATALOG.read_text()) | {"alertRules": ALERT_RULES}
+        publish(stack.kafka(), topics.catalog, catalog)
+        self.bootstrap = stack.bootstrap()
+        self.console.print(f"catalog applied from {EXAMPLE_CATALOG.name}, with an alert rule")
         if not self.real_stripe:
             stack.add_stripe_simulator(self.sim_port)
         stack.add_defaults()
@@ -389,6 +404,37 @@ class Demo:
             eventually(lambda: done(self.bills()), 60, POLL_S, f"bills of the {label} run")
         self.figures[f"bill run ({label})"] = f"{(time.monotonic() - started) * 1000:.0f} ms"
 
+    def previews_agree(self) -> None:
+        """Each account's bill preview is its current bill (no usage came since the run)."""
+        latest = {b["id"]: b for b in self.bills()}
+        timings = []
+        for account in self.accounts:
+            started = time.monotonic()
+            answer = self.http.get(f"{self.api}/bills/preview", params={"account": account})
+            timings.append(time.monotonic() - started)
+            if answer.status_code != 200:
+                raise DemoFailure(f"preview of {account}: {answer.status_code} {answer.text}")
+            for preview in answer.json()["data"]:
+                bill = latest.get(preview["id"])
+                if bill is None or (bill["total"], bill["lines"]) != (
+                    preview["total"],
+                    preview["lines"],
+                ):
+                    raise DemoFailure(f"the preview of {account} is not its bill {preview['id']}")
+        timings.sort()
+        self.figures["bill preview p50"] = f"{timings[len(timings) // 2] * 1000:.0f} ms"
+        self.console.print("[green]every account's bill preview is its bill[/]")
+
+    def alerts_once(self) -> bool:
+        """Exactly one alert of the demo rule per account (first period)."""
+        alerts = [
+            orjson.loads(m.value() or b"{}")
+            for m in read_to_end(self.bootstrap, self.topics.alerts)
+        ]
+        per_account = {a: [x for x in alerts if x.get("accountCode") == a] for a in self.accounts}
+        self.figures["alerts (one per account expected)"] = str(len(alerts))
+        return all(len(found) == 1 for found in per_account.values())
+
     def every_account(
         self, bills: list[dict[str, Any]], wanted: Callable[[dict[str, Any]], bool]
     ) -> bool:
@@ -613,6 +659,14 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
                 bills, lambda b: b["version"] > versions.get(b["id"], 0)
             ),
         )
+        demo.previews_agree()
+        with console.status("waiting for the usage alerts…"):
+            eventually(
+                lambda: len(read_to_end(demo.bootstrap, demo.topics.alerts)) >= len(demo.accounts),
+                30,
+                POLL_S,
+                "an alert per account",
+            )
         demo.end_period()
         demo.run_bills(
             "period end",
@@ -629,10 +683,11 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
                 POLL_S,
                 "Stripe to hold every bill line",
             )
-        ok = demo.summary()
+        alerts_ok = demo.alerts_once()
+        ok = demo.summary() and alerts_ok
         verdict = "[green bold]everything agreed[/]"
         if not ok:
-            verdict = "[red bold]usage, bills and Stripe disagree[/]"
+            verdict = "[red bold]usage, bills, alerts and Stripe disagree[/]"
         console.print(verdict)
         demo.check_locked_rejects_late_usage(locked)
         return 0 if ok else 1

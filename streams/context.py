@@ -10,7 +10,7 @@ that provides it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,9 +21,12 @@ from streams.settings import Settings
 from streams.topics import Topics
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from streams.billing.counters import CountChange
     from streams.catalog.live import LiveCatalog
     from streams.schemas.accounts import Account, AccountPlan
+    from streams.schemas.bill import Bill
     from streams.schemas.catalog import AggregationFunction
 
 
@@ -83,6 +86,12 @@ class WorkerContext:
     # changelog) since the usage engine was last told: it is told before its next batch.
     stale_facts: set[str] = field(default_factory=set)
     usage_engine: str = ""  # which implementation of the usage engine runs: native, python
+    # Called with each batch of `measurements` messages once the usage engine folded it
+    # (the alerts agent notes the accounts whose usage changed).
+    usage_seen: list[Callable[[Sequence[Any]], None]] = field(default_factory=list)
+    # The bills an account would get for the periods containing a moment, never stored
+    # (the billing agent's, `streams.billing.preview`).
+    previews: Callable[[str, datetime], list[Bill]] | None = None
 
 
 class MeterlineApp(faust.App):

@@ -10,6 +10,7 @@ parameter is refused instead of read as another one.
     GET /usage?account=A&start=MS&end=MS&aggregation=C[&aggregation=C...][&groupBy=HOUR|DAY]
     GET /usage-accounts?start=MS&end=MS
     GET /accounts?account=A        GET /accountplans?account=A        GET /bills?account=A
+    GET /bill-preview?account=A&at=MS
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ USAGE_ACCOUNTS = "/usage-accounts"
 ACCOUNT = "/accounts"
 ACCOUNT_PLANS = "/accountplans"
 BILLS = "/bills"
+BILL_PREVIEW = "/bill-preview"
 
 MAX_RANGE_DAYS = 400  # of a usage query; the worker reads one record per hour of it
 MAX_AGGREGATIONS = 100
 GroupBy = Literal["HOUR", "DAY"]
 Params = list[tuple[str, str]]
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH_MS = re.compile(r"-?[0-9]{1,15}")
 
 
@@ -105,6 +108,25 @@ class UsageAccountsRequest:
         if local not in ("true", "false"):
             raise BadPageRequest("local", "must be true or false")
         return cls(*_range(query), local=local == "true")
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    """The bill `account` would get for the period containing `at` (epoch ms)."""
+
+    account: str
+    at: int
+
+    def params(self) -> Params:
+        return [("account", self.account), ("at", str(self.at))]
+
+    @classmethod
+    def parse(cls, pairs: Iterable[tuple[str, str]]) -> PreviewRequest:
+        query = _Query(pairs, {"account", "at"})
+        at = _integer(query, "at")
+        if not 0 <= at <= LAST_MS:
+            raise BadPageRequest("at", "must lie between 1970-01-01 and 9999-12-31 (UTC)")
+        return cls(_account(query), at)
 
 
 class _Query:

@@ -294,6 +294,33 @@ class Settings(BaseSettings):
             "snapshot, so the deltas before it can be tombstoned (bounds recovery time)."
         ),
     )
+    alert_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often accounts whose usage changed are measured against the alert rules.",
+    )
+    alert_accounts_per_round: int = Field(
+        default=500,
+        gt=0,
+        description="Most accounts measured per alert round (the rest wait for the next).",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Where `meterline alert-webhooks` POSTs each alert; unset = no webhooks.",
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret the alert webhooks are signed with (HMAC-SHA256)."
+    )
+    alert_webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout of one alert webhook request."
+    )
+    alert_webhook_retry_base_s: float = Field(
+        default=0.5, gt=0, description="First delay before an alert webhook is sent again."
+    )
+    alert_webhook_retry_max_s: float = Field(
+        default=60.0, gt=0, le=240, description="Longest delay between alert webhook attempts."
+    )
     bill_run_interval_s: float = Field(
         default=300.0, gt=0, description="How often bills are regenerated during the period."
     )

@@ -37,7 +37,7 @@ MEASUREMENTS_REJECTED = TopicSpec(
 CATALOG = TopicSpec(
     "catalog",
     "<kind>:<code>",
-    "meter / aggregation / plan / plan mapping (JSON); null = deleted",
+    "meter / aggregation / plan / plan mapping / alert rule (JSON); null = deleted",
     compacted=True,
     fixed_partitions=1,  # a small global table: one partition keeps every reader's view ordered
 )
@@ -64,6 +64,9 @@ COUNTER_ADJUSTMENTS = TopicSpec(
 COUNTER_ADJUSTMENTS_REJECTED = TopicSpec(
     "counter.adjustments.rejected", "account code", "adjustment + reason + source offset"
 )
+ALERTS = TopicSpec(
+    "alerts", "account code", "usage alert: a rule crossed, once per account plan and period"
+)
 HEARTBEAT = TopicSpec(
     "heartbeat", "process name", "liveness round trips (demo, health checks)", fixed_partitions=1
 )
@@ -81,6 +84,7 @@ ALL: tuple[TopicSpec, ...] = (
     STRIPE_CONFLICTS,
     COUNTER_ADJUSTMENTS,
     COUNTER_ADJUSTMENTS_REJECTED,
+    ALERTS,
     HEARTBEAT,
 )
 
@@ -163,6 +167,10 @@ class Topics:
     @property
     def counter_adjustments(self) -> str:
         return self.name(COUNTER_ADJUSTMENTS)
+
+    @property
+    def alerts(self) -> str:
+        return self.name(ALERTS)
 
     @property
     def heartbeat(self) -> str:

@@ -12,12 +12,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import Message
 
+from connectors.kafka.consumer import read_to_end
 from connectors.waiting import eventually
 from streams.sources import source_of
 
-__all__ = ["Process", "eventually", "get_json", "try_get_json", "value_of"]
+__all__ = ["Process", "eventually", "get_json", "records_of", "try_get_json", "value_of"]
 
 
 class Process:
@@ -76,3 +78,12 @@ def value_of(message: Message) -> bytes:
     value = message.value()
     assert value is not None, f"tombstone at {source_of(message)}"
     return value
+
+
+def records_of(bootstrap: str, topic: str, key: str) -> list[Any]:
+    """Every record with `key` on `topic` (JSON), read up to the end of each partition."""
+    return [
+        orjson.loads(value_of(message))
+        for message in read_to_end(bootstrap, topic)
+        if message.key() == key.encode()
+    ]

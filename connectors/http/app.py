@@ -24,6 +24,7 @@ from connectors.http.bills import bills_router
 from connectors.http.counters import counters_router
 from connectors.http.edge import ApiError, Edge
 from connectors.http.ingest import ingest_router
+from connectors.http.previews import previews_router
 from connectors.http.reads import reads_router
 from connectors.http.uploads import uploads_router
 from connectors.http.usage_query import usage_query_router
@@ -78,6 +79,7 @@ def create_app(
     app.include_router(ingest_router(settings, access=access))
     app.include_router(uploads_router(settings, access=access))
     app.include_router(usage_query_router(settings, transport=worker_transport, access=access))
+    app.include_router(previews_router(settings, transport=worker_transport, access=access))
     app.include_router(bills_router(settings, bill_view, access=access))
     app.include_router(counters_router(settings, access=access))
     declare_our_errors(app)

@@ -14,6 +14,7 @@ acknowledged by Kafka) before faust commits its offset.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from streams import pages
 from streams.agents.routing import on_owner
 from streams.billing.bills import LifecycleError
+from streams.billing.preview import NoPreview, preview
 from streams.billing.state import Billing
 from streams.clock import from_ms, now_ms
 from streams.context import MeterlineApp, WorkerContext
@@ -68,6 +70,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         account_table(app, "billindex", partitions, "Bill summaries of an account"),
     )
     context.locks = billing  # the usage agent refuses usage of locked periods
+    context.previews = partial(preview, billing)  # the alerts agent measures them
     billing.index.watch(context.stale_facts.add)
     commands = faust_topic(app, context.topics, BILL_COMMANDS)
     bills_topic = faust_topic(app, context.topics, BILLS)
@@ -137,4 +140,29 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             body = b"[" + b",".join(bill.model_dump_json().encode() for bill in bills) + b"]"
             return self.bytes(body, content_type="application/json")
 
-    del handle, ticks, AccountBills
+    @app.page(pages.BILL_PREVIEW)
+    class BillPreview(View):
+        """The bill an account would get for the period containing `at`: computed, never
+        stored or published (`streams.billing.preview`)."""
+
+        @when_ready(app)
+        async def get(self, request: Request) -> Response:
+            return await on_owner(
+                app,
+                billing.index,
+                self,
+                request,
+                pages.PreviewRequest.parse,
+                self.answer,
+                lambda ask: ask.account,
+            )
+
+        async def answer(self, ask: pages.PreviewRequest) -> Response:
+            try:
+                bills = preview(billing, ask.account, from_ms(ask.at))
+            except NoPreview as missing:
+                return self.json(missing.document(), status=404)
+            body = b",".join(bill.model_dump_json().encode() for bill in bills)
+            return self.bytes(b'{"data":[' + body + b"]}", content_type="application/json")
+
+    del handle, ticks, AccountBills, BillPreview

@@ -191,6 +191,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 ]
                 async with writing:
                     processed = book.process(messages, now_ms())
+                    for seen in context.usage_seen:  # accounts whose usage changed
+                        seen(messages)
                     # deltas, dead letters and forwards on their way to Kafka; the batch is
                     # acked once Kafka acknowledged them all (awaited here: faust's commit
                     # would not wait) and every batch before it was acked

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -292,7 +293,44 @@ class PlanMapping(Frozen):
         return self
 
 
-Kind = Literal["meter", "aggregation", "compoundAggregation", "counter", "plan", "planMapping"]
+class AlertMeasure(StrEnum):
+    AGGREGATION = "AGGREGATION"  # an aggregation's value over the billing period
+    BILL_TOTAL = "BILL_TOTAL"  # the total of the period's bill, in the plan's currency
+
+
+class AlertRule(Frozen):
+    """A usage alert: an `alerts` event once per account plan and billing period, when
+    the measured value reaches `threshold` (`streams.alerts`)."""
+
+    code: Code
+    name: str | None = None
+    measure: AlertMeasure
+    aggregation: Code | None = Field(
+        default=None,
+        validate_default=True,
+        description="The aggregation measured (AGGREGATION rules only)",
+    )
+    threshold: Decimal = Field(
+        gt=0, description="Fires when the value reaches it: usage, or money for BILL_TOTAL"
+    )
+    plans: tuple[Code, ...] = Field(
+        default=(), description="Only accounts on these plans; every plan when empty"
+    )
+
+    @field_validator("aggregation")
+    @classmethod
+    def _aggregation_iff_measured(cls, code: str | None, info: ValidationInfo) -> str | None:
+        measure = info.data.get("measure")
+        if measure is AlertMeasure.AGGREGATION and code is None:
+            raise ValueError("required when measure is AGGREGATION")
+        if measure is AlertMeasure.BILL_TOTAL and code is not None:
+            raise ValueError("only for measure AGGREGATION, not BILL_TOTAL")
+        return code
+
+
+Kind = Literal[
+    "meter", "aggregation", "compoundAggregation", "counter", "plan", "planMapping", "alertRule"
+]
 KIND_MODELS: dict[str, type[Frozen]] = {
     "meter": Meter,
     "aggregation": Aggregation,
@@ -300,6 +338,7 @@ KIND_MODELS: dict[str, type[Frozen]] = {
     "counter": Counter,
     "plan": Plan,
     "planMapping": PlanMapping,
+    "alertRule": AlertRule,
 }
 # The YAML file's top-level sections, in the order they are validated and published.
 SECTIONS: dict[str, Kind] = {
@@ -309,9 +348,12 @@ SECTIONS: dict[str, Kind] = {
     "counters": "counter",
     "plans": "plan",
     "planMappings": "planMapping",
+    "alertRules": "alertRule",
 }
 STRING_AGGREGATABLE = frozenset({AggregationFunction.COUNT, AggregationFunction.UNIQUE})
-_KEY = re.compile(r"^(meter|aggregation|compoundAggregation|counter|plan|planMapping):(.+)$")
+_KEY = re.compile(
+    r"^(meter|aggregation|compoundAggregation|counter|plan|planMapping|alertRule):(.+)$"
+)
 
 
 class CatalogError(ValueError):
@@ -342,6 +384,7 @@ class Catalog(Frozen):
     counters: Mapping[str, Counter] = Field(default_factory=dict)
     plans: Mapping[str, Plan] = Field(default_factory=dict)
     planMappings: Mapping[str, PlanMapping] = Field(default_factory=dict)
+    alertRules: Mapping[str, AlertRule] = Field(default_factory=dict)
 
     @classmethod
     def from_documents(cls, document: Mapping[str, Any]) -> Catalog:
@@ -441,6 +484,21 @@ class Catalog(Frozen):
         for code, mapping in self.planMappings.items():
             if mapping.plan not in self.plans:
                 errors.append(f"planMappings[{code}].plan: unknown plan {mapping.plan!r}")
+        errors.extend(self._alert_rule_errors())
+        return errors
+
+    def _alert_rule_errors(self) -> list[str]:
+        errors: list[str] = []
+        for code, rule in self.alertRules.items():
+            if rule.aggregation is not None and rule.aggregation not in self.aggregations:
+                errors.append(
+                    f"alertRules[{code}].aggregation: unknown aggregation {rule.aggregation!r}"
+                )
+            errors.extend(
+                f"alertRules[{code}].plans: unknown plan {plan!r}"
+                for plan in rule.plans
+                if plan not in self.plans
+            )
         return errors
 
     def _plan_errors(self, code: str, plan: Plan) -> list[str]:

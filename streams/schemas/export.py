@@ -12,9 +12,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from streams.schemas.accounts import Account, AccountPlan
+from streams.schemas.alerts import Alert
 from streams.schemas.bill import Bill
 from streams.schemas.catalog import (
     Aggregation,
+    AlertRule,
     CompoundAggregation,
     Counter,
     Meter,
@@ -39,6 +41,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "plan": Plan,
     "plan-mapping": PlanMapping,
     "counter-adjustment": CounterAdjustment,
+    "alert-rule": AlertRule,
+    "alert": Alert,
 }
 
 

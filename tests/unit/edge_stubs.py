@@ -128,6 +128,15 @@ class StubWorker:
             if path == pages.ACCOUNT:
                 return httpx.Response(200, json=self.accounts[account])
             return httpx.Response(200, json={"data": []} if path == pages.ACCOUNT_PLANS else [])
+        if path == pages.BILL_PREVIEW:
+            preview = pages.PreviewRequest.parse(query)
+            self.asked.append((path, preview))
+            if preview.account not in self.accounts:
+                reason = f"account {preview.account!r} not found"
+                return httpx.Response(404, json={"field": "account", "reason": reason})
+            return httpx.Response(
+                200, json={"data": self.accounts[preview.account].get("preview", [])}
+            )
         return httpx.Response(404, json={"error": f"no page {path}"})
 
 

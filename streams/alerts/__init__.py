@@ -1,0 +1,1 @@
+"""Usage alerts: catalog rules measured against each account's current bill and usage."""
