@@ -77,6 +77,7 @@ OPERATIONS = (
     "PUT /organizations/{orgId}/bills/{bill_id}/status",
     "PUT /organizations/{orgId}/bills/{bill_id}/lock",
     "POST /organizations/{orgId}/counteradjustments",
+    "GET /organizations/{orgId}/bills/preview",
 )
 MEASUREMENTS = "POST /organizations/{orgId}/measurements"
 UPLOAD = "POST /organizations/{orgId}/fileuploads/measurements"
