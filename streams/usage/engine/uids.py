@@ -87,7 +87,9 @@ class MemoryUids:
         self._hashes(account, slot)[uid] = None
 
     def merge(self, account: str, slot: int, uids: Iterable[int]) -> None:
-        self._hashes(account, slot).update(dict.fromkeys(uids))
+        added = dict.fromkeys(uids)
+        if added:
+            self._hashes(account, slot).update(added)
 
     def _hashes(self, account: str, slot: int) -> dict[int, None]:
         accounts = self._slots.get(slot)
