@@ -15,10 +15,18 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from streams.agents.usage import new_engine
 from streams.clock import DAY_MS
+from streams.context import WorkerContext
+from streams.partitioning import partition_for
+from streams.schemas.numbers import encode_json
+from streams.settings import load_settings
+from streams.sources import Source
+from streams.topics import Topics
 from streams.usage.engine import ReferenceEngine
 from streams.usage.engine.uids import MemoryUids, UidMemory, memory_uids
-from streams.usage.engine.uids_rocksdb import RocksUidStore
+from streams.usage.engine.uids_rocksdb import RocksUids, RocksUidStore
+from streams.usage.metering import Message
 from tests.unit.test_usage_engine_recovery import (
     LIMITS,
     RETENTION_DAYS,
@@ -27,7 +35,7 @@ from tests.unit.test_usage_engine_recovery import (
     messages,
     outcome,
 )
-from tests.unit.usage_engine_factories import CATALOG, NOW, PARTITIONS, Log, m, message
+from tests.unit.usage_engine_factories import CATALOG, NOW, PARTITIONS, TOPIC, Log, m, message
 
 partitions = st.integers(0, PARTITIONS - 1)
 operations = st.lists(
@@ -248,6 +256,22 @@ def test_a_second_worker_on_the_same_data_dir_is_refused_by_rocksdb(tmp_path: Pa
             RocksUidStore(path, write_buffer_mb=4, block_cache_mb=8)
     finally:
         first.close()
+
+
+@pytest.mark.parametrize(("store", "memory"), [("memory", MemoryUids), ("rocksdb", RocksUids)])
+def test_the_worker_keeps_its_uid_memory_where_the_store_setting_says(
+    tmp_path: Path, store: str, memory: type
+) -> None:
+    settings = load_settings(store=store, data_dir=tmp_path)
+    engine = new_engine(WorkerContext(settings=settings, topics=Topics.from_settings(settings)))
+    assert isinstance(engine, ReferenceEngine)  # the native engine keeps its uids in memory
+    engine.set_catalog(CATALOG)
+    partition = partition_for("acme", settings.partitions)
+    batch = [Message(b"acme", encode_json(m("u1")), Source(TOPIC, partition, 0))] * 2
+    processed = engine.process(batch, NOW)
+    assert (processed.stats.accepted, processed.stats.duplicates) == (1, 1)
+    assert isinstance(engine._states[partition].uids, memory)
+    assert (tmp_path / "usage-uids" / "CURRENT").exists() == (store == "rocksdb")
 
 
 UIDS = 1_000_000
