@@ -25,7 +25,7 @@ from streams.sources import Source
 from streams.topics import Topics
 from streams.usage.engine import ReferenceEngine
 from streams.usage.engine.uids import MemoryUids, UidMemory, memory_uids
-from streams.usage.engine.uids_rocksdb import RocksUids, RocksUidStore
+from streams.usage.engine.uids_rocksdb import MB, RocksUids, RocksUidStore, UidStoreInUse
 from streams.usage.metering import Message
 from tests.unit.test_usage_engine_recovery import (
     LIMITS,
@@ -224,7 +224,7 @@ def test_the_rocksdb_uid_memory_remembers_counts_and_forgets_like_the_memory_one
 ) -> None:
     with rocksdb_stores() as store:
         rocksdb_store = store()
-        memory = [MemoryUids() for _ in range(PARTITIONS)]
+        memory = [memory_uids(partition) for partition in range(PARTITIONS)]
         rocksdb = [rocksdb_store(partition) for partition in range(PARTITIONS)]
         for operation in operations:
             checked = apply_uid_operation(memory, operation)
@@ -248,11 +248,13 @@ def test_opening_the_rocksdb_uid_memory_wipes_what_a_previous_run_left(
         after.close()
 
 
-def test_a_second_worker_on_the_same_data_dir_is_refused_by_rocksdb(tmp_path: Path) -> None:
+def test_a_second_worker_on_the_same_data_dir_is_refused_naming_the_uid_memory_in_use(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "usage-uids"
     first = RocksUidStore(path, write_buffer_mb=4, block_cache_mb=8)
     try:
-        with pytest.raises(Exception, match=r"(?i)lock"):
+        with pytest.raises(UidStoreInUse, match=r"uid memory .*usage-uids is in use .*lock"):
             RocksUidStore(path, write_buffer_mb=4, block_cache_mb=8)
     finally:
         first.close()
@@ -295,14 +297,25 @@ def traced_bytes_holding(uids: UidMemory, count: int) -> int:
 
 
 def test_the_rocksdb_uid_memory_holds_a_million_uids_without_growing_the_python_heap() -> None:
-    with rocksdb_stores() as store:
-        rocksdb = store()(0)
-        held_in_rocksdb = traced_bytes_holding(rocksdb, UIDS)
-        assert sum(rocksdb.count(a, s) for s in rocksdb.slots() for a in rocksdb.accounts(s)) == (
-            UIDS
-        )
+    with tempfile.TemporaryDirectory() as directory:
+        store = RocksUidStore(Path(directory), write_buffer_mb=4, block_cache_mb=8)
+        try:
+            rocksdb = store(0)
+            held_in_rocksdb = traced_bytes_holding(rocksdb, UIDS)
+            slots = rocksdb.slots()
+            assert (
+                sum(len(rocksdb.hashes(a, s)) for s in slots for a in rocksdb.accounts(s)) == UIDS
+            )
+            # outside the heap, RocksDB keeps to the budgets it was given
+            memtables = store.db.property_int_value("rocksdb.size-all-mem-tables")
+            cached = store.db.property_int_value("rocksdb.block-cache-usage")
+            capacity = store.db.property_int_value("rocksdb.block-cache-capacity")
+        finally:
+            store.close()
     held_in_memory = traced_bytes_holding(MemoryUids(), UIDS)
-    print(f"traced heap for {UIDS:,} uids: rocksdb {held_in_rocksdb:,} B, "
-          f"dicts {held_in_memory:,} B")  # fmt: skip
+    print(f"{UIDS:,} uids: traced heap rocksdb {held_in_rocksdb:,} B, dicts "
+          f"{held_in_memory:,} B; memtables {memtables:,} B, block cache {cached:,} B")  # fmt: skip
     assert held_in_rocksdb < HEAP_BOUND
     assert held_in_memory > 4 * HEAP_BOUND  # the same uids in dicts: the heap grows
+    assert memtables is not None and memtables <= 4 * MB
+    assert cached is not None and cached <= capacity == 8 * MB

@@ -47,6 +47,10 @@ END = b"\xff"  # ends an account in a key: UTF-8 never holds this byte
 PAST_SEGMENT = b"\xff" * (_UID.size + 1)  # after every uid key of a segment's prefix
 
 
+class UidStoreInUse(RuntimeError):
+    """Another worker (or store) holds the RocksDB's lock: its directory is not ours to wipe."""
+
+
 class RocksUidStore:
     """One local RocksDB for the uids of every partition of a worker, with its memory
     budgets set explicitly: memtables (write buffers) of `write_buffer_mb` in all, and a
@@ -60,7 +64,13 @@ class RocksUidStore:
 
     def __init__(self, path: Path, write_buffer_mb: int, block_cache_mb: int) -> None:
         if path.exists():
-            Rdict.destroy(str(path))  # takes RocksDB's lock: fails if another process uses it
+            try:
+                Rdict.destroy(str(path))  # takes RocksDB's lock first
+            except Exception as exc:  # rocksdict raises a bare Exception
+                raise UidStoreInUse(
+                    f"the usage engine's uid memory {path} is in use (one worker per "
+                    f"METERLINE_DATA_DIR): {exc}"
+                ) from exc
             shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
