@@ -318,4 +318,4 @@ def test_the_rocksdb_uid_memory_holds_a_million_uids_without_growing_the_python_
     assert held_in_rocksdb < HEAP_BOUND
     assert held_in_memory > 4 * HEAP_BOUND  # the same uids in dicts: the heap grows
     assert memtables is not None and memtables <= 4 * MB
-    assert cached is not None and cached <= capacity == 8 * MB
+    assert cached is not None and capacity == 8 * MB and cached <= capacity
