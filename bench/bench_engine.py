@@ -10,20 +10,27 @@ agent's default) by:
   paused during a batch (the default) and not, and
 - today's `Metering.process` with an in-memory dict as the usage table, for the ratio.
 
+`--uids rocksdb` keeps the engine's de-duplication memory in a local RocksDB (as
+`METERLINE_STORE=rocksdb` does; a fresh one in a temporary directory per run) instead
+of Python dicts; the state bytes then count the Python heap only.
+
 Times are CPU time (process_time) of the whole run divided by the measurements, best of
 `--repeat`. State: tracemalloc's traced bytes after a run (a separate one: tracing is
 slow) divided by the account-hours that have usage; beside it what today's records take as
 bytes (`UsageRecord.to_bytes`), the size of the same state on the wire.
 
     .venv/bin/python -m bench.bench_engine [--measurements 1000000] [--repeat 3]
+        [--uids memory|rocksdb]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import tempfile
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from bench.bench_worker import messages
@@ -31,6 +38,7 @@ from bench.common import PARTITIONS, example_catalog, now_ms
 from streams.schemas.catalog import Catalog
 from streams.sources import Source
 from streams.usage.engine import ReferenceEngine
+from streams.usage.engine.uids import UidFactory, memory_uids
 from streams.usage.metering import Message, Metering
 
 BATCH_MESSAGES = 500
@@ -45,10 +53,21 @@ def batches(count: int, accounts: int) -> list[list[Message]]:
     return [items[i : i + BATCH_MESSAGES] for i in range(0, len(items), BATCH_MESSAGES)]
 
 
+def rocksdb_uids(directory: Path) -> UidFactory:
+    """A fresh RocksDB uid memory with the settings' default budgets."""
+    from streams.usage.engine.uids_rocksdb import RocksUidStore  # rocksdict: an extra
+
+    return RocksUidStore(directory / str(len(list(directory.iterdir()))), 64, 64)
+
+
 def run_engine(
-    catalog: Catalog, work: list[list[Message]], now: int, pause_gc: bool = True
+    catalog: Catalog,
+    work: list[list[Message]],
+    now: int,
+    pause_gc: bool = True,
+    uids: UidFactory = memory_uids,
 ) -> ReferenceEngine:
-    engine = ReferenceEngine(PARTITIONS, catalog, pause_gc=pause_gc)
+    engine = ReferenceEngine(PARTITIONS, catalog, pause_gc=pause_gc, uids=uids)
     for batch in work:
         engine.process(batch, now)
     return engine
@@ -84,20 +103,28 @@ def main() -> None:
     parser.add_argument("--measurements", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--uids", choices=["memory", "rocksdb"], default="memory")
     args = parser.parse_args()
+    directory = tempfile.TemporaryDirectory()  # removed at exit
+
+    def uids() -> UidFactory:
+        return rocksdb_uids(Path(directory.name)) if args.uids == "rocksdb" else memory_uids
+
     catalog = Catalog.from_documents(example_catalog())
     work = batches(args.measurements, args.accounts)
     now = now_ms()
     count = args.measurements
 
-    engine_s = cpu(lambda: run_engine(catalog, work, now), args.repeat)
-    collecting_s = cpu(lambda: run_engine(catalog, work, now, pause_gc=False), args.repeat)
+    engine_s = cpu(lambda: run_engine(catalog, work, now, uids=uids()), args.repeat)
+    collecting_s = cpu(
+        lambda: run_engine(catalog, work, now, pause_gc=False, uids=uids()), args.repeat
+    )
     metering_s = cpu(lambda: run_metering(catalog, work, now), args.repeat)
 
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    engine = run_engine(catalog, work, now)
+    engine = run_engine(catalog, work, now, uids=uids())
     gc.collect()
     state_bytes = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -105,7 +132,8 @@ def main() -> None:
     store = run_metering(catalog, work, now)
 
     print(f"{count:,} measurements, {args.accounts:,} accounts, envelopes of 100, ")
-    print(f"batches of {BATCH_MESSAGES} messages, best of {args.repeat} (CPU time)")
+    print(f"batches of {BATCH_MESSAGES} messages, best of {args.repeat} (CPU time), "
+          f"uids in {args.uids}")  # fmt: skip
     print(f"  engine.process     {engine_s / count * 1e6:6.2f} µs/measurement")
     print(f"    gc not paused    {collecting_s / count * 1e6:6.2f} µs/measurement")
     print(f"  Metering.process   {metering_s / count * 1e6:6.2f} µs/measurement (today)")

@@ -134,10 +134,21 @@ class Settings(BaseSettings):
         description="faust application id: consumer group and changelog topic prefix.",
     )
     store: Literal["memory", "rocksdb"] = Field(
-        default="memory", description="faust table store: memory (dev, tests) or rocksdb."
+        default="memory",
+        description="faust table store and the usage engine's uid memory: memory (dev, "
+        "tests) or rocksdb (uids of the dedup horizon on disk under data_dir, memory "
+        "bounded; the worker then runs the Python usage engine).",
     )
     rocksdb_block_cache_mb: int = Field(
-        default=64, ge=8, description="rocksdb block cache per partition (faust defaults 2 GiB)."
+        default=64,
+        ge=8,
+        description="rocksdb block cache per partition of faust's tables (faust defaults "
+        "2 GiB), and of the usage engine's uid memory in all.",
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        default=64,
+        ge=4,
+        description="rocksdb memtables (write buffers) of the usage engine's uid memory, in all.",
     )
     data_dir: Path = Field(
         default=Path(".meterline"), description="Local state: worker data, uploads, logs."

@@ -38,6 +38,7 @@ from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage.book import UsageBook
 from streams.usage.engine import Delta, Limits, ReferenceEngine, UsageEngine
+from streams.usage.engine.uids import UidFactory, memory_uids
 from streams.usage.log import UsageLogTable
 from streams.usage.metering import Message
 from streams.usage.validate import Horizon
@@ -55,11 +56,22 @@ def new_engine(context: WorkerContext) -> UsageEngine:
         past_ms=settings.dedup_horizon_days * DAY_MS,
         future_ms=settings.max_future_skew_s * 1000,
     )
+    uids: UidFactory = memory_uids
+    if settings.store == "rocksdb":  # wiped here, rebuilt from the usage log by recovery
+        # rocksdict is an extra (meterline[rocksdb]): imported only when it is used
+        from streams.usage.engine.uids_rocksdb import RocksUidStore
+
+        uids = RocksUidStore(
+            settings.data_dir / "usage-uids",
+            write_buffer_mb=settings.rocksdb_write_buffer_mb,
+            block_cache_mb=settings.rocksdb_block_cache_mb,
+        )
     return ReferenceEngine(
         settings.partitions,
         horizon=horizon,
         retention_days=settings.usage_retention_days,
         limits=Limits(),
+        uids=uids,
     )
 
 

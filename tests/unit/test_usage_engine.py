@@ -568,8 +568,8 @@ def test_expire_drops_uids_past_the_dedup_horizon_measured_from_the_newest_ts() 
     replica.apply(expiry.value)
     for engine_ in (usage, replica):
         assert total(engine_) == 3  # the windows stay
-        assert T0 // HOUR_MS not in engine_._states[home("acme")].uids
-        assert (T0 + 36 * DAY_MS) // HOUR_MS in engine_._states[home("acme")].uids
+        assert T0 // HOUR_MS not in engine_._states[home("acme")].uids.slots()
+        assert (T0 + 36 * DAY_MS) // HOUR_MS in engine_._states[home("acme")].uids.slots()
     assert usage.expire() == []
 
 

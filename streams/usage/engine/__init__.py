@@ -3,7 +3,9 @@
 One contract (`contract.UsageEngine`), used by the usage agent, the query page and the
 bill run, with no faust or Kafka inside; `reference.ReferenceEngine` implements it in
 Python and is the implementation every other one (a native one) is tested against.
-Byte formats are in `wire`; the state in memory in `state`; the fold in `fold`.
+Byte formats are in `wire`; the state in memory in `state`; the fold in `fold`; the
+de-duplication memory in `uids` (Python dicts) or `uids_rocksdb` (a local RocksDB, a
+cache of the usage log wiped at start: `METERLINE_STORE=rocksdb`).
 
 Partitions. State is held per partition of the measurements topic; an account lives on
 `partition_for(account, partitions)`. A measurement read from another partition (a
@@ -18,7 +20,8 @@ windows in it. A cell holds only what its aggregation needs (SUM and MEAN: count
 sum; MIN, MAX: count and the extreme; LATEST: count and (ts, value); COUNT: the count;
 UNIQUE: count and the distinct values), keyed by (aggregation, segment): the segment
 ("" today) leaves room for aggregations grouped by a string field. The de-duplication
-memory is the 64-bit hashes of (meter, uid) per account and hour slot of `ts`, as today.
+memory is the 64-bit hashes of (meter, uid) per account and hour slot of `ts`, as today,
+in Python dicts or, when they outgrow RAM, in a local RocksDB (`uids`).
 
 Durability per batch, not per key. `process` changes the state and returns, per
 partition it changed, one delta: the partition's next seq, in chunks of at most

@@ -57,6 +57,7 @@ from streams.usage.engine.state import (
     copy_cell,
     merge_cells,
 )
+from streams.usage.engine.uids import UidFactory, memory_uids
 from streams.usage.metering import Message, Rejected, Windows, measurements_of
 from streams.usage.state import UsageState, value
 from streams.usage.validate import (
@@ -101,6 +102,10 @@ class ReferenceEngine:
     left as it was found). The engine makes no reference cycles, so nothing is lost,
     and a batch keeps enough objects alive to trigger full collections of the whole
     process again and again: they cost more than the fold itself.
+
+    `uids`: where each partition keeps its de-duplication memory (`uids.UidFactory`):
+    Python dicts by default, or a local RocksDB (`uids_rocksdb.RocksUidStore`) whose
+    memory stays bounded however many uids it holds.
     """
 
     def __init__(
@@ -111,12 +116,14 @@ class ReferenceEngine:
         retention_days: int = DEFAULT_RETENTION_DAYS,
         limits: Limits = Limits(),
         pause_gc: bool = True,
+        uids: UidFactory = memory_uids,
     ) -> None:
         self.partitions = partitions
         self.pause_gc = pause_gc
         self.horizon = horizon
         self.retention_days = retention_days
         self.limits = limits
+        self._uids = uids
         self._catalog: Catalog | None = None
         self._plan: Plan = {}
         self._boundaries: dict[str, tuple[int, ...]] = {}
@@ -165,7 +172,7 @@ class ReferenceEngine:
     def _state(self, partition: int) -> PartitionState:
         state = self._states.get(partition)
         if state is None:
-            state = self._states[partition] = PartitionState()
+            state = self._states[partition] = PartitionState(uids=self._uids(partition))
         return state
 
     def _merge(
@@ -215,9 +222,7 @@ class ReferenceEngine:
         ):
             return None
         windows, hashes = state.segment(account, slot)
-        exact = len(
-            wire.segment_value(partition, account, slot, state.seq + 1, windows, hashes or ())
-        )
+        exact = len(wire.segment_value(partition, account, slot, state.seq + 1, windows, hashes))
         if bound != ALWAYS_EXACT:
             state.set_size(account, slot, exact)
         if exact + len(piece) <= limits.max_segment_bytes:
@@ -265,7 +270,7 @@ class ReferenceEngine:
             if not windows and not hashes:
                 records.append(SnapshotRecord(partition, key, None))
                 continue
-            record = wire.segment_value(partition, account, slot, seq, windows, hashes or ())
+            record = wire.segment_value(partition, account, slot, seq, windows, hashes)
             if state.size(account, slot) != ALWAYS_EXACT:
                 state.set_size(account, slot, len(record))
             records.append(SnapshotRecord(partition, key, record))
@@ -370,7 +375,9 @@ class ReferenceEngine:
         return 1 if state is None else state.seq + 1
 
     def revoke(self, partition: int) -> None:
-        self._states.pop(partition, None)
+        state = self._states.pop(partition, None)
+        if state is not None:
+            state.uids.clear()
 
     # --- reads -----------------------------------------------------------------------
 
@@ -483,22 +490,22 @@ class _Batch:
                     return Rejection("ts", period.reason)
         slot = ts // HOUR_MS
         state = engine._states.get(partition) or engine._state(partition)
-        by_account = state.uids.get(slot)
-        hashes = None if by_account is None else by_account.get(account)
+        uids = state.uids
         uid = wire.uid_hash(verdict.meter, verdict.uid)
-        if hashes is not None and uid in hashes:
+        held = uids.check(account, slot, uid)
+        if held < 0:
             self.duplicates += 1
             return None
         limit = engine.limits.max_uids_per_slot
-        if (0 if hashes is None else len(hashes)) >= limit:
+        if held >= limit:
             return Rejection(
                 "ts",
                 f"account {account!r} has more than {limit:,} "
                 "measurements in this hour: its de-duplication memory is full",
             )
-        if hashes is None:
-            hashes = state.new_hashes(account, slot)
-        hashes[uid] = None
+        if not held:
+            state.first_uid(account, slot)
+        uids.add(account, slot, uid)
         if ts > self.newest:
             self.newest = ts
         piece = self.pieces.get((partition, account, slot))

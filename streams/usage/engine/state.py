@@ -7,25 +7,28 @@
 - `AccountUsage`: the windows an account actually has, as sorted window starts (the
   index every read bisects) and the cells of each window.
 - `PartitionState`: the accounts of one partition, their uid hashes by hour slot (the
-  de-duplication memory, dropped slot by slot), and the partition's seq bookkeeping.
+  de-duplication memory, dropped slot by slot: a `uids.UidMemory`, in Python dicts or a
+  local RocksDB), and the partition's seq bookkeeping.
 
 Long-lived state is made of tuples, dicts, ints, strings and Decimals only: once the
 garbage collector has seen that a tuple or dict holds nothing but such atoms it stops
 tracking it, so a large state costs nothing at each collection (slotted objects and sets
 would be scanned at every full collection, which cost more than the fold itself).
-Distinct values and uid hashes are dicts with None values for that reason.
+Distinct values and uid hashes (`uids.MemoryUids`) are dicts with None values for that
+reason.
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, insort
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from streams.clock import HOUR_MS
 from streams.schemas.numbers import EXACT
+from streams.usage.engine.uids import MemoryUids, UidMemory
 from streams.usage.state import UsageState, canonical
 
 UNSEGMENTED = ""  # the segment of every aggregation until segmented aggregations exist
@@ -42,7 +45,6 @@ Cell = tuple[
 Cells = dict[CellKey, Cell]
 WindowCells = dict[int, Cells]  # window start (epoch ms) -> cells
 SegmentKey = tuple[str, int]  # (account, hour slot)
-Hashes = dict[int, None]  # uid hashes of one account-hour
 UNKNOWN: None = None  # a segment size bound not known: measure it exactly when it matters
 ALWAYS_EXACT = -1  # a segment whose size is measured exactly on every growth
 
@@ -121,7 +123,7 @@ class AccountUsage:
 class PartitionState:
     """One partition's usage, de-duplication memory and delta bookkeeping.
 
-    uids      hour slot -> account -> uid hashes (the de-duplication memory)
+    uids      the uid hashes of each account-hour (the de-duplication memory)
     sizes     hour slot -> account -> an upper bound of the segment's bytes, UNKNOWN or
               ALWAYS_EXACT (see `ReferenceEngine._refusal`)
     seq       the highest seq known (produced, applied or seen): next_seq is seq + 1
@@ -140,7 +142,7 @@ class PartitionState:
     """
 
     accounts: dict[str, AccountUsage] = field(default_factory=dict)
-    uids: dict[int, dict[str, Hashes]] = field(default_factory=dict)
+    uids: UidMemory = field(default_factory=MemoryUids)
     sizes: dict[int, dict[str, int | None]] = field(default_factory=dict)
     seq: int = 0
     complete: int = 0
@@ -152,18 +154,12 @@ class PartitionState:
     newest: int = 0
     expired: tuple[int, int] = (0, 0)
 
-    def hashes(self, account: str, slot: int) -> Hashes | None:
-        accounts = self.uids.get(slot)
-        return None if accounts is None else accounts.get(account)
-
-    def new_hashes(self, account: str, slot: int) -> Hashes:
-        """An empty uid memory for a segment (whose size is unknown if it has windows)."""
+    def first_uid(self, account: str, slot: int) -> None:
+        """A segment is about to remember its first uid: its size bound starts (unknown
+        if it has windows)."""
         usage = self.accounts.get(account)
         known = usage is None or not usage.has_any(slot * HOUR_MS, (slot + 1) * HOUR_MS)
         self.sizes.setdefault(slot, {})[account] = 0 if known else UNKNOWN
-        hashes: Hashes = {}
-        self.uids.setdefault(slot, {})[account] = hashes
-        return hashes
 
     def size(self, account: str, slot: int) -> int | None:
         sizes = self.sizes.get(slot)
@@ -176,20 +172,14 @@ class PartitionState:
 
     def forget_uids(self, account: str, slot: int, hashes: list[int]) -> None:
         """Take back uids remembered for measurements that were not counted after all."""
-        known = self.hashes(account, slot)
-        if known is None:
+        if not self.uids.count(account, slot):
             return
-        for uid in hashes:
-            known.pop(uid, None)
-        if not known:
+        self.uids.forget(account, slot, hashes)
+        if not self.uids.count(account, slot):
             self._drop_hashes(account, slot)
 
     def _drop_hashes(self, account: str, slot: int) -> None:
-        hashes = self.uids.get(slot)
-        if hashes is not None:
-            hashes.pop(account, None)
-            if not hashes:
-                del self.uids[slot]
+        self.uids.drop(account, slot)
         sizes = self.sizes.get(slot)
         if sizes is not None:
             sizes.pop(account, None)
@@ -213,10 +203,9 @@ class PartitionState:
                     existing = target.get(key)
                     target[key] = cell if existing is None else merge_cells(existing, cell)
         if hashes:
-            known_hashes = self.hashes(account, slot)
-            if known_hashes is None:
-                known_hashes = self.new_hashes(account, slot)
-            known_hashes.update(dict.fromkeys(hashes))
+            if not self.uids.count(account, slot):
+                self.first_uid(account, slot)
+            self.uids.merge(account, slot, hashes)
         self.dirty.add((account, slot))
 
     def replace(self, account: str, slot: int, windows: WindowCells, hashes: list[int]) -> None:
@@ -235,10 +224,10 @@ class PartitionState:
         self._drop_hashes(account, slot)
         self.dirty.add((account, slot))
 
-    def segment(self, account: str, slot: int) -> tuple[WindowCells, Hashes | None]:
+    def segment(self, account: str, slot: int) -> tuple[WindowCells, Collection[int]]:
         usage = self.accounts.get(account)
         windows = {} if usage is None else usage.in_slot(slot)
-        return windows, self.hashes(account, slot)
+        return windows, self.uids.hashes(account, slot)
 
     def applied(self, seq: int, chunk: int, chunks: int) -> None:
         """Delta message `chunk` of `chunks` of `seq` is applied (or was produced here)."""
@@ -256,8 +245,8 @@ class PartitionState:
     def expire(self, seq: int, uids_before: int, windows_before: int) -> None:
         """Drop uids of hour slots before `uids_before` and windows of slots before
         `windows_before` (a segment restored at a seq >= `seq` already reflects this)."""
-        for slot in sorted(s for s in self.uids if s < uids_before):
-            for account in list(self.uids[slot]):
+        for slot in sorted(s for s in self.uids.slots() if s < uids_before):
+            for account in self.uids.accounts(slot):
                 if not self.skips(account, slot, seq):
                     self._drop_hashes(account, slot)
                     self.dirty.add((account, slot))
@@ -279,7 +268,7 @@ class PartitionState:
 
     def has_expired(self, uids_before: int, windows_before: int) -> bool:
         """Whether `expire` with these thresholds would drop anything."""
-        if any(slot < uids_before for slot in self.uids):
+        if any(slot < uids_before for slot in self.uids.slots()):
             return True
         limit = windows_before * HOUR_MS
         return any(usage.starts[0] < limit for usage in self.accounts.values())
