@@ -1,0 +1,458 @@
+//! Exact decimals with Python `decimal` semantics where the engine needs them.
+//!
+//! A value is `coeff * 10^exp` with an unbounded integer coefficient, so sums are exact
+//! whatever their length (the reference adds in an unbounded context). Derived fields are
+//! computed like Python's `ARITHMETIC` context: 28 significant digits, half-even.
+//! Only values matter to the engine's output (every number is written canonically), so
+//! the exponent a result carries is free as long as its value is Python's.
+
+use num_bigint::{BigInt, Sign};
+use num_integer::Integer;
+use num_traits::{One, Signed, Zero};
+use std::cmp::Ordering;
+
+pub const PREC: usize = 28;
+
+#[derive(Clone, Debug)]
+pub struct Dec {
+    pub coeff: BigInt,
+    pub exp: i64,
+}
+
+/// Why a decimal operation failed, named like Python's signal.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecError {
+    InvalidOperation,
+}
+
+fn pow10(n: u64) -> BigInt {
+    // small powers are the common case
+    const SMALL: [u64; 20] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+        1_000_000_000,
+        10_000_000_000,
+        100_000_000_000,
+        1_000_000_000_000,
+        10_000_000_000_000,
+        100_000_000_000_000,
+        1_000_000_000_000_000,
+        10_000_000_000_000_000,
+        100_000_000_000_000_000,
+        1_000_000_000_000_000_000,
+        10_000_000_000_000_000_000,
+    ];
+    if (n as usize) < SMALL.len() {
+        BigInt::from(SMALL[n as usize])
+    } else {
+        num_traits::pow(BigInt::from(10u32), n as usize)
+    }
+}
+
+/// Decimal digits of |n| (1 for zero).
+pub fn ndigits(n: &BigInt) -> usize {
+    if n.is_zero() {
+        return 1;
+    }
+    let bits = n.bits();
+    // estimate from bits, then correct
+    let mut estimate = ((bits as f64 - 1.0) * std::f64::consts::LOG10_2) as usize + 1;
+    let magnitude = n.abs();
+    if magnitude >= pow10(estimate as u64) {
+        estimate += 1;
+    } else if estimate > 1 && magnitude < pow10(estimate as u64 - 1) {
+        estimate -= 1;
+    }
+    estimate
+}
+
+impl Dec {
+    pub fn zero() -> Dec {
+        Dec { coeff: BigInt::zero(), exp: 0 }
+    }
+
+    pub fn from_i64(value: i64) -> Dec {
+        Dec { coeff: BigInt::from(value), exp: 0 }
+    }
+
+    pub fn one() -> Dec {
+        Dec::from_i64(1)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.coeff.is_zero()
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.coeff.sign() == Sign::Minus
+    }
+
+    /// The exponent of the most significant digit (Python's `adjusted()`).
+    pub fn adjusted(&self) -> i64 {
+        self.exp + ndigits(&self.coeff) as i64 - 1
+    }
+
+    /// A decimal string: `[+-]digits[.digits][e[+-]digits]` (also `.5` and `5.`), as
+    /// `Decimal(text)` reads it. The exponent saturates far beyond any accepted number.
+    pub fn parse(text: &str) -> Option<Dec> {
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        let mut negative = false;
+        if at < bytes.len() && (bytes[at] == b'+' || bytes[at] == b'-') {
+            negative = bytes[at] == b'-';
+            at += 1;
+        }
+        let mut digits = String::with_capacity(bytes.len());
+        let mut fraction = 0i64;
+        let mut seen_digit = false;
+        while at < bytes.len() && bytes[at].is_ascii_digit() {
+            digits.push(bytes[at] as char);
+            at += 1;
+            seen_digit = true;
+        }
+        if at < bytes.len() && bytes[at] == b'.' {
+            at += 1;
+            while at < bytes.len() && bytes[at].is_ascii_digit() {
+                digits.push(bytes[at] as char);
+                fraction += 1;
+                at += 1;
+                seen_digit = true;
+            }
+        }
+        if !seen_digit {
+            return None;
+        }
+        let mut exp: i64 = 0;
+        if at < bytes.len() && (bytes[at] == b'e' || bytes[at] == b'E') {
+            at += 1;
+            let mut exp_negative = false;
+            if at < bytes.len() && (bytes[at] == b'+' || bytes[at] == b'-') {
+                exp_negative = bytes[at] == b'-';
+                at += 1;
+            }
+            let start = at;
+            while at < bytes.len() && bytes[at].is_ascii_digit() {
+                exp = exp.saturating_mul(10).saturating_add((bytes[at] - b'0') as i64);
+                at += 1;
+            }
+            if at == start {
+                return None;
+            }
+            exp = exp.min(4_000_000_000_000_000_000);
+            if exp_negative {
+                exp = -exp;
+            }
+        }
+        if at != bytes.len() {
+            return None;
+        }
+        let mut coeff = BigInt::parse_bytes(digits.as_bytes(), 10)?;
+        if negative {
+            coeff = -coeff;
+        }
+        Some(Dec { coeff, exp: exp - fraction })
+    }
+
+    fn aligned(a: &Dec, b: &Dec) -> (BigInt, BigInt, i64) {
+        let exp = a.exp.min(b.exp);
+        let x = if a.exp > exp { &a.coeff * pow10((a.exp - exp) as u64) } else { a.coeff.clone() };
+        let y = if b.exp > exp { &b.coeff * pow10((b.exp - exp) as u64) } else { b.coeff.clone() };
+        (x, y, exp)
+    }
+
+    /// a + b, exactly.
+    pub fn add_exact(&self, other: &Dec) -> Dec {
+        if other.is_zero() && other.exp >= self.exp {
+            return self.clone();
+        }
+        if self.exp == other.exp {
+            return Dec { coeff: &self.coeff + &other.coeff, exp: self.exp };
+        }
+        let (x, y, exp) = Dec::aligned(self, other);
+        Dec { coeff: x + y, exp }
+    }
+
+    pub fn cmp_value(&self, other: &Dec) -> Ordering {
+        let (sa, sb) = (self.coeff.sign(), other.coeff.sign());
+        let rank = |s: Sign| match s {
+            Sign::Minus => 0,
+            Sign::NoSign => 1,
+            Sign::Plus => 2,
+        };
+        if rank(sa) != rank(sb) {
+            return rank(sa).cmp(&rank(sb));
+        }
+        if sa == Sign::NoSign {
+            return Ordering::Equal;
+        }
+        if self.exp == other.exp {
+            return self.coeff.cmp(&other.coeff);
+        }
+        let (aa, ab) = (self.adjusted(), other.adjusted());
+        if aa != ab {
+            let magnitude = aa.cmp(&ab);
+            return if sa == Sign::Minus { magnitude.reverse() } else { magnitude };
+        }
+        let (x, y, _) = Dec::aligned(self, other);
+        x.cmp(&y)
+    }
+
+    /// Rounded to `PREC` significant digits, half-even (`sticky`: a non-zero part was
+    /// already cut off below the coefficient).
+    fn rounded(coeff: BigInt, exp: i64, sticky: bool) -> Dec {
+        let digits = ndigits(&coeff);
+        if digits <= PREC {
+            return Dec { coeff, exp };
+        }
+        let drop = (digits - PREC) as u64;
+        let negative = coeff.sign() == Sign::Minus;
+        let magnitude = coeff.abs();
+        let divisor = pow10(drop);
+        let (mut kept, tail) = magnitude.div_rem(&divisor);
+        let half = &divisor / 2u32 * 1u32;
+        let twice = &tail * 2u32;
+        let up = match twice.cmp(&divisor) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => sticky || kept.is_odd(),
+        };
+        let _ = half;
+        if up {
+            kept += 1u32;
+        }
+        let mut exp = exp + drop as i64;
+        if ndigits(&kept) > PREC {
+            kept /= 10u32;
+            exp += 1;
+        }
+        Dec { coeff: if negative { -kept } else { kept }, exp }
+    }
+
+    pub fn round_context(&self) -> Dec {
+        Dec::rounded(self.coeff.clone(), self.exp, false)
+    }
+
+    pub fn add(&self, other: &Dec) -> Dec {
+        let exact = self.add_exact(other);
+        Dec::rounded(exact.coeff, exact.exp, false)
+    }
+
+    pub fn sub(&self, other: &Dec) -> Dec {
+        self.add(&other.neg())
+    }
+
+    pub fn neg(&self) -> Dec {
+        Dec { coeff: -&self.coeff, exp: self.exp }
+    }
+
+    pub fn minus(&self) -> Dec {
+        self.neg().round_context()
+    }
+
+    pub fn abs(&self) -> Dec {
+        Dec { coeff: self.coeff.abs(), exp: self.exp }.round_context()
+    }
+
+    pub fn mul(&self, other: &Dec) -> Dec {
+        Dec::rounded(&self.coeff * &other.coeff, self.exp + other.exp, false)
+    }
+
+    /// a / b rounded to PREC digits (b must not be zero).
+    pub fn div(&self, other: &Dec) -> Dec {
+        if self.is_zero() {
+            return Dec::zero();
+        }
+        let (na, nb) = (ndigits(&self.coeff) as i64, ndigits(&other.coeff) as i64);
+        let shift = (PREC as i64 + 3 + nb - na).max(0) as u64;
+        let negative = self.is_negative() != other.is_negative();
+        let dividend = self.coeff.abs() * pow10(shift);
+        let (quotient, remainder) = dividend.div_rem(&other.coeff.abs());
+        let exp = self.exp - other.exp - shift as i64;
+        let result = Dec::rounded(quotient, exp, !remainder.is_zero());
+        if negative {
+            result.neg()
+        } else {
+            result
+        }
+    }
+
+    /// Python's `remainder`: the sign of the dividend, a truncated integer quotient that
+    /// must fit the precision.
+    pub fn rem(&self, other: &Dec) -> Result<Dec, DecError> {
+        let (x, y, exp) = Dec::aligned(self, other);
+        let (quotient, remainder) = x.abs().div_rem(&y.abs());
+        if ndigits(&quotient) > PREC {
+            return Err(DecError::InvalidOperation);
+        }
+        let remainder = if self.is_negative() { -remainder } else { remainder };
+        Ok(Dec::rounded(remainder, exp, false))
+    }
+
+    /// To an integer, rounding toward -inf (`floor`) or +inf; never to the precision.
+    pub fn to_integral(&self, floor: bool) -> Dec {
+        if self.exp >= 0 {
+            return self.clone();
+        }
+        let divisor = pow10((-self.exp) as u64);
+        let (quotient, remainder) = self.coeff.div_mod_floor(&divisor);
+        let coeff = if floor || remainder.is_zero() { quotient } else { quotient + 1 };
+        Dec { coeff, exp: 0 }
+    }
+
+    /// `quantize(10^exp, ROUND_HALF_UP)`: an error when the result needs more than PREC
+    /// digits.
+    pub fn quantize_half_up(&self, exp: i64) -> Result<Dec, DecError> {
+        let coeff = if self.exp >= exp {
+            &self.coeff * pow10((self.exp - exp) as u64)
+        } else {
+            let divisor = pow10((exp - self.exp) as u64);
+            let (kept, tail) = self.coeff.abs().div_rem(&divisor);
+            let kept = if &tail * 2u32 >= divisor { kept + 1 } else { kept };
+            if self.is_negative() {
+                -kept
+            } else {
+                kept
+            }
+        };
+        if ndigits(&coeff) > PREC {
+            return Err(DecError::InvalidOperation);
+        }
+        Ok(Dec { coeff, exp })
+    }
+
+    /// Without trailing zeros in the coefficient (zero is 0E0).
+    pub fn normalized(&self) -> Dec {
+        if self.is_zero() {
+            return Dec::zero();
+        }
+        let mut coeff = self.coeff.clone();
+        let mut exp = self.exp;
+        let ten = BigInt::from(10u32);
+        loop {
+            let (q, r) = coeff.div_rem(&ten);
+            if !r.is_zero() {
+                break;
+            }
+            coeff = q;
+            exp += 1;
+        }
+        Dec { coeff, exp }
+    }
+
+    /// `str(canonical(x))` of the reference: no trailing zeros, whole numbers below
+    /// 10**28 without exponent, the rest as Python writes a Decimal.
+    pub fn canonical_text(&self) -> String {
+        if self.is_zero() {
+            return "0".to_string();
+        }
+        let n = self.normalized();
+        let digits = n.coeff.abs().to_string();
+        let adjusted = n.exp + digits.len() as i64 - 1;
+        let sign = if n.is_negative() { "-" } else { "" };
+        if n.exp > 0 && adjusted < PREC as i64 {
+            return format!("{}{}{}", sign, digits, "0".repeat(n.exp as usize));
+        }
+        format!("{}{}", sign, sci_string(&digits, n.exp))
+    }
+
+    /// `canonical(x)` as a value with canonical coefficient and exponent (for equality of
+    /// texts only the value matters).
+    pub fn is_whole_multiple_of_exp(&self, exp: i64) -> bool {
+        self.is_zero() || self.normalized().exp >= exp
+    }
+}
+
+/// Python's `Decimal.__str__` of a positive coefficient's digits and an exponent.
+pub fn sci_string(digits: &str, exp: i64) -> String {
+    let leftdigits = exp + digits.len() as i64;
+    let dotplace = if exp <= 0 && leftdigits > -6 { leftdigits } else { 1 };
+    let (intpart, fracpart) = if dotplace <= 0 {
+        ("0".to_string(), format!(".{}{}", "0".repeat((-dotplace) as usize), digits))
+    } else if dotplace as usize >= digits.len() {
+        (format!("{}{}", digits, "0".repeat(dotplace as usize - digits.len())), String::new())
+    } else {
+        (digits[..dotplace as usize].to_string(), format!(".{}", &digits[dotplace as usize..]))
+    };
+    let exponent = if leftdigits == dotplace {
+        String::new()
+    } else {
+        format!("E{:+}", leftdigits - dotplace)
+    };
+    format!("{}{}{}", intpart, fracpart, exponent)
+}
+
+impl PartialEq for Dec {
+    fn eq(&self, other: &Dec) -> bool {
+        self.cmp_value(other) == Ordering::Equal
+    }
+}
+
+pub fn one() -> BigInt {
+    BigInt::one()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> Dec {
+        Dec::parse(text).unwrap()
+    }
+
+    #[test]
+    fn canonical_text_is_pythons() {
+        for (text, want) in [
+            ("123.4500", "123.45"),
+            ("1E+2", "100"),
+            ("-0.000", "0"),
+            ("1E-20", "1E-20"),
+            ("0.000001", "0.000001"),
+            ("0.0000001", "1E-7"),
+            ("100000000000000000000000000000", "1E+29"),
+            ("99999999999999999999999999999.99999999999999999999", "99999999999999999999999999999.99999999999999999999"),
+            ("1500000000000000000000000000000", "1.5E+30"),
+            ("9999999999999999999999999999", "9999999999999999999999999999"),
+            ("10000000000000000000000000000", "1E+28"),
+            ("-1.10", "-1.1"),
+        ] {
+            assert_eq!(d(text).canonical_text(), want, "{}", text);
+        }
+    }
+
+    #[test]
+    fn division_rounds_to_28_digits_half_even() {
+        assert_eq!(d("1").div(&d("3")).canonical_text(), "0.3333333333333333333333333333");
+        assert_eq!(d("2").div(&d("3")).canonical_text(), "0.6666666666666666666666666667");
+        assert_eq!(d("1").div(&d("4")).canonical_text(), "0.25");
+        assert_eq!(d("-7").div(&d("1000")).canonical_text(), "-0.007");
+    }
+
+    #[test]
+    fn remainder_and_rounding_follow_python() {
+        assert_eq!(d("7").rem(&d("-3")).unwrap().canonical_text(), "1");
+        assert_eq!(d("-7").rem(&d("3")).unwrap().canonical_text(), "-1");
+        assert!(d("1E+30").rem(&d("3")).is_err());
+        assert_eq!(d("2.5").quantize_half_up(0).unwrap().canonical_text(), "3");
+        assert_eq!(d("-2.5").quantize_half_up(0).unwrap().canonical_text(), "-3");
+        assert_eq!(d("-2.5").to_integral(true).canonical_text(), "-3");
+        assert_eq!(d("-2.5").to_integral(false).canonical_text(), "-2");
+        assert_eq!(
+            d("1.2345678901234567890123456789012").abs().canonical_text(),
+            "1.234567890123456789012345679"
+        );
+    }
+
+    #[test]
+    fn comparison_is_by_value() {
+        assert_eq!(d("1.0").cmp_value(&d("1")), Ordering::Equal);
+        assert_eq!(d("-2").cmp_value(&d("-10")), Ordering::Greater);
+        assert_eq!(d("1E+2").cmp_value(&d("99.9")), Ordering::Greater);
+    }
+}
