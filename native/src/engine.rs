@@ -189,6 +189,9 @@ impl Engine {
                 None | Some(b"") => Err("empty message".to_string()),
                 Some(bytes) => match parse(bytes) {
                     Ok(document) => Ok(document),
+                    Err(error) if replaced.contains_key(&number) => {
+                        Err(format!("not JSON: the native engine cannot read it ({})", error))
+                    }
                     Err(_) => {
                         unread.push(number);
                         Err(String::new())
