@@ -55,7 +55,9 @@ UID_LIMIT = 3
 
 
 def pair(catalog: Catalog = CATALOG, **kwargs: Any) -> tuple[ReferenceEngine, UsageEngine]:
-    return ReferenceEngine(PARTITIONS, catalog, **kwargs), NativeEngine(PARTITIONS, catalog, **kwargs)
+    return ReferenceEngine(PARTITIONS, catalog, **kwargs), NativeEngine(
+        PARTITIONS, catalog, **kwargs
+    )
 
 
 def outcome(engine: UsageEngine, batch: list[Message], now: int) -> Any:
@@ -139,7 +141,11 @@ def field_ref(code: str) -> str:
 
 def expressions(fields: list[str]) -> st.SearchStrategy[str]:
     names = [field_ref(f) for f in fields]
-    leaves = st.one_of(st.sampled_from(names), st.sampled_from(CONSTANTS)) if names else st.sampled_from(CONSTANTS)
+    leaves = (
+        st.one_of(st.sampled_from(names), st.sampled_from(CONSTANTS))
+        if names
+        else st.sampled_from(CONSTANTS)
+    )
 
     def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         ops = st.sampled_from(["+", "-", "*", "/", "%", "<", "<=", "==", "!=", "and", "or"])
@@ -165,18 +171,26 @@ def catalogs(draw: st.DrawFn) -> tuple[Catalog, dict[str, AggregationFunction], 
     numeric = draw(st.lists(st.sampled_from(list(NUMERIC)), min_size=1, max_size=3, unique=True))
     strings = draw(st.lists(st.sampled_from(list(STRINGS)), max_size=2, unique=True))
     data = [
-        DataField(category=DataFieldCategory(NUMERIC[code]), code=code, required=draw(st.booleans()) and draw(st.booleans()))
+        DataField(
+            category=DataFieldCategory(NUMERIC[code]),
+            code=code,
+            required=draw(st.booleans()) and draw(st.booleans()),
+        )
         for code in numeric
     ] + [DataField(category=DataFieldCategory(STRINGS[code]), code=code) for code in strings]
     derived = []
     known = list(numeric)
     for code in draw(st.lists(st.sampled_from(["x", "y"]), max_size=2, unique=True)):
         text = draw(expressions(known))
-        derived.append(DerivedField(category=DataFieldCategory.MEASURE, code=code, calculation=text))
+        derived.append(
+            DerivedField(category=DataFieldCategory.MEASURE, code=code, calculation=text)
+        )
         known.append(code)
     meters = {
         "m1": Meter(code="m1", dataFields=tuple(data), derivedFields=tuple(derived)),
-        "m2": Meter(code="m2", dataFields=(DataField(category=DataFieldCategory.MEASURE, code="a"),)),
+        "m2": Meter(
+            code="m2", dataFields=(DataField(category=DataFieldCategory.MEASURE, code="a"),)
+        ),
     }
     aggregations: dict[str, Aggregation] = {}
     functions: dict[str, AggregationFunction] = {}
@@ -186,7 +200,9 @@ def catalogs(draw: st.DrawFn) -> tuple[Catalog, dict[str, AggregationFunction], 
     for meter, field, allowed in targets:
         for function in draw(st.lists(st.sampled_from(allowed), max_size=3, unique=True)):
             code = f"{meter}_{field}_{function.value.lower()}".replace("-", "_")
-            aggregations[code] = Aggregation(code=code, meter=meter, targetField=field, aggregation=function)
+            aggregations[code] = Aggregation(
+                code=code, meter=meter, targetField=field, aggregation=function
+            )
             functions[code] = function
     # built directly: a calculation that does not compile makes its meter unusable
     return Catalog(meters=meters, aggregations=aggregations), functions, known
@@ -214,7 +230,9 @@ numbers = st.one_of(
         ]
     ),
 )
-texts = st.one_of(st.sampled_from(["ann", "bob", "é", "😀", "a'b", "\x00x", "x" * 70]), st.text(max_size=80))
+texts = st.one_of(
+    st.sampled_from(["ann", "bob", "é", "😀", "a'b", "\x00x", "x" * 70]), st.text(max_size=80)
+)
 stamps = st.sampled_from(
     [
         lambda ms: iso(ms),
@@ -275,7 +293,9 @@ def random_batches(draw: st.DrawFn, fields: list[str], first: int) -> list[Messa
             value = draw(st.sampled_from([b"", b"{", b"[]", b'{"measurements": {}}', b'"\\ud800"']))
             out.append(Message(None, value, Source(TOPIC, partition, offset)))
             continue
-        items = draw(st.lists(measurements(BY_PARTITION[partition], fields), min_size=1, max_size=6))
+        items = draw(
+            st.lists(measurements(BY_PARTITION[partition], fields), min_size=1, max_size=6)
+        )
         items += draw(st.lists(st.sampled_from(items), max_size=2))
         if draw(st.integers(0, 8)) == 0:  # another partition's account: forwarded
             items.append(draw(measurements(ACCOUNTS, fields)))
@@ -350,7 +370,13 @@ def test_derived_fields_are_computed_alike_to_the_last_digit(
     }
     catalog = Catalog(meters={"m1": meter}, aggregations=aggregations)
     reference, ours = pair(catalog)
-    document = {"uid": "u", "meter": "m1", "account": "acme", "ts": iso(T0), "measure": {"a": a, "b": b}}
+    document = {
+        "uid": "u",
+        "meter": "m1",
+        "account": "acme",
+        "ts": iso(T0),
+        "measure": {"a": a, "b": b},
+    }
     batch = [message(0, document)]
     assert outcome(ours, batch, NOW) == outcome(reference, batch, NOW)
     assert answers(ours, functions) == answers(reference, functions)
@@ -364,7 +390,10 @@ def test_derived_fields_are_computed_alike_to_the_last_digit(
 def test_both_engines_write_the_same_log_and_recover_the_same_state_from_it(
     steps: list[Any], compacted_share: float, drop_tombstones: bool
 ) -> None:
-    settings_ = {"retention_days": recovery.RETENTION_DAYS, "limits": recovery.LIMITS}
+    settings_: dict[str, Any] = {
+        "retention_days": recovery.RETENTION_DAYS,
+        "limits": recovery.LIMITS,
+    }
     reference, ours = pair(**settings_)
     log = Log()
     now, offset, written = NOW, 0, 0
@@ -445,8 +474,15 @@ def test_a_panic_inside_a_call_is_a_python_error_not_an_abort() -> None:
 
 def test_a_measurement_the_rust_reader_cannot_read_is_judged_by_python() -> None:
     reference, ours = pair()
-    lone = b'{"uid":"a","meter":"api","account":"acme","ts":"' + iso(T0).encode() + b'","who":{"user":"\\ud800"}}'
+    lone = (
+        b'{"uid":"a","meter":"api","account":"acme","ts":"'
+        + iso(T0).encode()
+        + b'","who":{"user":"\\ud800"}}'
+    )
     batch = [Message(b"acme", lone, Source(TOPIC, 0, 0)), message(1, m("b", ts=T0 + 1))]
     expected, got = outcome(reference, batch, NOW), outcome(ours, batch, NOW)
     # Python holds the lone surrogate; the Rust side cannot, and says so for that message
-    assert got[3].accepted == expected[3].accepted - (1 if expected[3].accepted else 0) or got == expected
+    assert (
+        got[3].accepted == expected[3].accepted - (1 if expected[3].accepted else 0)
+        or got == expected
+    )

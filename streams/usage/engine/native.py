@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import meterline_native
 import orjson
 
-from streams.clock import HOUR_MS
 from streams.partitioning import partition_for
 from streams.schemas.catalog import AggregationFunction, Catalog
 from streams.schemas.numbers import decode_json, encode_json
@@ -36,8 +35,8 @@ from streams.usage.engine import wire
 from streams.usage.engine.contract import (
     Applied,
     Delta,
-    Forward,
     Limits,
+    LockedPeriod,
     Processed,
     SnapshotRecord,
     SnapshotRound,
@@ -46,7 +45,6 @@ from streams.usage.engine.contract import (
 )
 from streams.usage.engine.fold import compile_plan
 from streams.usage.engine.reference import DEFAULT_RETENTION_DAYS, _forwards
-from streams.usage.engine.contract import LockedPeriod
 from streams.usage.metering import Carried, Message, Rejected, measurements_of
 from streams.usage.state import UsageState, value
 from streams.usage.validate import DEFAULT_HORIZON, CatalogRules, Horizon, Rejection
@@ -125,9 +123,7 @@ class NativeEngine:
                 assert not isinstance(raw, str)  # it was read
                 decided[(number, index)] = _judged(rules, raw.measurements[index], now_ms, self)
         _, deltas, rejected, forwards, (accepted, duplicates, newest) = outcome
-        rejections = [
-            self._rejected(messages, carried, values, *item) for item in rejected
-        ]
+        rejections = [self._rejected(messages, carried, values, *item) for item in rejected]
         by_partition: dict[int, list[tuple[str, Any]]] = {}
         for partition, number, index, account in forwards:
             raw = _carried(carried, values, number)
@@ -254,9 +250,7 @@ class NativeEngine:
             return error
         return wire.WireError("delta", f"the native engine cannot read it: {exc}")
 
-    def _explained_record(
-        self, key: bytes, value: bytes | None, exc: ValueError
-    ) -> wire.WireError:
+    def _explained_record(self, key: bytes, value: bytes | None, exc: ValueError) -> wire.WireError:
         """The reference's error for a snapshot record the Rust reader refused."""
         try:
             record = wire.decode_snapshot(key, value)
@@ -330,7 +324,8 @@ def _catalog_spec(catalog: Catalog, rules: CatalogRules) -> bytes:
                 ],
                 "broken": None if broken is None else [broken.field, broken.reason],
                 "derived": [
-                    [field, name, expression.text] for field, name, expression in meter_rules.derived
+                    [field, name, expression.text]
+                    for field, name, expression in meter_rules.derived
                 ],
             }
         )
@@ -408,7 +403,7 @@ def _state(
     )
 
 
-__all__ = ["HOUR_MS", "NativeEngine"]
+__all__ = ["NativeEngine"]
 
 if TYPE_CHECKING:  # mypy checks that the native engine keeps to the contract
     _contract: UsageEngine = NativeEngine(1)
