@@ -63,7 +63,8 @@ pub fn read(spec: &[u8]) -> Result<(HashMap<String, MeterRules>, Plan), String> 
             for cell in list(target.get("cells"), "cells")? {
                 let Json::Arr(parts) = cell else { return Err("catalog: cell".into()) };
                 let kind = parts.get(2).and_then(|k| k.as_int()).ok_or("catalog: cell kind")?;
-                cells.push(((text(parts.first(), "cell code")?, text(parts.get(1), "segment")?), kind as u8));
+                let key = (text(parts.first(), "cell code")?.into(), text(parts.get(1), "segment")?.into());
+                cells.push((key, kind as u8));
             }
             targets.push(Target {
                 field: text(target.get("field"), "field")?,

@@ -8,7 +8,7 @@
 
 use num_bigint::{BigInt, Sign};
 use num_integer::Integer;
-use num_traits::{One, Signed, Zero};
+use num_traits::{One, Signed, ToPrimitive, Zero};
 use std::cmp::Ordering;
 
 pub const PREC: usize = 28;
@@ -60,6 +60,9 @@ fn pow10(n: u64) -> BigInt {
 pub fn ndigits(n: &BigInt) -> usize {
     if n.is_zero() {
         return 1;
+    }
+    if let Some(small) = n.magnitude().to_u128() {
+        return small.ilog10() as usize + 1;
     }
     let bits = n.bits();
     // estimate from bits, then correct
@@ -352,20 +355,36 @@ impl Dec {
         if self.is_zero() {
             return "0".to_string();
         }
-        let n = self.normalized();
-        let digits = n.coeff.abs().to_string();
-        let adjusted = n.exp + digits.len() as i64 - 1;
-        let sign = if n.is_negative() { "-" } else { "" };
-        if n.exp > 0 && adjusted < PREC as i64 {
-            return format!("{}{}{}", sign, digits, "0".repeat(n.exp as usize));
+        let (digits, exp) = match self.coeff.magnitude().to_u128() {
+            Some(mut small) => {
+                // the common case, without big-integer divisions
+                let mut exp = self.exp;
+                while small % 10 == 0 {
+                    small /= 10;
+                    exp += 1;
+                }
+                (small.to_string(), exp)
+            }
+            None => {
+                let n = self.normalized();
+                (n.coeff.abs().to_string(), n.exp)
+            }
+        };
+        let adjusted = exp + digits.len() as i64 - 1;
+        let sign = if self.is_negative() { "-" } else { "" };
+        if exp > 0 && adjusted < PREC as i64 {
+            return format!("{}{}{}", sign, digits, "0".repeat(exp as usize));
         }
-        format!("{}{}", sign, sci_string(&digits, n.exp))
+        format!("{}{}", sign, sci_string(&digits, exp))
     }
 
     /// `canonical(x)` as a value with canonical coefficient and exponent (for equality of
     /// texts only the value matters).
     pub fn is_whole_multiple_of_exp(&self, exp: i64) -> bool {
-        self.is_zero() || self.normalized().exp >= exp
+        if self.is_zero() || self.exp >= exp {
+            return true;
+        }
+        self.normalized().exp >= exp
     }
 }
 

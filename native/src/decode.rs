@@ -232,7 +232,7 @@ impl<'a> Reader<'a> {
 
     fn array(&mut self, depth: usize) -> Result<Json<'a>, String> {
         self.at += 1;
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(if depth == 1 { 128 } else { 4 });
         self.space();
         if self.data.get(self.at) == Some(&b']') {
             self.at += 1;
@@ -255,7 +255,7 @@ impl<'a> Reader<'a> {
 
     fn object(&mut self, depth: usize) -> Result<Json<'a>, String> {
         self.at += 1;
-        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
+        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(8);
         let mut index: Option<HashMap<Cow<'a, str>, usize>> = None;
         self.space();
         if self.data.get(self.at) == Some(&b'}') {

@@ -6,6 +6,29 @@ use blake2::Blake2bVar;
 
 pub const UID_SEPARATOR: u8 = 0x1f;
 
+/// A hasher for uid hashes: they are blake2b output already, so mixing them once is
+/// enough (SipHash would cost more than the lookup).
+#[derive(Default, Clone, Copy)]
+pub struct UidHasher(u64);
+
+impl std::hash::Hasher for UidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *byte as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type UidSet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<UidHasher>>;
+
 fn blake2b(parts: &[&[u8]], size: usize) -> Vec<u8> {
     let mut hasher = Blake2bVar::new(size).expect("a valid blake2b size");
     for part in parts {

@@ -4,6 +4,7 @@
 use crate::dec::Dec;
 use crate::dedup::distinct_text;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 pub const SUM: u8 = 0;
 pub const MIN: u8 = 1;
@@ -24,8 +25,59 @@ pub struct Cell {
     pub unique: Option<BTreeSet<String>>,
 }
 
-pub type CellKey = (String, String); // (aggregation code, segment)
-pub type Cells = BTreeMap<CellKey, Cell>;
+/// (aggregation code, segment): shared strings, so a cell costs no copy of its key.
+pub type CellKey = (Arc<str>, Arc<str>);
+
+/// The cells of one window, sorted by key: a few per window, so a sorted vector is both
+/// smaller and faster than a map.
+#[derive(Clone, Debug, Default)]
+pub struct Cells(Vec<(CellKey, Cell)>);
+
+impl Cells {
+    pub fn new() -> Cells {
+        Cells(Vec::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get_mut(&mut self, key: &CellKey) -> Option<&mut Cell> {
+        match self.0.binary_search_by(|(k, _)| k.cmp(key)) {
+            Ok(at) => Some(&mut self.0[at].1),
+            Err(_) => None,
+        }
+    }
+
+    pub fn insert(&mut self, key: CellKey, cell: Cell) {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(at) => self.0[at].1 = cell,
+            Err(at) => self.0.insert(at, (key, cell)),
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (CellKey, Cell)> {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for Cells {
+    type Item = (CellKey, Cell);
+    type IntoIter = std::vec::IntoIter<(CellKey, Cell)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Cells {
+    type Item = &'a (CellKey, Cell);
+    type IntoIter = std::slice::Iter<'a, (CellKey, Cell)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
 pub type WindowCells = BTreeMap<i64, Cells>;
 
 #[derive(Clone, Debug)]
@@ -41,8 +93,8 @@ pub type Plan = HashMap<String, Vec<Target>>;
 
 /// A measurement's values, as validation leaves them.
 pub struct Values<'a> {
-    pub numbers: &'a [(String, Dec)],
-    pub strings: &'a [(String, String)],
+    pub numbers: &'a [(std::borrow::Cow<'a, str>, Dec)],
+    pub strings: &'a [(&'a str, &'a str)],
     pub ts: i64,
 }
 

@@ -27,12 +27,12 @@ impl Engine {
         for (window, cells) in usage.range(start..end) {
             let bucket = bucket_ms.map_or(0, |size| window - window.rem_euclid(size));
             for ((code, segment), cell) in cells {
-                if !segment.is_empty() || !wanted.contains(code.as_str()) {
+                if !segment.is_empty() || !wanted.contains(&**code) {
                     continue;
                 }
-                match merged.get_mut(&(code.clone(), bucket)) {
+                match merged.get_mut(&(code.to_string(), bucket)) {
                     None => {
-                        merged.insert((code.clone(), bucket), cell.clone());
+                        merged.insert((code.to_string(), bucket), cell.clone());
                     }
                     Some(total) => merge_cells(total, cell.clone()),
                 }

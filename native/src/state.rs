@@ -2,6 +2,7 @@
 //! windows of each account (sorted starts, so a read touches only its range), the uid
 //! hashes per hour slot and account, and the seq bookkeeping of deltas and snapshots.
 
+use crate::dedup::UidSet;
 use crate::fold::{merge_windows, Cells, WindowCells};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -57,7 +58,7 @@ impl Seen {
 #[derive(Default)]
 pub struct PartitionState {
     pub accounts: HashMap<String, WindowCells>,
-    pub uids: BTreeMap<i64, HashMap<String, HashSet<u64>>>,
+    pub uids: BTreeMap<i64, HashMap<String, UidSet>>,
     pub seq: i64,
     pub complete: i64,
     pub floor: i64,
@@ -74,11 +75,11 @@ pub fn slot_range(slot: i64) -> std::ops::Range<i64> {
 }
 
 impl PartitionState {
-    pub fn hashes(&self, account: &str, slot: i64) -> Option<&HashSet<u64>> {
+    pub fn hashes(&self, account: &str, slot: i64) -> Option<&UidSet> {
         self.uids.get(&slot).and_then(|accounts| accounts.get(account))
     }
 
-    pub fn hashes_mut(&mut self, account: &str, slot: i64) -> &mut HashSet<u64> {
+    pub fn hashes_mut(&mut self, account: &str, slot: i64) -> &mut UidSet {
         self.uids.entry(slot).or_default().entry(account.to_string()).or_default()
     }
 

@@ -9,6 +9,7 @@
 use crate::dec::Dec;
 use crate::decode::Json;
 use crate::expressions::{evaluate, Expression};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 pub const MAX_ID_LENGTH: usize = 200;
@@ -44,8 +45,8 @@ pub struct Valid<'a> {
     pub meter: &'a str,
     pub account: &'a str,
     pub ts: i64,
-    pub numbers: Vec<(String, Dec)>,
-    pub strings: Vec<(String, String)>,
+    pub numbers: Vec<(Cow<'a, str>, Dec)>,
+    pub strings: Vec<(&'a str, &'a str)>,
 }
 
 pub enum Verdict<'a> {
@@ -310,10 +311,10 @@ pub fn validate<'a>(
             ts
         }
     };
-    let mut numbers: Vec<(String, Dec)> = Vec::new();
-    let mut strings: Vec<(String, String)> = Vec::new();
+    let mut numbers: Vec<(Cow<'a, str>, Dec)> = Vec::with_capacity(4);
+    let mut strings: Vec<(&'a str, &'a str)> = Vec::with_capacity(4);
     for (name, values) in members {
-        let name: &str = name;
+        let name: &'a str = name;
         let numeric = if NUMBER_MAPS.contains(&name) {
             true
         } else if STRING_MAPS.contains(&name) {
@@ -328,17 +329,18 @@ pub fn validate<'a>(
         };
         let allowed = &meter_rules.fields[name];
         for (code, value) in items {
-            if !allowed.contains(code.as_ref()) {
+            let code: &'a str = code;
+            if !allowed.contains(code) {
                 return unknown(meter_rules, name, code);
             }
             if numeric {
                 match exact_number(value) {
-                    Ok(number) => set(&mut numbers, code, number),
+                    Ok(number) => set(&mut numbers, Cow::Borrowed(code), number),
                     Err(reason) => return reject(&format!("{}.{}", name, code), reason),
                 }
             } else {
                 match value {
-                    Json::Str(text) => set(&mut strings, code, text.to_string()),
+                    Json::Str(text) => set(&mut strings, code, text.as_ref()),
                     _ => return reject(&format!("{}.{}", name, code), "expected a string"),
                 }
             }
@@ -350,12 +352,12 @@ pub fn validate<'a>(
         }
     }
     for (code, name, expression) in &meter_rules.derived {
-        if !expression.fields.iter().all(|f| numbers.iter().any(|(c, _)| c == f)) {
+        if !expression.fields.iter().all(|f| numbers.iter().any(|(c, _)| c == f.as_str())) {
             continue;
         }
         let lookup = |field: &str| numbers.iter().find(|(c, _)| c == field).map(|(_, v)| v.clone());
         match evaluate(&expression.tree, &lookup) {
-            Ok(value) => set(&mut numbers, code, value),
+            Ok(value) => set(&mut numbers, Cow::Owned(code.clone()), value),
             Err(message) => {
                 let quoted = py_repr(code).unwrap_or_default();
                 return reject(
@@ -378,10 +380,10 @@ pub fn validate<'a>(
     })
 }
 
-fn set<T>(items: &mut Vec<(String, T)>, code: &str, value: T) {
-    match items.iter_mut().find(|(c, _)| c == code) {
+fn set<K: AsRef<str>, T>(items: &mut Vec<(K, T)>, code: K, value: T) {
+    match items.iter_mut().find(|(c, _)| c.as_ref() == code.as_ref()) {
         Some(item) => item.1 = value,
-        None => items.push((code.to_string(), value)),
+        None => items.push((code, value)),
     }
 }
 

@@ -9,6 +9,8 @@ use crate::fold::{Cell, Cells, WindowCells};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::sync::Arc;
 
 pub const VERSION: i64 = 1;
 pub const ENVELOPE_BYTES: usize = 256;
@@ -40,7 +42,9 @@ pub fn json_string(text: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(&bytes[start..at]);
         match escape {
             Some(text) => out.extend_from_slice(text),
-            None => out.extend_from_slice(format!("\\u{:04x}", byte).as_bytes()),
+            None => {
+                let _ = write!(out, "\\u{:04x}", byte);
+            }
         }
         start = at + 1;
     }
@@ -75,9 +79,9 @@ pub fn cell_json(cell: &Cell, out: &mut Vec<u8>) {
         out.push(b',');
     }
     if let Some((ts, _)) = &cell.latest {
-        out.extend_from_slice(format!("\"lt\":{},", ts).as_bytes());
+        let _ = write!(out, "\"lt\":{},", ts);
     }
-    out.extend_from_slice(format!("\"n\":{}", cell.count).as_bytes());
+    let _ = write!(out, "\"n\":{}", cell.count);
     if let Some(sum) = &cell.sum {
         out.push(b',');
         number_member("\"s\":", sum, out);
@@ -101,7 +105,7 @@ fn cells_json(cells: &Cells, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut code: Option<&str> = None;
     for ((aggregation, segment), cell) in cells {
-        if code != Some(aggregation.as_str()) {
+        if code != Some(&**aggregation) {
             if code.is_some() {
                 out.extend_from_slice(b"},");
             }
@@ -292,34 +296,25 @@ pub fn delta_value(header: &DeltaHeader, entries: &[&Entry]) -> Vec<u8> {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(format!("\"{}\":", entry.slot).as_bytes());
+            let _ = write!(out, "\"{}\":", entry.slot);
             out.extend_from_slice(&entry.piece);
         }
         out.push(b'}');
     }
-    out.extend_from_slice(
-        format!(
+    let _ = write!(out, 
             "}},\"chunk\":{},\"chunks\":{},",
             header.chunk, header.chunks
-        )
-        .as_bytes(),
-    );
+        );
     if let Some((uids_before, windows_before)) = header.expire {
-        out.extend_from_slice(
-            format!(
+        let _ = write!(out, 
                 "\"expire\":{{\"uids_before\":{},\"windows_before\":{}}},",
                 uids_before, windows_before
-            )
-            .as_bytes(),
-        );
+            );
     }
-    out.extend_from_slice(
-        format!(
+    let _ = write!(out, 
             "\"kind\":\"delta\",\"newest\":{},\"partition\":{},\"seq\":{},\"v\":{}}}",
             header.newest, header.partition, header.seq, VERSION
-        )
-        .as_bytes(),
-    );
+        );
     out
 }
 
@@ -347,19 +342,16 @@ pub fn segment_value<'a>(
 ) -> Vec<u8> {
     let mut out = b"{\"account\":".to_vec();
     json_string(account, &mut out);
-    out.extend_from_slice(
-        format!(
+    let _ = write!(out, 
             ",\"kind\":\"segment\",\"partition\":{},\"seq\":{},\"slot\":{}",
             partition, seq, slot
-        )
-        .as_bytes(),
-    );
+        );
     let packed = pack_uids(hashes);
     if !packed.is_empty() {
         out.extend_from_slice(b",\"u\":");
         json_string(&packed, &mut out);
     }
-    out.extend_from_slice(format!(",\"v\":{}", VERSION).as_bytes());
+    let _ = write!(out, ",\"v\":{}", VERSION);
     if windows.clone().next().is_some() {
         out.extend_from_slice(b",\"w\":");
         windows_json(windows, &mut out);
@@ -506,7 +498,8 @@ fn decode_windows(document: &Json) -> Result<WindowCells, String> {
                 return Err("aggregation: expected an object of segments".into());
             };
             for (segment, cell) in segments {
-                cells.insert((code.to_string(), segment.to_string()), decode_cell(cell)?);
+                let key = (Arc::from(code.as_ref()), Arc::from(segment.as_ref()));
+                cells.insert(key, decode_cell(cell)?);
             }
         }
         out.insert(start, cells);
