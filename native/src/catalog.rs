@@ -6,7 +6,7 @@ use crate::decode::{parse, Json};
 use crate::expressions::compile;
 use crate::fold::{Plan, Target};
 use crate::validate::{MeterRules, NUMBER_MAPS, STRING_MAPS};
-use std::collections::{HashMap, HashSet};
+use crate::dedup::{FastMap, FastSet};
 
 fn text(value: Option<&Json>, what: &str) -> Result<String, String> {
     value.and_then(|v| v.as_str()).map(str::to_string).ok_or_else(|| format!("catalog: {} expected", what))
@@ -19,15 +19,15 @@ fn list<'a>(value: Option<&'a Json<'a>>, what: &str) -> Result<&'a [Json<'a>], S
     }
 }
 
-pub fn read(spec: &[u8]) -> Result<(HashMap<String, MeterRules>, Plan), String> {
+pub fn read(spec: &[u8]) -> Result<(FastMap<String, MeterRules>, Plan), String> {
     let document = parse(spec).map_err(|e| format!("catalog: {}", e))?;
-    let mut meters = HashMap::new();
+    let mut meters = FastMap::default();
     for meter in list(document.get("meters"), "meters")? {
         let code = text(meter.get("code"), "code")?;
-        let mut fields = HashMap::new();
+        let mut fields = FastMap::default();
         for name in STRING_MAPS.iter().chain(NUMBER_MAPS.iter()) {
             let codes = list(meter.get("fields").and_then(|f| f.get(name)), name)?;
-            let codes: HashSet<String> = codes.iter().filter_map(|c| c.as_str().map(str::to_string)).collect();
+            let codes: FastSet<String> = codes.iter().filter_map(|c| c.as_str().map(str::to_string)).collect();
             fields.insert(name.to_string(), codes);
         }
         let derived_codes = list(meter.get("derived_codes"), "derived_codes")?
@@ -54,7 +54,7 @@ pub fn read(spec: &[u8]) -> Result<(HashMap<String, MeterRules>, Plan), String> 
         }
         meters.insert(code.clone(), MeterRules { code, fields, derived_codes, required, broken, derived });
     }
-    let mut plan = Plan::new();
+    let mut plan = Plan::default();
     for meter in list(document.get("plan"), "plan")? {
         let code = text(meter.get("meter"), "plan meter")?;
         let mut targets = Vec::new();

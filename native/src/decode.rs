@@ -255,7 +255,9 @@ impl<'a> Reader<'a> {
 
     fn object(&mut self, depth: usize) -> Result<Json<'a>, String> {
         self.at += 1;
-        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(8);
+        // a measurement (the document, or an envelope's item) has about ten members
+        let capacity = if depth == 0 || depth == 2 { 12 } else { 4 };
+        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(capacity);
         let mut index: Option<HashMap<Cow<'a, str>, usize>> = None;
         self.space();
         if self.data.get(self.at) == Some(&b'}') {

@@ -6,16 +6,25 @@ use blake2::Blake2bVar;
 
 pub const UID_SEPARATOR: u8 = 0x1f;
 
-/// A hasher for uid hashes: they are blake2b output already, so mixing them once is
-/// enough (SipHash would cost more than the lookup).
+/// A light hasher (FxHash's mixing) for the engine's maps: uid hashes are blake2b output
+/// already, and account and field codes come from authenticated producers and the catalog,
+/// so SipHash's protection against chosen keys would cost more than the lookups.
 #[derive(Default, Clone, Copy)]
 pub struct UidHasher(u64);
 
 impl std::hash::Hasher for UidHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(5) ^ *byte as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.write_u64(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
         }
+        for byte in chunks.remainder() {
+            self.write_u64(*byte as u64);
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(value as u64);
     }
 
     fn write_u64(&mut self, value: u64) {
@@ -27,7 +36,10 @@ impl std::hash::Hasher for UidHasher {
     }
 }
 
-pub type UidSet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<UidHasher>>;
+pub type Fast = std::hash::BuildHasherDefault<UidHasher>;
+pub type UidSet = std::collections::HashSet<u64, Fast>;
+pub type FastMap<K, V> = std::collections::HashMap<K, V, Fast>;
+pub type FastSet<K> = std::collections::HashSet<K, Fast>;
 
 fn blake2b(parts: &[&[u8]], size: usize) -> Vec<u8> {
     let mut hasher = Blake2bVar::new(size).expect("a valid blake2b size");

@@ -130,7 +130,7 @@ impl Engine {
         Engine {
             config,
             rules: None,
-            plan: Plan::new(),
+            plan: Plan::default(),
             boundaries: HashMap::new(),
             locked: HashMap::new(),
             states: BTreeMap::new(),
@@ -223,7 +223,8 @@ impl Engine {
                         if let Some(uid) = raw.get("uid").and_then(|u| u.as_str()) {
                             self.hook("validate", uid);
                         }
-                        validate(raw, now_ms, rules, decided.get(&(number, index)))
+                        let verdict = if decided.is_empty() { None } else { decided.get(&(number, index)) };
+                        validate(raw, now_ms, rules, verdict)
                     }))
                     .unwrap_or_else(|payload| {
                         Verdict::Reject("measurement".into(), panic_text(payload))

@@ -3,7 +3,7 @@
 
 use crate::dec::Dec;
 use crate::dedup::distinct_text;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub const SUM: u8 = 0;
@@ -89,7 +89,7 @@ pub struct Target {
 }
 
 /// meter code -> its targets (`compile_plan`, computed by Python and handed in).
-pub type Plan = HashMap<String, Vec<Target>>;
+pub type Plan = crate::dedup::FastMap<String, Vec<Target>>;
 
 /// A measurement's values, as validation leaves them.
 pub struct Values<'a> {

@@ -2,7 +2,7 @@
 //! windows of each account (sorted starts, so a read touches only its range), the uid
 //! hashes per hour slot and account, and the seq bookkeeping of deltas and snapshots.
 
-use crate::dedup::UidSet;
+use crate::dedup::{FastMap, UidSet};
 use crate::fold::{merge_windows, Cells, WindowCells};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -57,8 +57,8 @@ impl Seen {
 
 #[derive(Default)]
 pub struct PartitionState {
-    pub accounts: HashMap<String, WindowCells>,
-    pub uids: BTreeMap<i64, HashMap<String, UidSet>>,
+    pub accounts: FastMap<String, WindowCells>,
+    pub uids: BTreeMap<i64, FastMap<String, UidSet>>,
     pub seq: i64,
     pub complete: i64,
     pub floor: i64,

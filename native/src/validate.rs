@@ -10,7 +10,7 @@ use crate::dec::Dec;
 use crate::decode::Json;
 use crate::expressions::{evaluate, Expression};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use crate::dedup::{FastMap, FastSet};
 
 pub const MAX_ID_LENGTH: usize = 200;
 pub const STRING_MAPS: [&str; 5] = ["who", "what", "where", "other", "metadata"];
@@ -25,15 +25,15 @@ pub const NOT_A_NUMBER: &str = "expected a number";
 
 pub struct MeterRules {
     pub code: String,
-    pub fields: HashMap<String, HashSet<String>>,
-    pub derived_codes: HashSet<String>,
+    pub fields: FastMap<String, FastSet<String>>,
+    pub derived_codes: FastSet<String>,
     pub required: Vec<(String, String, String)>, // (path, code, reason)
     pub broken: Option<(String, String)>,
     pub derived: Vec<(String, String, Expression)>, // (code, map name, expression)
 }
 
 pub struct Rules {
-    pub meters: HashMap<String, MeterRules>,
+    pub meters: FastMap<String, MeterRules>,
     pub past_ms: i64,
     pub future_ms: i64,
     pub too_old: String,
