@@ -13,10 +13,11 @@ use std::cmp::Ordering;
 
 pub const PREC: usize = 28;
 
+/// `coeff * 10^exp`: small values inline (16 bytes, no allocation), the rest boxed.
 #[derive(Clone, Debug)]
-pub struct Dec {
-    pub coeff: BigInt,
-    pub exp: i64,
+pub enum Dec {
+    Small(i64, i32),
+    Big(Box<(BigInt, i64)>),
 }
 
 /// Why a decimal operation failed, named like Python's signal.
@@ -25,32 +26,31 @@ pub enum DecError {
     InvalidOperation,
 }
 
+const POW10_I64: [i64; 19] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
+    10_000_000_000_000_000,
+    100_000_000_000_000_000,
+    1_000_000_000_000_000_000,
+];
+
 fn pow10(n: u64) -> BigInt {
-    // small powers are the common case
-    const SMALL: [u64; 20] = [
-        1,
-        10,
-        100,
-        1_000,
-        10_000,
-        100_000,
-        1_000_000,
-        10_000_000,
-        100_000_000,
-        1_000_000_000,
-        10_000_000_000,
-        100_000_000_000,
-        1_000_000_000_000,
-        10_000_000_000_000,
-        100_000_000_000_000,
-        1_000_000_000_000_000,
-        10_000_000_000_000_000,
-        100_000_000_000_000_000,
-        1_000_000_000_000_000_000,
-        10_000_000_000_000_000_000,
-    ];
-    if (n as usize) < SMALL.len() {
-        BigInt::from(SMALL[n as usize])
+    if (n as usize) < POW10_I64.len() {
+        BigInt::from(POW10_I64[n as usize])
     } else {
         num_traits::pow(BigInt::from(10u32), n as usize)
     }
@@ -65,7 +65,6 @@ pub fn ndigits(n: &BigInt) -> usize {
         return small.ilog10() as usize + 1;
     }
     let bits = n.bits();
-    // estimate from bits, then correct
     let mut estimate = ((bits as f64 - 1.0) * std::f64::consts::LOG10_2) as usize + 1;
     let magnitude = n.abs();
     if magnitude >= pow10(estimate as u64) {
@@ -76,13 +75,46 @@ pub fn ndigits(n: &BigInt) -> usize {
     estimate
 }
 
+/// `value * 10^shift` if it stays in i64.
+fn scaled(value: i64, shift: i64) -> Option<i64> {
+    if value == 0 {
+        return Some(0);
+    }
+    POW10_I64.get(usize::try_from(shift).ok()?).and_then(|p| value.checked_mul(*p))
+}
+
 impl Dec {
+    /// The value of `coeff * 10^exp`, inline when it fits.
+    pub fn from_parts(coeff: BigInt, exp: i64) -> Dec {
+        if coeff.is_zero() {
+            return Dec::Small(0, 0);
+        }
+        match (coeff.to_i64(), i32::try_from(exp)) {
+            (Some(small), Ok(exp)) => Dec::Small(small, exp),
+            _ => Dec::Big(Box::new((coeff, exp))),
+        }
+    }
+
+    fn parts(&self) -> (BigInt, i64) {
+        match self {
+            Dec::Small(coeff, exp) => (BigInt::from(*coeff), *exp as i64),
+            Dec::Big(big) => (big.0.clone(), big.1),
+        }
+    }
+
+    fn exp(&self) -> i64 {
+        match self {
+            Dec::Small(_, exp) => *exp as i64,
+            Dec::Big(big) => big.1,
+        }
+    }
+
     pub fn zero() -> Dec {
-        Dec { coeff: BigInt::zero(), exp: 0 }
+        Dec::Small(0, 0)
     }
 
     pub fn from_i64(value: i64) -> Dec {
-        Dec { coeff: BigInt::from(value), exp: 0 }
+        Dec::Small(value, 0)
     }
 
     pub fn one() -> Dec {
@@ -90,16 +122,29 @@ impl Dec {
     }
 
     pub fn is_zero(&self) -> bool {
-        self.coeff.is_zero()
+        match self {
+            Dec::Small(coeff, _) => *coeff == 0,
+            Dec::Big(big) => big.0.is_zero(),
+        }
     }
 
     pub fn is_negative(&self) -> bool {
-        self.coeff.sign() == Sign::Minus
+        match self {
+            Dec::Small(coeff, _) => *coeff < 0,
+            Dec::Big(big) => big.0.sign() == Sign::Minus,
+        }
+    }
+
+    fn digits(&self) -> usize {
+        match self {
+            Dec::Small(coeff, _) => coeff.unsigned_abs().checked_ilog10().map_or(1, |d| d as usize + 1),
+            Dec::Big(big) => ndigits(&big.0),
+        }
     }
 
     /// The exponent of the most significant digit (Python's `adjusted()`).
     pub fn adjusted(&self) -> i64 {
-        self.exp + ndigits(&self.coeff) as i64 - 1
+        self.exp() + self.digits() as i64 - 1
     }
 
     /// A decimal string: `[+-]digits[.digits][e[+-]digits]` (also `.5` and `5.`), as
@@ -156,52 +201,68 @@ impl Dec {
         if at != bytes.len() {
             return None;
         }
+        if digits.len() <= 18 {
+            let small: i64 = digits.parse().ok()?;
+            return Some(Dec::from_parts(BigInt::from(if negative { -small } else { small }), exp - fraction));
+        }
         let mut coeff = BigInt::parse_bytes(digits.as_bytes(), 10)?;
         if negative {
             coeff = -coeff;
         }
-        Some(Dec { coeff, exp: exp - fraction })
+        Some(Dec::from_parts(coeff, exp - fraction))
     }
 
     fn aligned(a: &Dec, b: &Dec) -> (BigInt, BigInt, i64) {
-        let exp = a.exp.min(b.exp);
-        let x = if a.exp > exp { &a.coeff * pow10((a.exp - exp) as u64) } else { a.coeff.clone() };
-        let y = if b.exp > exp { &b.coeff * pow10((b.exp - exp) as u64) } else { b.coeff.clone() };
+        let ((ca, ea), (cb, eb)) = (a.parts(), b.parts());
+        let exp = ea.min(eb);
+        let x = if ea > exp { ca * pow10((ea - exp) as u64) } else { ca };
+        let y = if eb > exp { cb * pow10((eb - exp) as u64) } else { cb };
         (x, y, exp)
+    }
+
+    /// Both inline, at the same exponent, if that fits.
+    fn small_aligned(&self, other: &Dec) -> Option<(i64, i64, i32)> {
+        let (Dec::Small(a, ea), Dec::Small(b, eb)) = (self, other) else {
+            return None;
+        };
+        let exp = (*ea).min(*eb);
+        Some((scaled(*a, (*ea - exp) as i64)?, scaled(*b, (*eb - exp) as i64)?, exp))
     }
 
     /// a + b, exactly.
     pub fn add_exact(&self, other: &Dec) -> Dec {
-        if other.is_zero() && other.exp >= self.exp {
+        if let Some((a, b, exp)) = self.small_aligned(other) {
+            if let Some(sum) = a.checked_add(b) {
+                return if sum == 0 { Dec::zero() } else { Dec::Small(sum, exp) };
+            }
+        }
+        if other.is_zero() {
             return self.clone();
         }
-        if self.exp == other.exp {
-            return Dec { coeff: &self.coeff + &other.coeff, exp: self.exp };
+        if self.is_zero() {
+            return other.clone();
         }
         let (x, y, exp) = Dec::aligned(self, other);
-        Dec { coeff: x + y, exp }
+        Dec::from_parts(x + y, exp)
     }
 
     pub fn cmp_value(&self, other: &Dec) -> Ordering {
-        let (sa, sb) = (self.coeff.sign(), other.coeff.sign());
-        let rank = |s: Sign| match s {
-            Sign::Minus => 0,
-            Sign::NoSign => 1,
-            Sign::Plus => 2,
-        };
-        if rank(sa) != rank(sb) {
-            return rank(sa).cmp(&rank(sb));
+        let (na, nb) = (self.is_negative(), other.is_negative());
+        let rank = |d: &Dec, negative: bool| if negative { 0 } else if d.is_zero() { 1 } else { 2 };
+        let (ra, rb) = (rank(self, na), rank(other, nb));
+        if ra != rb {
+            return ra.cmp(&rb);
         }
-        if sa == Sign::NoSign {
+        if ra == 1 {
             return Ordering::Equal;
         }
-        if self.exp == other.exp {
-            return self.coeff.cmp(&other.coeff);
+        if let Some((a, b, _)) = self.small_aligned(other) {
+            return a.cmp(&b);
         }
         let (aa, ab) = (self.adjusted(), other.adjusted());
         if aa != ab {
             let magnitude = aa.cmp(&ab);
-            return if sa == Sign::Minus { magnitude.reverse() } else { magnitude };
+            return if na { magnitude.reverse() } else { magnitude };
         }
         let (x, y, _) = Dec::aligned(self, other);
         x.cmp(&y)
@@ -212,21 +273,19 @@ impl Dec {
     fn rounded(coeff: BigInt, exp: i64, sticky: bool) -> Dec {
         let digits = ndigits(&coeff);
         if digits <= PREC {
-            return Dec { coeff, exp };
+            return Dec::from_parts(coeff, exp);
         }
         let drop = (digits - PREC) as u64;
         let negative = coeff.sign() == Sign::Minus;
         let magnitude = coeff.abs();
         let divisor = pow10(drop);
         let (mut kept, tail) = magnitude.div_rem(&divisor);
-        let half = &divisor / 2u32 * 1u32;
         let twice = &tail * 2u32;
         let up = match twice.cmp(&divisor) {
             Ordering::Greater => true,
             Ordering::Less => false,
             Ordering::Equal => sticky || kept.is_odd(),
         };
-        let _ = half;
         if up {
             kept += 1u32;
         }
@@ -235,16 +294,19 @@ impl Dec {
             kept /= 10u32;
             exp += 1;
         }
-        Dec { coeff: if negative { -kept } else { kept }, exp }
+        Dec::from_parts(if negative { -kept } else { kept }, exp)
     }
 
     pub fn round_context(&self) -> Dec {
-        Dec::rounded(self.coeff.clone(), self.exp, false)
+        if self.digits() <= PREC {
+            return self.clone();
+        }
+        let (coeff, exp) = self.parts();
+        Dec::rounded(coeff, exp, false)
     }
 
     pub fn add(&self, other: &Dec) -> Dec {
-        let exact = self.add_exact(other);
-        Dec::rounded(exact.coeff, exact.exp, false)
+        self.add_exact(other).round_context()
     }
 
     pub fn sub(&self, other: &Dec) -> Dec {
@@ -252,7 +314,13 @@ impl Dec {
     }
 
     pub fn neg(&self) -> Dec {
-        Dec { coeff: -&self.coeff, exp: self.exp }
+        match self {
+            Dec::Small(coeff, exp) if *coeff != i64::MIN => Dec::Small(-coeff, *exp),
+            _ => {
+                let (coeff, exp) = self.parts();
+                Dec::from_parts(-coeff, exp)
+            }
+        }
     }
 
     pub fn minus(&self) -> Dec {
@@ -260,11 +328,16 @@ impl Dec {
     }
 
     pub fn abs(&self) -> Dec {
-        Dec { coeff: self.coeff.abs(), exp: self.exp }.round_context()
+        if self.is_negative() {
+            self.neg().round_context()
+        } else {
+            self.round_context()
+        }
     }
 
     pub fn mul(&self, other: &Dec) -> Dec {
-        Dec::rounded(&self.coeff * &other.coeff, self.exp + other.exp, false)
+        let ((ca, ea), (cb, eb)) = (self.parts(), other.parts());
+        Dec::rounded(ca * cb, ea + eb, false)
     }
 
     /// a / b rounded to PREC digits (b must not be zero).
@@ -272,12 +345,13 @@ impl Dec {
         if self.is_zero() {
             return Dec::zero();
         }
-        let (na, nb) = (ndigits(&self.coeff) as i64, ndigits(&other.coeff) as i64);
+        let (na, nb) = (self.digits() as i64, other.digits() as i64);
         let shift = (PREC as i64 + 3 + nb - na).max(0) as u64;
         let negative = self.is_negative() != other.is_negative();
-        let dividend = self.coeff.abs() * pow10(shift);
-        let (quotient, remainder) = dividend.div_rem(&other.coeff.abs());
-        let exp = self.exp - other.exp - shift as i64;
+        let ((ca, ea), (cb, eb)) = (self.parts(), other.parts());
+        let dividend = ca.abs() * pow10(shift);
+        let (quotient, remainder) = dividend.div_rem(&cb.abs());
+        let exp = ea - eb - shift as i64;
         let result = Dec::rounded(quotient, exp, !remainder.is_zero());
         if negative {
             result.neg()
@@ -300,23 +374,25 @@ impl Dec {
 
     /// To an integer, rounding toward -inf (`floor`) or +inf; never to the precision.
     pub fn to_integral(&self, floor: bool) -> Dec {
-        if self.exp >= 0 {
+        let (coeff, exp) = self.parts();
+        if exp >= 0 {
             return self.clone();
         }
-        let divisor = pow10((-self.exp) as u64);
-        let (quotient, remainder) = self.coeff.div_mod_floor(&divisor);
+        let divisor = pow10((-exp) as u64);
+        let (quotient, remainder) = coeff.div_mod_floor(&divisor);
         let coeff = if floor || remainder.is_zero() { quotient } else { quotient + 1 };
-        Dec { coeff, exp: 0 }
+        Dec::from_parts(coeff, 0)
     }
 
     /// `quantize(10^exp, ROUND_HALF_UP)`: an error when the result needs more than PREC
     /// digits.
     pub fn quantize_half_up(&self, exp: i64) -> Result<Dec, DecError> {
-        let coeff = if self.exp >= exp {
-            &self.coeff * pow10((self.exp - exp) as u64)
+        let (own, own_exp) = self.parts();
+        let coeff = if own_exp >= exp {
+            own * pow10((own_exp - exp) as u64)
         } else {
-            let divisor = pow10((exp - self.exp) as u64);
-            let (kept, tail) = self.coeff.abs().div_rem(&divisor);
+            let divisor = pow10((exp - own_exp) as u64);
+            let (kept, tail) = own.abs().div_rem(&divisor);
             let kept = if &tail * 2u32 >= divisor { kept + 1 } else { kept };
             if self.is_negative() {
                 -kept
@@ -327,26 +403,40 @@ impl Dec {
         if ndigits(&coeff) > PREC {
             return Err(DecError::InvalidOperation);
         }
-        Ok(Dec { coeff, exp })
+        Ok(Dec::from_parts(coeff, exp))
     }
 
-    /// Without trailing zeros in the coefficient (zero is 0E0).
-    pub fn normalized(&self) -> Dec {
-        if self.is_zero() {
-            return Dec::zero();
-        }
-        let mut coeff = self.coeff.clone();
-        let mut exp = self.exp;
-        let ten = BigInt::from(10u32);
-        loop {
-            let (q, r) = coeff.div_rem(&ten);
-            if !r.is_zero() {
-                break;
+    /// The coefficient's digits without trailing zeros, and the exponent that goes with
+    /// them (zero is "0", 0).
+    fn stripped(&self) -> (String, i64) {
+        match self {
+            Dec::Small(coeff, exp) => {
+                let mut small = coeff.unsigned_abs();
+                let mut exp = *exp as i64;
+                if small == 0 {
+                    return ("0".to_string(), 0);
+                }
+                while small % 10 == 0 {
+                    small /= 10;
+                    exp += 1;
+                }
+                (small.to_string(), exp)
             }
-            coeff = q;
-            exp += 1;
+            Dec::Big(big) => {
+                let mut coeff = big.0.abs();
+                let mut exp = big.1;
+                let ten = BigInt::from(10u32);
+                loop {
+                    let (q, r) = coeff.div_rem(&ten);
+                    if !r.is_zero() {
+                        break;
+                    }
+                    coeff = q;
+                    exp += 1;
+                }
+                (coeff.to_string(), exp)
+            }
         }
-        Dec { coeff, exp }
     }
 
     /// `str(canonical(x))` of the reference: no trailing zeros, whole numbers below
@@ -355,21 +445,7 @@ impl Dec {
         if self.is_zero() {
             return "0".to_string();
         }
-        let (digits, exp) = match self.coeff.magnitude().to_u128() {
-            Some(mut small) => {
-                // the common case, without big-integer divisions
-                let mut exp = self.exp;
-                while small % 10 == 0 {
-                    small /= 10;
-                    exp += 1;
-                }
-                (small.to_string(), exp)
-            }
-            None => {
-                let n = self.normalized();
-                (n.coeff.abs().to_string(), n.exp)
-            }
-        };
+        let (digits, exp) = self.stripped();
         let adjusted = exp + digits.len() as i64 - 1;
         let sign = if self.is_negative() { "-" } else { "" };
         if exp > 0 && adjusted < PREC as i64 {
@@ -378,13 +454,12 @@ impl Dec {
         format!("{}{}", sign, sci_string(&digits, exp))
     }
 
-    /// `canonical(x)` as a value with canonical coefficient and exponent (for equality of
-    /// texts only the value matters).
+    /// Whether the value is a whole multiple of 10^exp.
     pub fn is_whole_multiple_of_exp(&self, exp: i64) -> bool {
-        if self.is_zero() || self.exp >= exp {
+        if self.is_zero() || self.exp() >= exp {
             return true;
         }
-        self.normalized().exp >= exp
+        self.stripped().1 >= exp
     }
 }
 

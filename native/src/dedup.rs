@@ -37,7 +37,86 @@ impl std::hash::Hasher for UidHasher {
 }
 
 pub type Fast = std::hash::BuildHasherDefault<UidHasher>;
-pub type UidSet = std::collections::HashSet<u64, Fast>;
+/// The uid hashes of one account-hour: most hold a few (a sorted vector), a busy one
+/// many (a hash set, past `FEW`).
+#[derive(Clone, Debug)]
+pub enum UidSet {
+    Few(Vec<u64>),
+    Many(std::collections::HashSet<u64, Fast>),
+}
+
+const FEW: usize = 32;
+
+impl Default for UidSet {
+    fn default() -> UidSet {
+        UidSet::Few(Vec::with_capacity(1))
+    }
+}
+
+impl UidSet {
+    pub fn contains(&self, uid: &u64) -> bool {
+        match self {
+            UidSet::Few(few) => few.binary_search(uid).is_ok(),
+            UidSet::Many(many) => many.contains(uid),
+        }
+    }
+
+    pub fn insert(&mut self, uid: u64) {
+        match self {
+            UidSet::Few(few) => {
+                if let Err(at) = few.binary_search(&uid) {
+                    if few.len() < FEW {
+                        few.insert(at, uid);
+                    } else {
+                        let mut many: std::collections::HashSet<u64, Fast> = few.drain(..).collect();
+                        many.insert(uid);
+                        *self = UidSet::Many(many);
+                    }
+                }
+            }
+            UidSet::Many(many) => {
+                many.insert(uid);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, uid: &u64) {
+        match self {
+            UidSet::Few(few) => {
+                if let Ok(at) = few.binary_search(uid) {
+                    few.remove(at);
+                }
+            }
+            UidSet::Many(many) => {
+                many.remove(uid);
+            }
+        }
+    }
+
+    pub fn extend(&mut self, uids: impl Iterator<Item = u64>) {
+        for uid in uids {
+            self.insert(uid);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            UidSet::Few(few) => few.len(),
+            UidSet::Many(many) => many.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn to_vec(&self) -> Vec<u64> {
+        match self {
+            UidSet::Few(few) => few.clone(),
+            UidSet::Many(many) => many.iter().copied().collect(),
+        }
+    }
+}
 pub type FastMap<K, V> = std::collections::HashMap<K, V, Fast>;
 pub type FastSet<K> = std::collections::HashSet<K, Fast>;
 

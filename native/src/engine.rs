@@ -9,7 +9,7 @@
 
 use crate::decode::{parse, Json};
 use crate::dedup::{partition_for, uid_hash};
-use crate::fold::{accumulate, Plan, Values, WindowCells};
+use crate::fold::{accumulate, Cells, Plan, Values, WindowCells};
 use crate::state::{PartitionState, HOUR_MS};
 use crate::validate::{py_repr, validate, Override, Rules, Valid, Verdict};
 use crate::wire::{self, DeltaHeader, Entry};
@@ -388,7 +388,9 @@ impl Engine {
         }
         self.hook("fold", valid.uid);
         let window = self.window(valid.account, valid.ts);
-        let cells = piece.windows.entry(window).or_default();
+        // room for every cell this meter feeds: a window's cells are kept as they are
+        let needed: usize = targets.iter().map(|target| target.cells.len()).sum();
+        let cells = piece.windows.entry(window).or_insert_with(|| Cells::with_capacity(needed));
         let values = Values { numbers: &valid.numbers, strings: &valid.strings, ts: valid.ts };
         accumulate(targets, cells, &values);
         if cells.is_empty() {

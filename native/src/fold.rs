@@ -3,7 +3,7 @@
 
 use crate::dec::Dec;
 use crate::dedup::distinct_text;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const SUM: u8 = 0;
@@ -12,6 +12,46 @@ pub const MAX: u8 = 2;
 pub const LATEST: u8 = 3;
 pub const COUNT: u8 = 4;
 pub const UNIQUE: u8 = 5;
+
+/// Distinct values of a UNIQUE cell, sorted (a few per cell: a vector, not a tree).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Distinct(Vec<String>);
+
+impl Distinct {
+    pub fn one(value: &str) -> Distinct {
+        Distinct(vec![value.to_string()])
+    }
+
+    pub fn insert(&mut self, value: &str) {
+        if let Err(at) = self.0.binary_search_by(|v| v.as_str().cmp(value)) {
+            self.0.insert(at, value.to_string());
+        }
+    }
+
+    pub fn extend(&mut self, other: Distinct) {
+        if self.0.is_empty() {
+            self.0 = other.0;
+            return;
+        }
+        for value in other.0 {
+            if let Err(at) = self.0.binary_search(&value) {
+                self.0.insert(at, value);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
 
 /// What one window knows for one aggregation (and segment); only the parts its function
 /// needs are set.
@@ -22,7 +62,7 @@ pub struct Cell {
     pub min: Option<Dec>,
     pub max: Option<Dec>,
     pub latest: Option<(i64, Dec)>,
-    pub unique: Option<BTreeSet<String>>,
+    pub unique: Option<Distinct>,
 }
 
 /// (aggregation code, segment): shared strings, so a cell costs no copy of its key.
@@ -36,6 +76,10 @@ pub struct Cells(Vec<(CellKey, Cell)>);
 impl Cells {
     pub fn new() -> Cells {
         Cells(Vec::new())
+    }
+
+    pub fn with_capacity(capacity: usize) -> Cells {
+        Cells(Vec::with_capacity(capacity))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,7 +153,7 @@ fn first(kind: u8, number: &Dec, ts: i64, distinct: &str) -> Cell {
         MIN => cell.min = Some(number.clone()),
         MAX => cell.max = Some(number.clone()),
         LATEST => cell.latest = Some((ts, number.clone())),
-        UNIQUE => cell.unique = Some(BTreeSet::from([distinct.to_string()])),
+        UNIQUE => cell.unique = Some(Distinct::one(distinct)),
         _ => {}
     }
     cell
@@ -156,12 +200,12 @@ fn counted(cell: &mut Cell, distinct: &str) {
         None => {
             *cell = Cell {
                 count: cell.count + 1,
-                unique: Some(BTreeSet::from([distinct.to_string()])),
+                unique: Some(Distinct::one(distinct)),
                 ..Cell::default()
             }
         }
         Some(unique) => {
-            unique.insert(distinct.to_string());
+            unique.insert(distinct);
             cell.count += 1;
             cell.sum = None;
             cell.min = None;
@@ -199,7 +243,7 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
                     None => {
                         let mut cell = Cell { count: 1, ..Cell::default() };
                         if *kind == UNIQUE {
-                            cell.unique = Some(BTreeSet::from([distinct.clone()]));
+                            cell.unique = Some(Distinct::one(&distinct));
                         }
                         cells.insert(key.clone(), cell);
                     }

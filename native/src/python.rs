@@ -49,7 +49,7 @@ fn cell_tuple(code: String, bucket: i64, cell: Cell) -> CellTuple {
         text(cell.max),
         latest_ts,
         latest,
-        cell.unique.map(|u| u.into_iter().collect()).unwrap_or_default(),
+        cell.unique.map(|u| u.into_vec()).unwrap_or_default(),
     )
 }
 

@@ -147,7 +147,7 @@ impl PartitionState {
     }
 
     pub fn segment_hashes(&self, account: &str, slot: i64) -> Vec<u64> {
-        self.hashes(account, slot).map(|h| h.iter().copied().collect()).unwrap_or_default()
+        self.hashes(account, slot).map(UidSet::to_vec).unwrap_or_default()
     }
 
     pub fn applied(&mut self, seq: i64, chunk: i64, chunks: i64) {

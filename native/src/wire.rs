@@ -5,10 +5,9 @@
 
 use crate::dec::Dec;
 use crate::decode::{parse, Json};
-use crate::fold::{Cell, Cells, WindowCells};
+use crate::fold::{Cell, Cells, Distinct, WindowCells};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -537,9 +536,9 @@ fn decode_cell(document: &Json) -> Result<Cell, String> {
     let unique = match document.get("u") {
         None | Some(Json::Null) => None,
         Some(Json::Arr(items)) if !items.is_empty() => {
-            let mut set = BTreeSet::new();
+            let mut set = Distinct::default();
             for item in items {
-                set.insert(item.as_str().ok_or("cell.u: expected strings")?.to_string());
+                set.insert(item.as_str().ok_or("cell.u: expected strings")?);
             }
             Some(set)
         }
