@@ -256,7 +256,7 @@ impl<'a> Reader<'a> {
     fn object(&mut self, depth: usize) -> Result<Json<'a>, String> {
         self.at += 1;
         // a measurement (the document, or an envelope's item) has about ten members
-        let capacity = if depth == 0 || depth == 2 { 12 } else { 4 };
+        let capacity = if depth == 0 || depth == 2 { 10 } else { 2 };
         let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(capacity);
         let mut index: Option<HashMap<Cow<'a, str>, usize>> = None;
         self.space();

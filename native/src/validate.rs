@@ -311,8 +311,8 @@ pub fn validate<'a>(
             ts
         }
     };
-    let mut numbers: Vec<(Cow<'a, str>, Dec)> = Vec::with_capacity(4);
-    let mut strings: Vec<(&'a str, &'a str)> = Vec::with_capacity(4);
+    let mut numbers: Vec<(Cow<'a, str>, Dec)> = Vec::with_capacity(3);
+    let mut strings: Vec<(&'a str, &'a str)> = Vec::with_capacity(3);
     for (name, values) in members {
         let name: &'a str = name;
         let numeric = if NUMBER_MAPS.contains(&name) {
