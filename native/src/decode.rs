@@ -7,7 +7,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-const MAX_DEPTH: usize = 500;
+// Below msgspec's own limit (Python's recursion limit, ~1000 levels less the stack in
+// use): deeper documents are left to Python, which refuses them or reads them.
+const MAX_DEPTH: usize = 800;
 
 #[derive(Debug, Clone)]
 pub enum Json<'a> {

@@ -472,17 +472,41 @@ def test_a_panic_inside_a_call_is_a_python_error_not_an_abort() -> None:
     assert engine.process([message(0, m("boom"))], NOW).stats.rejected == 1
 
 
-def test_a_measurement_the_rust_reader_cannot_read_is_judged_by_python() -> None:
+def test_messages_the_rust_reader_refuses_get_pythons_reason() -> None:
     reference, ours = pair()
-    lone = (
-        b'{"uid":"a","meter":"api","account":"acme","ts":"'
-        + iso(T0).encode()
-        + b'","who":{"user":"\\ud800"}}'
-    )
-    batch = [Message(b"acme", lone, Source(TOPIC, 0, 0)), message(1, m("b", ts=T0 + 1))]
-    expected, got = outcome(reference, batch, NOW), outcome(ours, batch, NOW)
-    # Python holds the lone surrogate; the Rust side cannot, and says so for that message
-    assert (
-        got[3].accepted == expected[3].accepted - (1 if expected[3].accepted else 0)
-        or got == expected
-    )
+    lone = b'{"uid":"a","meter":"api","account":"acme","ts":"%s","who":{"user":"\\ud800"}}'
+    batch = [
+        Message(b"acme", lone % iso(T0).encode(), Source(TOPIC, 0, 0)),
+        Message(None, b'{"measurements": [', Source(TOPIC, 0, 1)),
+        message(2, m("b", ts=T0 + 1)),
+    ]
+    expected = outcome(reference, batch, NOW)
+    assert expected[3].rejected == 2
+    assert outcome(ours, batch, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"ts": "2026-11-18T00:00Z"},  # no seconds: Python reads it, the fast path does not
+        {"ts": "20261118T000000Z"},
+        {"ts": "2026-11-18T00:00:00,5+00:00"},
+        {"ts": "2026-11-18T00:00:00.1234567+00:00"},
+        {"ts": "2026-11-18T00:00:00"},
+        {"ts": "2026-02-30T00:00:00Z"},
+        {"ets": "2026-11-17T23:00Z"},
+        {"meter": "é"},
+        {"meter": 7},
+        {"measure": {"calls": 1, "é": 2}},
+        {"measure": {"calls": 1, "gb": 2}},
+        {"who": {"user": "ann", "naïve": "x"}},
+        {"account": "é" * 201},
+    ],
+)
+def test_what_the_rust_side_leaves_to_python_is_judged_like_the_reference(
+    changed: dict[str, Any],
+) -> None:
+    reference, ours = pair()
+    document = {**m("a", ts=T0 + 12 * 60 * 60_000 - 1), **changed}
+    batch = [message(0, document, m("b"))]
+    assert outcome(ours, batch, NOW) == outcome(reference, batch, NOW)
