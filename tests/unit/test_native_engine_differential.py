@@ -343,6 +343,10 @@ derived_values = st.one_of(
             Decimal("12345678901234567890.12345678901234567890"),
             Decimal("3.14159"),
             Decimal("-0.0001"),
+            # 29 digits: any arithmetic rounds them to 28, half to even
+            Decimal("1000000000000000000000000000.5"),
+            Decimal("1000000000000000000000000001.5"),
+            Decimal("-2.5000000000000000000000000005"),
         ]
     ),
 )
