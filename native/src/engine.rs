@@ -34,7 +34,8 @@ pub struct Engine {
     pub boundaries: HashMap<String, Vec<i64>>,
     pub locked: HashMap<String, Vec<(i64, i64, String)>>,
     pub states: BTreeMap<i64, PartitionState>,
-    /// test-only: panic while judging ("validate") or folding ("fold") this uid
+    /// test-only: panic while judging ("validate") or folding ("fold") this uid, or
+    /// committing ("commit") this account
     pub panic_on: Option<(String, String)>,
 }
 
@@ -479,6 +480,9 @@ impl Engine {
     }
 
     fn commit(&mut self, partition: i64, items: Vec<(Entry, WindowCells, i64)>) -> Vec<DeltaOut> {
+        for (entry, _, _) in &items {
+            self.hook("commit", &entry.account);
+        }
         let budget = self.config.max_delta_bytes;
         let state = self.states.entry(partition).or_default();
         let seq = state.seq + 1;

@@ -255,7 +255,8 @@ impl PyEngine {
         self.engine.account_hours()
     }
 
-    /// Test only: panic while judging ("validate") or folding ("fold") this uid.
+    /// Test only: panic while judging ("validate") or folding ("fold") this uid, or
+    /// committing ("commit") this account.
     #[pyo3(signature = (stage=None, uid=None))]
     fn _panic_on(&mut self, stage: Option<String>, uid: Option<String>) {
         self.engine.panic_on = stage.zip(uid);

@@ -468,12 +468,13 @@ def test_a_panic_in_the_native_code_costs_that_measurement_not_the_batch(stage: 
     assert engine.period_values("acme", wide, *WIDE) == {"calls_sum": Decimal(8)}
 
 
-def test_a_panic_inside_a_call_is_a_python_error_not_an_abort() -> None:
+def test_a_panic_outside_a_measurement_is_a_python_error_and_the_engine_goes_on() -> None:
     engine = NativeEngine(PARTITIONS, CATALOG)
-    engine._core._panic_on("fold", "boom")
-    # a panic outside the per-measurement guard (here: in a read) would be RuntimeError;
-    # the guard keeps process() itself from raising
-    assert engine.process([message(0, m("boom"))], NOW).stats.rejected == 1
+    engine._core._panic_on("commit", "acme")
+    with pytest.raises(RuntimeError, match=r"internal error: PanicException\('commit failed"):
+        engine.process([message(0, m("a"))], NOW)
+    engine._core._panic_on(None, None)
+    assert engine.process([message(1, m("b", account="globex"))], NOW).stats.accepted == 1
 
 
 def test_messages_the_rust_reader_refuses_get_pythons_reason() -> None:
