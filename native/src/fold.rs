@@ -53,11 +53,9 @@ impl Distinct {
     }
 }
 
-/// What one window knows for one aggregation (and segment); only the parts its function
-/// needs are set.
+/// The parts of a cell (each None when its aggregation does not need it).
 #[derive(Clone, Debug, Default)]
-pub struct Cell {
-    pub count: i64,
+pub struct Parts {
     pub sum: Option<Dec>,
     pub min: Option<Dec>,
     pub max: Option<Dec>,
@@ -65,7 +63,100 @@ pub struct Cell {
     pub unique: Option<Distinct>,
 }
 
-/// (aggregation code, segment): shared strings, so a cell costs no copy of its key.
+/// A cell's parts, compact: an aggregation needs one part (or none), so one is kept
+/// inline; a cell read from elsewhere with several keeps them boxed.
+#[derive(Clone, Debug, Default)]
+enum Part {
+    #[default]
+    Nothing,
+    Sum(Dec),
+    Min(Dec),
+    Max(Dec),
+    Latest((i64, Dec)),
+    Unique(Distinct),
+    Several(Box<Parts>),
+}
+
+/// What one window knows for one aggregation (and segment): the count and the parts its
+/// function needs.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    pub count: i64,
+    part: Part,
+}
+
+impl Cell {
+    pub fn new(count: i64, parts: Parts) -> Cell {
+        let set = parts.sum.is_some() as u8
+            + parts.min.is_some() as u8
+            + parts.max.is_some() as u8
+            + parts.latest.is_some() as u8
+            + parts.unique.as_ref().is_some_and(|u| !u.is_empty()) as u8;
+        let part = match (set, parts) {
+            (0, _) => Part::Nothing,
+            (1, Parts { sum: Some(sum), .. }) => Part::Sum(sum),
+            (1, Parts { min: Some(min), .. }) => Part::Min(min),
+            (1, Parts { max: Some(max), .. }) => Part::Max(max),
+            (1, Parts { latest: Some(latest), .. }) => Part::Latest(latest),
+            (1, Parts { unique: Some(unique), .. }) => Part::Unique(unique),
+            (_, parts) => Part::Several(Box::new(parts)),
+        };
+        Cell { count, part }
+    }
+
+    pub fn parts(self) -> Parts {
+        match self.part {
+            Part::Nothing => Parts::default(),
+            Part::Sum(sum) => Parts { sum: Some(sum), ..Parts::default() },
+            Part::Min(min) => Parts { min: Some(min), ..Parts::default() },
+            Part::Max(max) => Parts { max: Some(max), ..Parts::default() },
+            Part::Latest(latest) => Parts { latest: Some(latest), ..Parts::default() },
+            Part::Unique(unique) => Parts { unique: Some(unique), ..Parts::default() },
+            Part::Several(parts) => *parts,
+        }
+    }
+
+    pub fn sum(&self) -> Option<&Dec> {
+        match &self.part {
+            Part::Sum(sum) => Some(sum),
+            Part::Several(parts) => parts.sum.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn min(&self) -> Option<&Dec> {
+        match &self.part {
+            Part::Min(min) => Some(min),
+            Part::Several(parts) => parts.min.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn max(&self) -> Option<&Dec> {
+        match &self.part {
+            Part::Max(max) => Some(max),
+            Part::Several(parts) => parts.max.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn latest(&self) -> Option<&(i64, Dec)> {
+        match &self.part {
+            Part::Latest(latest) => Some(latest),
+            Part::Several(parts) => parts.latest.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn unique(&self) -> Option<&Distinct> {
+        match &self.part {
+            Part::Unique(unique) => Some(unique),
+            Part::Several(parts) => parts.unique.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 pub type CellKey = (Arc<str>, Arc<str>);
 
 /// The cells of one window, sorted by key: a few per window, so a sorted vector is both
@@ -147,72 +238,74 @@ fn latest_newer(candidate: &(i64, Dec), current: &(i64, Dec)) -> bool {
 }
 
 fn first(kind: u8, number: &Dec, ts: i64, distinct: &str) -> Cell {
-    let mut cell = Cell { count: 1, ..Cell::default() };
-    match kind {
-        SUM => cell.sum = Some(number.clone()),
-        MIN => cell.min = Some(number.clone()),
-        MAX => cell.max = Some(number.clone()),
-        LATEST => cell.latest = Some((ts, number.clone())),
-        UNIQUE => cell.unique = Some(Distinct::one(distinct)),
-        _ => {}
-    }
-    cell
+    let part = match kind {
+        SUM => Part::Sum(number.clone()),
+        MIN => Part::Min(number.clone()),
+        MAX => Part::Max(number.clone()),
+        LATEST => Part::Latest((ts, number.clone())),
+        UNIQUE => Part::Unique(Distinct::one(distinct)),
+        _ => Part::Nothing,
+    };
+    Cell { count: 1, part }
 }
 
 fn added(kind: u8, cell: &mut Cell, number: &Dec, ts: i64, distinct: &str) {
+    cell.count += 1;
     match kind {
         SUM => {
-            let sum = match &cell.sum {
-                None => number.clone(),
-                Some(sum) => sum.add_exact(number),
-            };
-            *cell = Cell { count: cell.count + 1, sum: Some(sum), ..Cell::default() };
+            if let Part::Sum(sum) = &mut cell.part {
+                *sum = sum.add_exact(number);
+                return;
+            }
+            let sum = cell.sum().map_or_else(|| number.clone(), |sum| sum.add_exact(number));
+            cell.part = Part::Sum(sum);
         }
         MIN => {
-            let lower = match &cell.min {
+            let lower = match cell.min() {
                 Some(min) if number.cmp_value(min).is_ge() => min.clone(),
                 _ => number.clone(),
             };
-            *cell = Cell { count: cell.count + 1, min: Some(lower), ..Cell::default() };
+            cell.part = Part::Min(lower);
         }
         MAX => {
-            let upper = match &cell.max {
+            let upper = match cell.max() {
                 Some(max) if number.cmp_value(max).is_le() => max.clone(),
                 _ => number.clone(),
             };
-            *cell = Cell { count: cell.count + 1, max: Some(upper), ..Cell::default() };
+            cell.part = Part::Max(upper);
         }
         LATEST => {
             let candidate = (ts, number.clone());
-            let newer = match &cell.latest {
+            let newer = match cell.latest() {
                 Some(latest) if !latest_newer(&candidate, latest) => latest.clone(),
                 _ => candidate,
             };
-            *cell = Cell { count: cell.count + 1, latest: Some(newer), ..Cell::default() };
+            cell.part = Part::Latest(newer);
         }
-        UNIQUE => counted(cell, distinct),
-        _ => *cell = Cell { count: cell.count + 1, ..Cell::default() },
+        UNIQUE => {
+            cell.count -= 1;
+            counted(cell, distinct)
+        }
+        _ => cell.part = Part::Nothing,
     }
 }
 
+/// A UNIQUE cell with one more measurement of value `distinct` (its key).
 fn counted(cell: &mut Cell, distinct: &str) {
-    match cell.unique.as_mut() {
-        None => {
-            *cell = Cell {
-                count: cell.count + 1,
-                unique: Some(Distinct::one(distinct)),
-                ..Cell::default()
-            }
-        }
-        Some(unique) => {
-            unique.insert(distinct);
-            cell.count += 1;
-            cell.sum = None;
-            cell.min = None;
-            cell.max = None;
-            cell.latest = None;
-        }
+    cell.count += 1;
+    if let Part::Unique(unique) = &mut cell.part {
+        unique.insert(distinct);
+        return;
     }
+    let mut unique = std::mem::take(&mut cell.part);
+    cell.part = match &mut unique {
+        Part::Several(parts) if parts.unique.is_some() => {
+            let mut kept = parts.unique.take().expect("checked");
+            kept.insert(distinct);
+            Part::Unique(kept)
+        }
+        _ => Part::Unique(Distinct::one(distinct)),
+    };
 }
 
 /// Add one measurement to the cells of its window (a field it lacks is not counted).
@@ -241,14 +334,12 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
             for (key, kind) in &target.cells {
                 match cells.get_mut(key) {
                     None => {
-                        let mut cell = Cell { count: 1, ..Cell::default() };
-                        if *kind == UNIQUE {
-                            cell.unique = Some(Distinct::one(&distinct));
-                        }
-                        cells.insert(key.clone(), cell);
+                        let part =
+                            if *kind == UNIQUE { Part::Unique(Distinct::one(&distinct)) } else { Part::Nothing };
+                        cells.insert(key.clone(), Cell { count: 1, part });
                     }
                     Some(cell) if *kind == UNIQUE => counted(cell, &distinct),
-                    Some(cell) => *cell = Cell { count: cell.count + 1, ..Cell::default() },
+                    Some(cell) => *cell = Cell { count: cell.count + 1, part: Part::Nothing },
                 }
             }
         }
@@ -257,6 +348,21 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
 
 /// The cell of both measurement sets (disjoint by uid), merged into `a`.
 pub fn merge_cells(a: &mut Cell, b: Cell) {
+    let count = a.count + b.count;
+    match (&mut a.part, b.part) {
+        (Part::Sum(sum), Part::Sum(other)) => *sum = sum.add_exact(&other),
+        (Part::Nothing, Part::Nothing) => {}
+        (_, b_part) => {
+            let mut merged = std::mem::take(a).parts();
+            let b = Cell { count: 0, part: b_part }.parts();
+            merge_parts(&mut merged, b);
+            *a = Cell::new(count, merged);
+        }
+    }
+    a.count = count;
+}
+
+fn merge_parts(a: &mut Parts, b: Parts) {
     if let Some(b_unique) = b.unique {
         if !b_unique.is_empty() {
             match a.unique.as_mut() {
@@ -286,7 +392,6 @@ pub fn merge_cells(a: &mut Cell, b: Cell) {
             a.latest = Some(b_latest);
         }
     }
-    a.count += b.count;
 }
 
 /// Merge windows of cells into `into`, taking the cells over.

@@ -36,20 +36,22 @@ fn delta_tuples<'py>(py: Python<'py>, deltas: Vec<crate::engine::DeltaOut>) -> V
 
 fn cell_tuple(code: String, bucket: i64, cell: Cell) -> CellTuple {
     let text = |n: Option<crate::dec::Dec>| n.map(|n| n.canonical_text());
-    let (latest_ts, latest) = match cell.latest {
+    let count = cell.count;
+    let parts = cell.parts();
+    let (latest_ts, latest) = match parts.latest {
         Some((ts, value)) => (Some(ts), Some(value.canonical_text())),
         None => (None, None),
     };
     (
         code,
         bucket,
-        cell.count,
-        text(cell.sum),
-        text(cell.min),
-        text(cell.max),
+        count,
+        text(parts.sum),
+        text(parts.min),
+        text(parts.max),
         latest_ts,
         latest,
-        cell.unique.map(|u| u.into_vec()).unwrap_or_default(),
+        parts.unique.map(|u| u.into_vec()).unwrap_or_default(),
     )
 }
 

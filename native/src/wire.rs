@@ -5,7 +5,7 @@
 
 use crate::dec::Dec;
 use crate::decode::{parse, Json};
-use crate::fold::{Cell, Cells, Distinct, WindowCells};
+use crate::fold::{Cell, Cells, Distinct, Parts, WindowCells};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use std::io::Write as _;
@@ -65,27 +65,27 @@ fn number_member(name: &str, number: &Dec, out: &mut Vec<u8>) {
 /// `cell_document` with its keys sorted: hi, l, lo, lt, n, s, u.
 pub fn cell_json(cell: &Cell, out: &mut Vec<u8>) {
     out.push(b'{');
-    if let Some(max) = &cell.max {
+    if let Some(max) = cell.max() {
         number_member("\"hi\":", max, out);
         out.push(b',');
     }
-    if let Some((_, value)) = &cell.latest {
+    if let Some((_, value)) = cell.latest() {
         number_member("\"l\":", value, out);
         out.push(b',');
     }
-    if let Some(min) = &cell.min {
+    if let Some(min) = cell.min() {
         number_member("\"lo\":", min, out);
         out.push(b',');
     }
-    if let Some((ts, _)) = &cell.latest {
+    if let Some((ts, _)) = cell.latest() {
         let _ = write!(out, "\"lt\":{},", ts);
     }
     let _ = write!(out, "\"n\":{}", cell.count);
-    if let Some(sum) = &cell.sum {
+    if let Some(sum) = cell.sum() {
         out.push(b',');
         number_member("\"s\":", sum, out);
     }
-    if let Some(unique) = &cell.unique {
+    if let Some(unique) = cell.unique() {
         if !unique.is_empty() {
             out.extend_from_slice(b",\"u\":[");
             for (i, value) in unique.iter().enumerate() {
@@ -544,14 +544,14 @@ fn decode_cell(document: &Json) -> Result<Cell, String> {
         }
         Some(_) => return Err("cell.u: expected a non-empty list of strings".into()),
     };
-    Ok(Cell {
-        count,
+    let parts = Parts {
         sum: decimal(document, "s")?,
         min: decimal(document, "lo")?,
         max: decimal(document, "hi")?,
         latest,
         unique,
-    })
+    };
+    Ok(Cell::new(count, parts))
 }
 
 pub enum Snapshot {
