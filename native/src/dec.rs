@@ -454,6 +454,37 @@ impl Dec {
         format!("{}{}", sign, sci_string(&digits, exp))
     }
 
+    /// `canonical_text` written into `out`, without allocating for ordinary numbers.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let Dec::Small(coeff, exp) = self else {
+            out.extend_from_slice(self.canonical_text().as_bytes());
+            return;
+        };
+        let (mut magnitude, mut exp) = (coeff.unsigned_abs(), *exp as i64);
+        if magnitude == 0 {
+            out.push(b'0');
+            return;
+        }
+        while magnitude % 10 == 0 {
+            magnitude /= 10;
+            exp += 1;
+        }
+        let digits = magnitude.ilog10() as i64 + 1;
+        let sign = if *coeff < 0 { "-" } else { "" };
+        if exp >= 0 && exp + digits - 1 < PREC as i64 {
+            let _ = write!(out, "{}{}", sign, magnitude);
+            out.extend(std::iter::repeat(b'0').take(exp as usize));
+        } else if exp < 0 && exp + digits > -6 && -exp <= 18 {
+            let scale = 10u64.pow((-exp) as u32);
+            let (whole, fraction) = (magnitude / scale, magnitude % scale);
+            let width = (-exp) as usize;
+            let _ = write!(out, "{}{}.{:0width$}", sign, whole, fraction, width = width);
+        } else {
+            out.extend_from_slice(self.canonical_text().as_bytes());
+        }
+    }
+
     /// Whether the value is a whole multiple of 10^exp.
     pub fn is_whole_multiple_of_exp(&self, exp: i64) -> bool {
         if self.is_zero() || self.exp() >= exp {
@@ -517,6 +548,17 @@ mod tests {
             ("-1.10", "-1.1"),
         ] {
             assert_eq!(d(text).canonical_text(), want, "{}", text);
+        }
+    }
+
+    #[test]
+    fn canonical_text_written_in_place_is_the_same() {
+        for text in ["123.4500", "1E+2", "-0.000", "1E-20", "0.000001", "0.0000001", "-10.05",
+                     "100000000000000000000000000000", "9999999999999999999999999999",
+                     "10000000000000000000000000000", "-1.10", "0.5", "12", "-7E-3", "1.000000000000000001"] {
+            let mut out = Vec::new();
+            d(text).write_canonical(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), d(text).canonical_text(), "{}", text);
         }
     }
 

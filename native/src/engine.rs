@@ -217,7 +217,7 @@ impl Engine {
         let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(messages.len());
         let mut undecided = Vec::new();
         for (number, items) in carried.iter().enumerate() {
-            let mut judged = Vec::new();
+            let mut judged = Vec::with_capacity(items.as_ref().map_or(0, |(items, _)| items.len()));
             if let Ok((items, _)) = items {
                 for (index, raw) in items.iter().enumerate() {
                     let verdict = catch_unwind(AssertUnwindSafe(|| {

@@ -58,8 +58,11 @@ pub fn json_key(text: &str) -> Vec<u8> {
 }
 
 fn number_member(name: &str, number: &Dec, out: &mut Vec<u8>) {
+    // a canonical number's text never needs escaping
     out.extend_from_slice(name.as_bytes());
-    json_string(&number.canonical_text(), out);
+    out.push(b'"');
+    number.write_canonical(out);
+    out.push(b'"');
 }
 
 /// `cell_document` with its keys sorted: hi, l, lo, lt, n, s, u.
@@ -126,7 +129,9 @@ fn cells_json(cells: &Cells, out: &mut Vec<u8>) {
 
 fn windows_json<'a>(windows: impl Iterator<Item = (&'a i64, &'a Cells)>, out: &mut Vec<u8>) {
     let mut sorted: Vec<(String, &Cells)> = windows.map(|(s, c)| (s.to_string(), c)).collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if sorted.len() > 1 {
+        sorted.sort_by(|a, b| a.0.cmp(&b.0)); // JSON keys sort as text
+    }
     out.push(b'{');
     for (i, (start, cells)) in sorted.iter().enumerate() {
         if i > 0 {
@@ -174,7 +179,8 @@ fn piece_members<'a>(
 }
 
 pub fn encode_piece(windows: &WindowCells, hashes: &mut Vec<u64>) -> Vec<u8> {
-    let mut out = vec![b'{'];
+    let mut out = Vec::with_capacity(256 + 12 * hashes.len());
+    out.push(b'{');
     piece_members(windows.iter(), hashes, &mut out);
     out.push(b'}');
     out
@@ -272,7 +278,9 @@ pub struct DeltaHeader {
 
 /// `wire.delta_value`: one delta message from encoded pieces (in account order).
 pub fn delta_value(header: &DeltaHeader, entries: &[&Entry]) -> Vec<u8> {
-    let mut out = b"{\"accounts\":{".to_vec();
+    let size: usize = entries.iter().map(|e| e.account.len() + e.piece.len() + 32).sum();
+    let mut out = Vec::with_capacity(ENVELOPE_BYTES + size);
+    out.extend_from_slice(b"{\"accounts\":{");
     let mut index = 0;
     let mut first = true;
     while index < entries.len() {
