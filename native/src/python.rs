@@ -154,9 +154,10 @@ impl PyEngine {
                     (key, if kind == "replace" { MessageOverride::Replace(bytes) } else { MessageOverride::Reject(reason) })
                 })
                 .collect();
-            let outcome = self
-                .engine
-                .process(&messages, now_ms, &decided, &replaced)
+            // Python threads go on while a batch is judged and folded
+            let engine = &mut self.engine;
+            let outcome = py
+                .allow_threads(|| engine.process(&messages, now_ms, &decided, &replaced))
                 .map_err(PyRuntimeError::new_err)?;
             match outcome {
                 Outcome::Help(measurements, messages) => ("help", measurements, messages).into_py_any(py),
