@@ -248,7 +248,8 @@ impl Engine {
         }
         // 2. placement, locks, de-duplication, fold into pieces
         let mut out = Processed::default();
-        let mut pieces: BTreeMap<(i64, String, i64), Piece> = BTreeMap::new();
+        // keyed by the account as the batch wrote it: no copy per measurement
+        let mut pieces: BTreeMap<(i64, &str, i64), Piece> = BTreeMap::new();
         for (number, items) in carried.iter().enumerate() {
             let (items, _) = match items {
                 Err(reason) => {
@@ -299,9 +300,9 @@ impl Engine {
                 continue;
             }
             let encoded = wire::encode_piece(&piece.windows, &mut piece.uids.clone());
-            if let Some(reason) = self.refusal(partition, &account, slot, &encoded) {
+            if let Some(reason) = self.refusal(partition, account, slot, &encoded) {
                 let state = self.states.entry(partition).or_default();
-                state.forget_uids(&account, slot, &piece.uids);
+                state.forget_uids(account, slot, &piece.uids);
                 for (message, index) in piece.members {
                     out.rejected.push(RejectedOut {
                         message,
@@ -313,7 +314,7 @@ impl Engine {
                 continue;
             }
             out.accepted += piece.members.len();
-            let entry = Entry { account, slot, piece: encoded };
+            let entry = Entry { account: account.to_string(), slot, piece: encoded };
             accepted.entry(partition).or_default().push((entry, piece.windows, piece.newest));
         }
         for (partition, items) in accepted {
@@ -323,13 +324,13 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn judge(
+    fn judge<'a>(
         &mut self,
-        valid: &Valid,
+        valid: &Valid<'a>,
         number: usize,
         index: usize,
         read_from: i64,
-        pieces: &mut BTreeMap<(i64, String, i64), Piece>,
+        pieces: &mut BTreeMap<(i64, &'a str, i64), Piece>,
         verdicts: &[Vec<Verdict>],
         out: &mut Processed,
     ) -> Option<(String, String)> {
@@ -368,7 +369,7 @@ impl Engine {
         }
         state.hashes_mut(account, slot).insert(uid);
         out.newest = out.newest.max(ts);
-        let piece = pieces.entry((partition, account.to_string(), slot)).or_default();
+        let piece = pieces.entry((partition, account, slot)).or_default();
         piece.members.push((number, index));
         piece.uids.push(uid);
         piece.newest = piece.newest.max(ts);

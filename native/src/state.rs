@@ -80,7 +80,11 @@ impl PartitionState {
     }
 
     pub fn hashes_mut(&mut self, account: &str, slot: i64) -> &mut UidSet {
-        self.uids.entry(slot).or_default().entry(account.to_string()).or_default()
+        let accounts = self.uids.entry(slot).or_default();
+        if !accounts.contains_key(account) {
+            accounts.insert(account.to_string(), UidSet::default());
+        }
+        accounts.get_mut(account).expect("inserted above")
     }
 
     pub fn forget_uids(&mut self, account: &str, slot: i64, hashes: &[u64]) {
@@ -107,8 +111,12 @@ impl PartitionState {
     /// Add one account-hour's share of a delta; its cells are taken over.
     pub fn merge(&mut self, account: &str, slot: i64, windows: WindowCells, hashes: &[u64]) {
         if !windows.is_empty() {
-            let known = self.accounts.entry(account.to_string()).or_default();
-            merge_windows(known, windows);
+            match self.accounts.get_mut(account) {
+                Some(known) => merge_windows(known, windows),
+                None => {
+                    self.accounts.insert(account.to_string(), windows);
+                }
+            }
         }
         if !hashes.is_empty() {
             self.hashes_mut(account, slot).extend(hashes.iter().copied());

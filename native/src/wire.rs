@@ -128,18 +128,22 @@ fn cells_json(cells: &Cells, out: &mut Vec<u8>) {
 }
 
 fn windows_json<'a>(windows: impl Iterator<Item = (&'a i64, &'a Cells)>, out: &mut Vec<u8>) {
-    let mut sorted: Vec<(String, &Cells)> = windows.map(|(s, c)| (s.to_string(), c)).collect();
-    if sorted.len() > 1 {
-        sorted.sort_by(|a, b| a.0.cmp(&b.0)); // JSON keys sort as text
+    let mut sorted: Vec<(&i64, &Cells)> = windows.collect();
+    // JSON keys sort as text: the same as numbers when all have as many digits
+    let digits = |n: i64| if n < 0 { 0 } else { n.checked_ilog10().unwrap_or(0) + 1 };
+    let same = sorted.first().map_or(true, |(first, _)| {
+        let width = digits(**first);
+        width > 0 && sorted.iter().all(|(start, _)| digits(**start) == width)
+    });
+    if !same {
+        sorted.sort_by_key(|(start, _)| start.to_string());
     }
     out.push(b'{');
     for (i, (start, cells)) in sorted.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.push(b'"');
-        out.extend_from_slice(start.as_bytes());
-        out.extend_from_slice(b"\":");
+        let _ = write!(out, "\"{}\":", start);
         cells_json(cells, out);
     }
     out.push(b'}');
