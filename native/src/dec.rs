@@ -80,7 +80,9 @@ fn scaled(value: i64, shift: i64) -> Option<i64> {
     if value == 0 {
         return Some(0);
     }
-    POW10_I64.get(usize::try_from(shift).ok()?).and_then(|p| value.checked_mul(*p))
+    POW10_I64
+        .get(usize::try_from(shift).ok()?)
+        .and_then(|p| value.checked_mul(*p))
 }
 
 impl Dec {
@@ -137,7 +139,10 @@ impl Dec {
 
     fn digits(&self) -> usize {
         match self {
-            Dec::Small(coeff, _) => coeff.unsigned_abs().checked_ilog10().map_or(1, |d| d as usize + 1),
+            Dec::Small(coeff, _) => coeff
+                .unsigned_abs()
+                .checked_ilog10()
+                .map_or(1, |d| d as usize + 1),
             Dec::Big(big) => ndigits(&big.0),
         }
     }
@@ -187,7 +192,9 @@ impl Dec {
             }
             let start = at;
             while at < bytes.len() && bytes[at].is_ascii_digit() {
-                exp = exp.saturating_mul(10).saturating_add((bytes[at] - b'0') as i64);
+                exp = exp
+                    .saturating_mul(10)
+                    .saturating_add((bytes[at] - b'0') as i64);
                 at += 1;
             }
             if at == start {
@@ -203,7 +210,10 @@ impl Dec {
         }
         if digits.len() <= 18 {
             let small: i64 = digits.parse().ok()?;
-            return Some(Dec::from_parts(BigInt::from(if negative { -small } else { small }), exp - fraction));
+            return Some(Dec::from_parts(
+                BigInt::from(if negative { -small } else { small }),
+                exp - fraction,
+            ));
         }
         let mut coeff = BigInt::parse_bytes(digits.as_bytes(), 10)?;
         if negative {
@@ -215,8 +225,16 @@ impl Dec {
     fn aligned(a: &Dec, b: &Dec) -> (BigInt, BigInt, i64) {
         let ((ca, ea), (cb, eb)) = (a.parts(), b.parts());
         let exp = ea.min(eb);
-        let x = if ea > exp { ca * pow10((ea - exp) as u64) } else { ca };
-        let y = if eb > exp { cb * pow10((eb - exp) as u64) } else { cb };
+        let x = if ea > exp {
+            ca * pow10((ea - exp) as u64)
+        } else {
+            ca
+        };
+        let y = if eb > exp {
+            cb * pow10((eb - exp) as u64)
+        } else {
+            cb
+        };
         (x, y, exp)
     }
 
@@ -226,14 +244,22 @@ impl Dec {
             return None;
         };
         let exp = (*ea).min(*eb);
-        Some((scaled(*a, (*ea - exp) as i64)?, scaled(*b, (*eb - exp) as i64)?, exp))
+        Some((
+            scaled(*a, (*ea - exp) as i64)?,
+            scaled(*b, (*eb - exp) as i64)?,
+            exp,
+        ))
     }
 
     /// a + b, exactly.
     pub fn add_exact(&self, other: &Dec) -> Dec {
         if let Some((a, b, exp)) = self.small_aligned(other) {
             if let Some(sum) = a.checked_add(b) {
-                return if sum == 0 { Dec::zero() } else { Dec::Small(sum, exp) };
+                return if sum == 0 {
+                    Dec::zero()
+                } else {
+                    Dec::Small(sum, exp)
+                };
             }
         }
         if other.is_zero() {
@@ -248,7 +274,15 @@ impl Dec {
 
     pub fn cmp_value(&self, other: &Dec) -> Ordering {
         let (na, nb) = (self.is_negative(), other.is_negative());
-        let rank = |d: &Dec, negative: bool| if negative { 0 } else if d.is_zero() { 1 } else { 2 };
+        let rank = |d: &Dec, negative: bool| {
+            if negative {
+                0
+            } else if d.is_zero() {
+                1
+            } else {
+                2
+            }
+        };
         let (ra, rb) = (rank(self, na), rank(other, nb));
         if ra != rb {
             return ra.cmp(&rb);
@@ -368,7 +402,11 @@ impl Dec {
         if ndigits(&quotient) > PREC {
             return Err(DecError::InvalidOperation);
         }
-        let remainder = if self.is_negative() { -remainder } else { remainder };
+        let remainder = if self.is_negative() {
+            -remainder
+        } else {
+            remainder
+        };
         Ok(Dec::rounded(remainder, exp, false))
     }
 
@@ -380,7 +418,11 @@ impl Dec {
         }
         let divisor = pow10((-exp) as u64);
         let (quotient, remainder) = coeff.div_mod_floor(&divisor);
-        let coeff = if floor || remainder.is_zero() { quotient } else { quotient + 1 };
+        let coeff = if floor || remainder.is_zero() {
+            quotient
+        } else {
+            quotient + 1
+        };
         Dec::from_parts(coeff, 0)
     }
 
@@ -393,7 +435,11 @@ impl Dec {
         } else {
             let divisor = pow10((exp - own_exp) as u64);
             let (kept, tail) = own.abs().div_rem(&divisor);
-            let kept = if &tail * 2u32 >= divisor { kept + 1 } else { kept };
+            let kept = if &tail * 2u32 >= divisor {
+                kept + 1
+            } else {
+                kept
+            };
             if self.is_negative() {
                 -kept
             } else {
@@ -474,7 +520,7 @@ impl Dec {
         let sign = if *coeff < 0 { "-" } else { "" };
         if exp >= 0 && exp + digits - 1 < PREC as i64 {
             let _ = write!(out, "{}{}", sign, magnitude);
-            out.extend(std::iter::repeat(b'0').take(exp as usize));
+            out.extend(std::iter::repeat_n(b'0', exp as usize));
         } else if exp < 0 && exp + digits > -6 && -exp <= 18 {
             let scale = 10u64.pow((-exp) as u32);
             let (whole, fraction) = (magnitude / scale, magnitude % scale);
@@ -497,13 +543,26 @@ impl Dec {
 /// Python's `Decimal.__str__` of a positive coefficient's digits and an exponent.
 pub fn sci_string(digits: &str, exp: i64) -> String {
     let leftdigits = exp + digits.len() as i64;
-    let dotplace = if exp <= 0 && leftdigits > -6 { leftdigits } else { 1 };
-    let (intpart, fracpart) = if dotplace <= 0 {
-        ("0".to_string(), format!(".{}{}", "0".repeat((-dotplace) as usize), digits))
-    } else if dotplace as usize >= digits.len() {
-        (format!("{}{}", digits, "0".repeat(dotplace as usize - digits.len())), String::new())
+    let dotplace = if exp <= 0 && leftdigits > -6 {
+        leftdigits
     } else {
-        (digits[..dotplace as usize].to_string(), format!(".{}", &digits[dotplace as usize..]))
+        1
+    };
+    let (intpart, fracpart) = if dotplace <= 0 {
+        (
+            "0".to_string(),
+            format!(".{}{}", "0".repeat((-dotplace) as usize), digits),
+        )
+    } else if dotplace as usize >= digits.len() {
+        (
+            format!("{}{}", digits, "0".repeat(dotplace as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        (
+            digits[..dotplace as usize].to_string(),
+            format!(".{}", &digits[dotplace as usize..]),
+        )
     };
     let exponent = if leftdigits == dotplace {
         String::new()
@@ -541,9 +600,15 @@ mod tests {
             ("0.000001", "0.000001"),
             ("0.0000001", "1E-7"),
             ("100000000000000000000000000000", "1E+29"),
-            ("99999999999999999999999999999.99999999999999999999", "99999999999999999999999999999.99999999999999999999"),
+            (
+                "99999999999999999999999999999.99999999999999999999",
+                "99999999999999999999999999999.99999999999999999999",
+            ),
             ("1500000000000000000000000000000", "1.5E+30"),
-            ("9999999999999999999999999999", "9999999999999999999999999999"),
+            (
+                "9999999999999999999999999999",
+                "9999999999999999999999999999",
+            ),
             ("10000000000000000000000000000", "1E+28"),
             ("-1.10", "-1.1"),
         ] {
@@ -553,19 +618,44 @@ mod tests {
 
     #[test]
     fn canonical_text_written_in_place_is_the_same() {
-        for text in ["123.4500", "1E+2", "-0.000", "1E-20", "0.000001", "0.0000001", "-10.05",
-                     "100000000000000000000000000000", "9999999999999999999999999999",
-                     "10000000000000000000000000000", "-1.10", "0.5", "12", "-7E-3", "1.000000000000000001"] {
+        for text in [
+            "123.4500",
+            "1E+2",
+            "-0.000",
+            "1E-20",
+            "0.000001",
+            "0.0000001",
+            "-10.05",
+            "100000000000000000000000000000",
+            "9999999999999999999999999999",
+            "10000000000000000000000000000",
+            "-1.10",
+            "0.5",
+            "12",
+            "-7E-3",
+            "1.000000000000000001",
+        ] {
             let mut out = Vec::new();
             d(text).write_canonical(&mut out);
-            assert_eq!(String::from_utf8(out).unwrap(), d(text).canonical_text(), "{}", text);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                d(text).canonical_text(),
+                "{}",
+                text
+            );
         }
     }
 
     #[test]
     fn division_rounds_to_28_digits_half_even() {
-        assert_eq!(d("1").div(&d("3")).canonical_text(), "0.3333333333333333333333333333");
-        assert_eq!(d("2").div(&d("3")).canonical_text(), "0.6666666666666666666666666667");
+        assert_eq!(
+            d("1").div(&d("3")).canonical_text(),
+            "0.3333333333333333333333333333"
+        );
+        assert_eq!(
+            d("2").div(&d("3")).canonical_text(),
+            "0.6666666666666666666666666667"
+        );
         assert_eq!(d("1").div(&d("4")).canonical_text(), "0.25");
         assert_eq!(d("-7").div(&d("1000")).canonical_text(), "-0.007");
     }
@@ -576,11 +666,16 @@ mod tests {
         assert_eq!(d("-7").rem(&d("3")).unwrap().canonical_text(), "-1");
         assert!(d("1E+30").rem(&d("3")).is_err());
         assert_eq!(d("2.5").quantize_half_up(0).unwrap().canonical_text(), "3");
-        assert_eq!(d("-2.5").quantize_half_up(0).unwrap().canonical_text(), "-3");
+        assert_eq!(
+            d("-2.5").quantize_half_up(0).unwrap().canonical_text(),
+            "-3"
+        );
         assert_eq!(d("-2.5").to_integral(true).canonical_text(), "-3");
         assert_eq!(d("-2.5").to_integral(false).canonical_text(), "-2");
         assert_eq!(
-            d("1.2345678901234567890123456789012").abs().canonical_text(),
+            d("1.2345678901234567890123456789012")
+                .abs()
+                .canonical_text(),
             "1.234567890123456789012345679"
         );
     }

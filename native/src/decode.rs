@@ -64,7 +64,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn space(&mut self) {
-        while self.at < self.data.len() && matches!(self.data[self.at], b' ' | b'\t' | b'\n' | b'\r')
+        while self.at < self.data.len()
+            && matches!(self.data[self.at], b' ' | b'\t' | b'\n' | b'\r')
         {
             self.at += 1;
         }
@@ -150,7 +151,8 @@ impl<'a> Reader<'a> {
         if self.at + 4 > self.data.len() {
             return self.fail("short escape");
         }
-        let text = std::str::from_utf8(&self.data[self.at..self.at + 4]).map_err(|e| e.to_string())?;
+        let text =
+            std::str::from_utf8(&self.data[self.at..self.at + 4]).map_err(|e| e.to_string())?;
         let value = u32::from_str_radix(text, 16).map_err(|e| e.to_string())?;
         if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return self.fail("bad escape");
@@ -229,7 +231,9 @@ impl<'a> Reader<'a> {
                 byte => out.push(byte),
             }
         }
-        String::from_utf8(out).map(Cow::Owned).map_err(|e| e.to_string())
+        String::from_utf8(out)
+            .map(Cow::Owned)
+            .map_err(|e| e.to_string())
     }
 
     fn array(&mut self, depth: usize) -> Result<Json<'a>, String> {
@@ -293,7 +297,11 @@ impl<'a> Reader<'a> {
                     members.push((key, value));
                     if index.is_none() && members.len() > 16 {
                         index = Some(
-                            members.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect(),
+                            members
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (k, _))| (k.clone(), i))
+                                .collect(),
                         );
                     }
                 }
@@ -322,14 +330,23 @@ mod tests {
         assert_eq!(members.len(), 2);
         assert_eq!(members[0].0, "a");
         assert_eq!(members[0].1.as_str(), Some("xé😀"));
-        let Json::Arr(items) = &members[1].1 else { panic!() };
+        let Json::Arr(items) = &members[1].1 else {
+            panic!()
+        };
         assert!(matches!(items[0], Json::Num("1e400", false)));
         assert!(matches!(items[1], Json::Num("-0", true)));
     }
 
     #[test]
     fn what_is_not_json_is_refused() {
-        for text in [&b"01"[..], b"{\"a\":NaN}", b"[1,]", b"\"\\ud800\"", b"{} x", b"\"\xff\""] {
+        for text in [
+            &b"01"[..],
+            b"{\"a\":NaN}",
+            b"[1,]",
+            b"\"\\ud800\"",
+            b"{} x",
+            b"\"\xff\"",
+        ] {
             assert!(parse(text).is_err(), "{:?}", text);
         }
     }

@@ -68,7 +68,8 @@ impl UidSet {
                     if few.len() < FEW {
                         few.insert(at, uid);
                     } else {
-                        let mut many: std::collections::HashSet<u64, Fast> = few.drain(..).collect();
+                        let mut many: std::collections::HashSet<u64, Fast> =
+                            few.drain(..).collect();
                         many.insert(uid);
                         *self = UidSet::Many(many);
                     }
@@ -126,7 +127,9 @@ fn blake2b(parts: &[&[u8]], size: usize) -> Vec<u8> {
         hasher.update(part);
     }
     let mut out = vec![0u8; size];
-    hasher.finalize_variable(&mut out).expect("the size asked for");
+    hasher
+        .finalize_variable(&mut out)
+        .expect("the size asked for");
     out
 }
 
@@ -204,7 +207,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 

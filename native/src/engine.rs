@@ -95,7 +95,7 @@ pub fn thousands(n: usize) -> String {
     let text = n.to_string();
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
-        if i > 0 && (text.len() - i) % 3 == 0 {
+        if i > 0 && (text.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -111,12 +111,20 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     } else {
         "unknown panic".to_string()
     };
-    format!("internal error: PanicException({})", py_repr(&text).unwrap_or_else(|| "'…'".into()))
+    format!(
+        "internal error: PanicException({})",
+        py_repr(&text).unwrap_or_else(|| "'…'".into())
+    )
 }
 
 /// A reason that quotes an account: Python words it when the account is not plain ASCII
 /// (the marker "\0<kind>|<numbers>" is replaced by the caller).
-fn account_reason(account: &str, kind: &str, numbers: &[usize], words: impl Fn(&str) -> String) -> String {
+fn account_reason(
+    account: &str,
+    kind: &str,
+    numbers: &[usize],
+    words: impl Fn(&str) -> String,
+) -> String {
     match py_repr(account) {
         Some(quoted) => words(&quoted),
         None => {
@@ -190,9 +198,10 @@ impl Engine {
                 None | Some(b"") => Err("empty message".to_string()),
                 Some(bytes) => match parse(bytes) {
                     Ok(document) => Ok(document),
-                    Err(error) if replaced.contains_key(&number) => {
-                        Err(format!("not JSON: the native engine cannot read it ({})", error))
-                    }
+                    Err(error) if replaced.contains_key(&number) => Err(format!(
+                        "not JSON: the native engine cannot read it ({})",
+                        error
+                    )),
                     Err(_) => {
                         unread.push(number);
                         Err(String::new())
@@ -224,7 +233,11 @@ impl Engine {
                         if let Some(uid) = raw.get("uid").and_then(|u| u.as_str()) {
                             self.hook("validate", uid);
                         }
-                        let verdict = if decided.is_empty() { None } else { decided.get(&(number, index)) };
+                        let verdict = if decided.is_empty() {
+                            None
+                        } else {
+                            decided.get(&(number, index))
+                        };
                         validate(raw, now_ms, rules, verdict)
                     }))
                     .unwrap_or_else(|payload| {
@@ -239,9 +252,14 @@ impl Engine {
             verdicts.push(judged);
         }
         if !undecided.is_empty() || !unread.is_empty() {
-            let unread = unread.into_iter().filter(|n| !replaced.contains_key(n)).collect::<Vec<_>>();
-            let undecided =
-                undecided.into_iter().filter(|key| !decided.contains_key(key)).collect::<Vec<_>>();
+            let unread = unread
+                .into_iter()
+                .filter(|n| !replaced.contains_key(n))
+                .collect::<Vec<_>>();
+            let undecided = undecided
+                .into_iter()
+                .filter(|key| !decided.contains_key(key))
+                .collect::<Vec<_>>();
             if !undecided.is_empty() || !unread.is_empty() {
                 return Ok(Outcome::Help(undecided, unread));
             }
@@ -286,10 +304,21 @@ impl Engine {
                         continue;
                     }
                 };
-                if let Some((field, reason)) =
-                    self.judge(valid, number, index, messages[number].partition, &mut pieces, &verdicts, &mut out)
-                {
-                    out.rejected.push(RejectedOut { message: number, index: Some(index), field, reason });
+                if let Some((field, reason)) = self.judge(
+                    valid,
+                    number,
+                    index,
+                    messages[number].partition,
+                    &mut pieces,
+                    &verdicts,
+                    &mut out,
+                ) {
+                    out.rejected.push(RejectedOut {
+                        message: number,
+                        index: Some(index),
+                        field,
+                        reason,
+                    });
                 }
             }
         }
@@ -314,8 +343,15 @@ impl Engine {
                 continue;
             }
             out.accepted += piece.members.len();
-            let entry = Entry { account: account.to_string(), slot, piece: encoded };
-            accepted.entry(partition).or_default().push((entry, piece.windows, piece.newest));
+            let entry = Entry {
+                account: account.to_string(),
+                slot,
+                piece: encoded,
+            };
+            accepted
+                .entry(partition)
+                .or_default()
+                .push((entry, piece.windows, piece.newest));
         }
         for (partition, items) in accepted {
             out.deltas.extend(self.commit(partition, items));
@@ -338,7 +374,8 @@ impl Engine {
         let ts = valid.ts;
         let partition = self.partition_of(account);
         if partition != read_from {
-            out.forwards.push((partition, number, index, account.to_string()));
+            out.forwards
+                .push((partition, number, index, account.to_string()));
             return None;
         }
         if let Some(periods) = self.locked.get(account) {
@@ -353,7 +390,7 @@ impl Engine {
         let uid = uid_hash(valid.meter, valid.uid);
         let state = self.states.entry(partition).or_default();
         let known = state.hashes(account, slot);
-        if known.map_or(false, |hashes| hashes.contains(&uid)) {
+        if known.is_some_and(|hashes| hashes.contains(&uid)) {
             out.duplicates += 1;
             return None;
         }
@@ -376,7 +413,16 @@ impl Engine {
         let folded = catch_unwind(AssertUnwindSafe(|| self.fold(piece, valid)));
         if let Err(payload) = folded {
             let last = piece.members.len() - 1;
-            self.unfold(piece, partition, account, slot, last, panic_text(payload), verdicts, out);
+            self.unfold(
+                piece,
+                partition,
+                account,
+                slot,
+                last,
+                panic_text(payload),
+                verdicts,
+                out,
+            );
         }
         None
     }
@@ -392,8 +438,15 @@ impl Engine {
         let window = self.window(valid.account, valid.ts);
         // room for every cell this meter feeds: a window's cells are kept as they are
         let needed: usize = targets.iter().map(|target| target.cells.len()).sum();
-        let cells = piece.windows.entry(window).or_insert_with(|| Cells::with_capacity(needed));
-        let values = Values { numbers: &valid.numbers, strings: &valid.strings, ts: valid.ts };
+        let cells = piece
+            .windows
+            .entry(window)
+            .or_insert_with(|| Cells::with_capacity(needed));
+        let values = Values {
+            numbers: &valid.numbers,
+            strings: &valid.strings,
+            ts: valid.ts,
+        };
         accumulate(targets, cells, &values);
         if cells.is_empty() {
             piece.windows.remove(&window);
@@ -417,7 +470,10 @@ impl Engine {
         loop {
             let (message, index) = piece.members.remove(failed);
             let uid = piece.uids.remove(failed);
-            self.states.entry(partition).or_default().forget_uids(account, slot, &[uid]);
+            self.states
+                .entry(partition)
+                .or_default()
+                .forget_uids(account, slot, &[uid]);
             out.rejected.push(RejectedOut {
                 message,
                 index: Some(index),
@@ -447,20 +503,31 @@ impl Engine {
 
     /// Why an account-hour's piece may not be merged (`ReferenceEngine._refusal`): it would
     /// not fit a delta message, or it would grow its segment past a snapshot record.
-    fn refusal(&mut self, partition: i64, account: &str, slot: i64, piece: &[u8]) -> Option<String> {
+    fn refusal(
+        &mut self,
+        partition: i64,
+        account: &str,
+        slot: i64,
+        piece: &[u8],
+    ) -> Option<String> {
         let key = wire::json_key(account).len();
         let needed = wire::ENVELOPE_BYTES + wire::entry_bytes(key, slot, piece.len());
         let max_delta = self.config.max_delta_bytes;
         if needed > max_delta {
-            return Some(account_reason(account, "delta", &[needed, (slot * HOUR_MS) as usize], |quoted| {
-                format!(
+            return Some(account_reason(
+                account,
+                "delta",
+                &[needed, (slot * HOUR_MS) as usize],
+                |quoted| {
+                    format!(
                     "the usage of account {} for the hour starting {} (epoch ms) in this batch would take {} bytes of a delta message, more than the {} one Kafka message holds: not counted",
                     quoted,
                     slot * HOUR_MS,
                     thousands(needed),
                     thousands(max_delta)
                 )
-            }));
+                },
+            ));
         }
         let state = self.states.entry(partition).or_default();
         let exact = segment_size(state, partition, account, slot, state.seq + 1);
@@ -469,15 +536,20 @@ impl Engine {
             return None;
         }
         let grown = exact + piece.len();
-        Some(account_reason(account, "segment", &[grown, (slot * HOUR_MS) as usize], |quoted| {
-            format!(
+        Some(account_reason(
+            account,
+            "segment",
+            &[grown, (slot * HOUR_MS) as usize],
+            |quoted| {
+                format!(
                 "the usage record of account {} for the hour starting {} (epoch ms) would grow to {} bytes, more than the {} one Kafka message holds: not counted",
                 quoted,
                 slot * HOUR_MS,
                 thousands(grown),
                 thousands(max_segment)
             )
-        }))
+            },
+        ))
     }
 
     fn commit(&mut self, partition: i64, items: Vec<(Entry, WindowCells, i64)>) -> Vec<DeltaOut> {
@@ -487,7 +559,10 @@ impl Engine {
         let budget = self.config.max_delta_bytes;
         let state = self.states.entry(partition).or_default();
         let seq = state.seq + 1;
-        let newest = items.iter().map(|(_, _, newest)| *newest).fold(state.newest, i64::max);
+        let newest = items
+            .iter()
+            .map(|(_, _, newest)| *newest)
+            .fold(state.newest, i64::max);
         let mut entries = Vec::with_capacity(items.len());
         let mut windows = Vec::with_capacity(items.len());
         for (entry, cells, _) in items {
@@ -510,7 +585,14 @@ impl Engine {
             let key = wire::delta_key(partition, seq, chunk as i64);
             let value = wire::delta_value(&header, &chosen);
             state.seen.set(&key, true);
-            deltas.push(DeltaOut { partition, seq, chunk: chunk as i64, chunks: count, key, value });
+            deltas.push(DeltaOut {
+                partition,
+                seq,
+                chunk: chunk as i64,
+                chunks: count,
+                key,
+                value,
+            });
         }
         for (entry, cells) in entries.into_iter().zip(windows) {
             // its uids were remembered while judging
@@ -525,9 +607,22 @@ impl Engine {
 
 /// The bytes `wire.segment_value` would take for this segment now, its uids counted
 /// without encoding them (base64 of 8 bytes each, in the member `,"u":"..."`).
-pub fn segment_size(state: &PartitionState, partition: i64, account: &str, slot: i64, seq: i64) -> usize {
+pub fn segment_size(
+    state: &PartitionState,
+    partition: i64,
+    account: &str,
+    slot: i64,
+    seq: i64,
+) -> usize {
     let windows = state.segment_windows(account, slot);
-    let without = wire::segment_value(partition, account, slot, seq, windows.into_iter(), &mut Vec::new());
+    let without = wire::segment_value(
+        partition,
+        account,
+        slot,
+        seq,
+        windows.into_iter(),
+        &mut Vec::new(),
+    );
     let uids = state.hashes(account, slot).map_or(0, |h| h.len());
     if uids == 0 {
         return without.len();

@@ -59,7 +59,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                     }
                 }
             }
-            tokens.push(Token { kind: Kind::Number, text: chars[start..i].iter().collect(), pos });
+            tokens.push(Token {
+                kind: Kind::Number,
+                text: chars[start..i].iter().collect(),
+                pos,
+            });
             continue;
         }
         if c.is_ascii_alphabetic() || c == '_' {
@@ -70,9 +74,17 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             let word: String = chars[start..i].iter().collect();
             let lower = word.to_lowercase();
             if lower == "and" || lower == "or" || lower == "not" {
-                tokens.push(Token { kind: Kind::Keyword, text: lower, pos });
+                tokens.push(Token {
+                    kind: Kind::Keyword,
+                    text: lower,
+                    pos,
+                });
             } else {
-                tokens.push(Token { kind: Kind::Name, text: word, pos });
+                tokens.push(Token {
+                    kind: Kind::Name,
+                    text: word,
+                    pos,
+                });
             }
             continue;
         }
@@ -85,24 +97,40 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             if j >= chars.len() || j == start {
                 return Err(format!("bad field name at {}", pos));
             }
-            tokens.push(Token { kind: Kind::Field, text: chars[start..j].iter().collect(), pos });
+            tokens.push(Token {
+                kind: Kind::Field,
+                text: chars[start..j].iter().collect(),
+                pos,
+            });
             i = j + 1;
             continue;
         }
         let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
         if ["<=", ">=", "==", "!="].contains(&two.as_str()) {
-            tokens.push(Token { kind: Kind::Op, text: two, pos });
+            tokens.push(Token {
+                kind: Kind::Op,
+                text: two,
+                pos,
+            });
             i += 2;
             continue;
         }
         if "-+*/%<>(),".contains(c) {
-            tokens.push(Token { kind: Kind::Op, text: c.to_string(), pos });
+            tokens.push(Token {
+                kind: Kind::Op,
+                text: c.to_string(),
+                pos,
+            });
             i += 1;
             continue;
         }
         return Err(format!("unexpected character {:?} at {}", c, pos));
     }
-    tokens.push(Token { kind: Kind::End, text: String::new(), pos: chars.len() + 1 });
+    tokens.push(Token {
+        kind: Kind::End,
+        text: String::new(),
+        pos: chars.len() + 1,
+    });
     Ok(tokens)
 }
 
@@ -180,7 +208,12 @@ impl Parser {
         if self.at(Kind::Op, &["<", "<=", ">", ">=", "==", "!="]) {
             let token = self.advance();
             let right = self.parse_sum()?;
-            return Ok(Node::Binary(token.text, Box::new(left), Box::new(right), token.pos));
+            return Ok(Node::Binary(
+                token.text,
+                Box::new(left),
+                Box::new(right),
+                token.pos,
+            ));
         }
         Ok(left)
     }
@@ -209,7 +242,11 @@ impl Parser {
         if self.at(Kind::Op, &["-", "+"]) {
             let token = self.advance();
             let operand = Box::new(self.parse_unary()?);
-            return Ok(if token.text == "-" { Node::Minus(operand) } else { Node::Plus(operand) });
+            return Ok(if token.text == "-" {
+                Node::Minus(operand)
+            } else {
+                Node::Plus(operand)
+            });
         }
         self.parse_primary()
     }
@@ -234,7 +271,10 @@ impl Parser {
                 self.expect(")")?;
                 Ok(inner)
             }
-            _ => Err(format!("expected a number, a field or '(' at {}", token.pos)),
+            _ => Err(format!(
+                "expected a number, a field or '(' at {}",
+                token.pos
+            )),
         }
     }
 
@@ -253,7 +293,12 @@ impl Parser {
             "abs" | "floor" | "ceil" => args.len() == 1,
             "round" => args.len() == 1 || args.len() == 2,
             "if" => args.len() == 3,
-            _ => return Err(format!("unknown function {:?} at {}", token.text, token.pos)),
+            _ => {
+                return Err(format!(
+                    "unknown function {:?} at {}",
+                    token.text, token.pos
+                ))
+            }
         };
         if !arity_ok {
             return Err(format!("{}() arguments at {}", name, token.pos));
@@ -262,7 +307,8 @@ impl Parser {
             let places = if args.len() == 2 {
                 let value = evaluate(&args[1], &|_| None).map_err(|e| format!("round(): {}", e))?;
                 let whole = value.to_integral(true);
-                if whole != value || whole.cmp_value(&Dec::from_i64(PREC as i64)).is_gt()
+                if whole != value
+                    || whole.cmp_value(&Dec::from_i64(PREC as i64)).is_gt()
                     || whole.cmp_value(&Dec::from_i64(-(PREC as i64))).is_lt()
                 {
                     return Err(format!("round() places at {}", token.pos));
@@ -304,7 +350,10 @@ fn referenced(node: &Node, out: &mut Vec<String>) {
 }
 
 pub fn compile(text: &str) -> Result<Expression, String> {
-    let mut parser = Parser { tokens: tokenize(text)?, index: 0 };
+    let mut parser = Parser {
+        tokens: tokenize(text)?,
+        index: 0,
+    };
     let tree = parser.parse_or()?;
     if !parser.at(Kind::End, &[]) {
         return Err(format!("expected an operator at {}", parser.token().pos));
@@ -417,7 +466,10 @@ mod tests {
     fn run(text: &str, fields: &[(&str, &str)]) -> Result<String, String> {
         let expression = compile(text)?;
         let lookup = |code: &str| {
-            fields.iter().find(|(c, _)| *c == code).map(|(_, v)| Dec::parse(v).unwrap())
+            fields
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map(|(_, v)| Dec::parse(v).unwrap())
         };
         evaluate(&expression.tree, &lookup).map(|v| v.canonical_text())
     }
@@ -425,18 +477,36 @@ mod tests {
     #[test]
     fn arithmetic_is_pythons_decimal_context() {
         assert_eq!(run("bytes / 1000", &[("bytes", "1234")]).unwrap(), "1.234");
-        assert_eq!(run("a / 3", &[("a", "1")]).unwrap(), "0.3333333333333333333333333333");
+        assert_eq!(
+            run("a / 3", &[("a", "1")]).unwrap(),
+            "0.3333333333333333333333333333"
+        );
         assert_eq!(run("round(a, 2)", &[("a", "2.345")]).unwrap(), "2.35");
         assert_eq!(run("round(1234, -2)", &[]).unwrap(), "1200");
-        assert_eq!(run("if(a > 2 and not 0, -a, a % 2)", &[("a", "3")]).unwrap(), "-3");
-        assert_eq!(run("MAX(a, 2, `b`) + floor(-1.5)", &[("a", "1"), ("b", "7")]).unwrap(), "5");
-        assert_eq!(run("2 ^ 3", &[]).unwrap_err(), "unexpected character '^' at 3");
+        assert_eq!(
+            run("if(a > 2 and not 0, -a, a % 2)", &[("a", "3")]).unwrap(),
+            "-3"
+        );
+        assert_eq!(
+            run("MAX(a, 2, `b`) + floor(-1.5)", &[("a", "1"), ("b", "7")]).unwrap(),
+            "5"
+        );
+        assert_eq!(
+            run("2 ^ 3", &[]).unwrap_err(),
+            "unexpected character '^' at 3"
+        );
     }
 
     #[test]
     fn errors_name_the_position() {
-        assert_eq!(run("a / (a - a)", &[("a", "1")]).unwrap_err(), "division by zero at 3");
-        assert_eq!(run("1 % a", &[("a", "0")]).unwrap_err(), "remainder of division by zero at 3");
+        assert_eq!(
+            run("a / (a - a)", &[("a", "1")]).unwrap_err(),
+            "division by zero at 3"
+        );
+        assert_eq!(
+            run("1 % a", &[("a", "0")]).unwrap_err(),
+            "remainder of division by zero at 3"
+        );
         assert_eq!(
             run("a % 3", &[("a", "1E+30")]).unwrap_err(),
             "arithmetic error: InvalidOperation"

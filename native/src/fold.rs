@@ -97,8 +97,20 @@ impl Cell {
             (1, Parts { sum: Some(sum), .. }) => Part::Sum(sum),
             (1, Parts { min: Some(min), .. }) => Part::Min(min),
             (1, Parts { max: Some(max), .. }) => Part::Max(max),
-            (1, Parts { latest: Some(latest), .. }) => Part::Latest(latest),
-            (1, Parts { unique: Some(unique), .. }) => Part::Unique(unique),
+            (
+                1,
+                Parts {
+                    latest: Some(latest),
+                    ..
+                },
+            ) => Part::Latest(latest),
+            (
+                1,
+                Parts {
+                    unique: Some(unique),
+                    ..
+                },
+            ) => Part::Unique(unique),
             (_, parts) => Part::Several(Box::new(parts)),
         };
         Cell { count, part }
@@ -107,11 +119,26 @@ impl Cell {
     pub fn parts(self) -> Parts {
         match self.part {
             Part::Nothing => Parts::default(),
-            Part::Sum(sum) => Parts { sum: Some(sum), ..Parts::default() },
-            Part::Min(min) => Parts { min: Some(min), ..Parts::default() },
-            Part::Max(max) => Parts { max: Some(max), ..Parts::default() },
-            Part::Latest(latest) => Parts { latest: Some(latest), ..Parts::default() },
-            Part::Unique(unique) => Parts { unique: Some(unique), ..Parts::default() },
+            Part::Sum(sum) => Parts {
+                sum: Some(sum),
+                ..Parts::default()
+            },
+            Part::Min(min) => Parts {
+                min: Some(min),
+                ..Parts::default()
+            },
+            Part::Max(max) => Parts {
+                max: Some(max),
+                ..Parts::default()
+            },
+            Part::Latest(latest) => Parts {
+                latest: Some(latest),
+                ..Parts::default()
+            },
+            Part::Unique(unique) => Parts {
+                unique: Some(unique),
+                ..Parts::default()
+            },
             Part::Several(parts) => *parts,
         }
     }
@@ -234,7 +261,8 @@ pub struct Values<'a> {
 }
 
 fn latest_newer(candidate: &(i64, Dec), current: &(i64, Dec)) -> bool {
-    candidate.0 > current.0 || (candidate.0 == current.0 && candidate.1.cmp_value(&current.1).is_gt())
+    candidate.0 > current.0
+        || (candidate.0 == current.0 && candidate.1.cmp_value(&current.1).is_gt())
 }
 
 fn first(kind: u8, number: &Dec, ts: i64, distinct: &str) -> Cell {
@@ -257,7 +285,9 @@ fn added(kind: u8, cell: &mut Cell, number: &Dec, ts: i64, distinct: &str) {
                 *sum = sum.add_exact(number);
                 return;
             }
-            let sum = cell.sum().map_or_else(|| number.clone(), |sum| sum.add_exact(number));
+            let sum = cell
+                .sum()
+                .map_or_else(|| number.clone(), |sum| sum.add_exact(number));
             cell.part = Part::Sum(sum);
         }
         MIN => {
@@ -312,11 +342,18 @@ fn counted(cell: &mut Cell, distinct: &str) {
 pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
     for target in targets {
         if target.numeric {
-            let Some((_, number)) = values.numbers.iter().find(|(code, _)| *code == target.field)
+            let Some((_, number)) = values
+                .numbers
+                .iter()
+                .find(|(code, _)| *code == target.field)
             else {
                 continue;
             };
-            let distinct = if target.distinct { number.canonical_text() } else { String::new() };
+            let distinct = if target.distinct {
+                number.canonical_text()
+            } else {
+                String::new()
+            };
             for (key, kind) in &target.cells {
                 match cells.get_mut(key) {
                     None => {
@@ -326,20 +363,35 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
                 }
             }
         } else {
-            let Some((_, text)) = values.strings.iter().find(|(code, _)| *code == target.field)
+            let Some((_, text)) = values
+                .strings
+                .iter()
+                .find(|(code, _)| *code == target.field)
             else {
                 continue;
             };
-            let distinct = if target.distinct { distinct_text(text) } else { String::new() };
+            let distinct = if target.distinct {
+                distinct_text(text)
+            } else {
+                String::new()
+            };
             for (key, kind) in &target.cells {
                 match cells.get_mut(key) {
                     None => {
-                        let part =
-                            if *kind == UNIQUE { Part::Unique(Distinct::one(&distinct)) } else { Part::Nothing };
+                        let part = if *kind == UNIQUE {
+                            Part::Unique(Distinct::one(&distinct))
+                        } else {
+                            Part::Nothing
+                        };
                         cells.insert(key.clone(), Cell { count: 1, part });
                     }
                     Some(cell) if *kind == UNIQUE => counted(cell, &distinct),
-                    Some(cell) => *cell = Cell { count: cell.count + 1, part: Part::Nothing },
+                    Some(cell) => {
+                        *cell = Cell {
+                            count: cell.count + 1,
+                            part: Part::Nothing,
+                        }
+                    }
                 }
             }
         }
@@ -354,7 +406,11 @@ pub fn merge_cells(a: &mut Cell, b: Cell) {
         (Part::Nothing, Part::Nothing) => {}
         (_, b_part) => {
             let mut merged = std::mem::take(a).parts();
-            let b = Cell { count: 0, part: b_part }.parts();
+            let b = Cell {
+                count: 0,
+                part: b_part,
+            }
+            .parts();
             merge_parts(&mut merged, b);
             *a = Cell::new(count, merged);
         }
@@ -378,17 +434,26 @@ fn merge_parts(a: &mut Parts, b: Parts) {
         });
     }
     if let Some(b_min) = b.min {
-        if a.min.as_ref().map_or(true, |min| b_min.cmp_value(min).is_lt()) {
+        if a.min
+            .as_ref()
+            .is_none_or(|min| b_min.cmp_value(min).is_lt())
+        {
             a.min = Some(b_min);
         }
     }
     if let Some(b_max) = b.max {
-        if a.max.as_ref().map_or(true, |max| b_max.cmp_value(max).is_gt()) {
+        if a.max
+            .as_ref()
+            .is_none_or(|max| b_max.cmp_value(max).is_gt())
+        {
             a.max = Some(b_max);
         }
     }
     if let Some(b_latest) = b.latest {
-        if a.latest.as_ref().map_or(true, |latest| latest_newer(&b_latest, latest)) {
+        if a.latest
+            .as_ref()
+            .is_none_or(|latest| latest_newer(&b_latest, latest))
+        {
             a.latest = Some(b_latest);
         }
     }

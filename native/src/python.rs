@@ -25,12 +25,34 @@ fn guarded<T>(body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
 }
 
 type DeltaTuple<'py> = (i64, i64, i64, i64, Bound<'py, PyBytes>, Bound<'py, PyBytes>);
-type CellTuple = (String, i64, i64, Option<String>, Option<String>, Option<String>, Option<i64>, Option<String>, Vec<String>);
+type CellTuple = (
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Vec<String>,
+);
 
-fn delta_tuples<'py>(py: Python<'py>, deltas: Vec<crate::engine::DeltaOut>) -> Vec<DeltaTuple<'py>> {
+fn delta_tuples<'py>(
+    py: Python<'py>,
+    deltas: Vec<crate::engine::DeltaOut>,
+) -> Vec<DeltaTuple<'py>> {
     deltas
         .into_iter()
-        .map(|d| (d.partition, d.seq, d.chunk, d.chunks, PyBytes::new(py, &d.key), PyBytes::new(py, &d.value)))
+        .map(|d| {
+            (
+                d.partition,
+                d.seq,
+                d.chunk,
+                d.chunks,
+                PyBytes::new(py, &d.key),
+                PyBytes::new(py, &d.value),
+            )
+        })
         .collect()
 }
 
@@ -90,7 +112,11 @@ impl PyEngine {
         });
         engine.rules = None;
         let _ = future_ms;
-        Ok(PyEngine { engine, too_old, too_new })
+        Ok(PyEngine {
+            engine,
+            too_old,
+            too_new,
+        })
     }
 
     /// The compiled catalog as JSON (see `catalog::read`) and the horizon in ms.
@@ -140,18 +166,35 @@ impl PyEngine {
             let messages: Vec<Message> = values
                 .iter()
                 .zip(&partitions)
-                .map(|(value, partition)| Message { value: value.as_deref(), partition: *partition })
+                .map(|(value, partition)| Message {
+                    value: value.as_deref(),
+                    partition: *partition,
+                })
                 .collect();
             let decided: HashMap<(usize, usize), Override> = decided
                 .into_iter()
                 .map(|(key, (kind, field, reason, ts))| {
-                    (key, if kind == "ts" { Override::Ts(ts) } else { Override::Reject(field, reason) })
+                    (
+                        key,
+                        if kind == "ts" {
+                            Override::Ts(ts)
+                        } else {
+                            Override::Reject(field, reason)
+                        },
+                    )
                 })
                 .collect();
             let replaced: HashMap<usize, MessageOverride> = replaced
                 .into_iter()
                 .map(|(key, (kind, reason, bytes))| {
-                    (key, if kind == "replace" { MessageOverride::Replace(bytes) } else { MessageOverride::Reject(reason) })
+                    (
+                        key,
+                        if kind == "replace" {
+                            MessageOverride::Replace(bytes)
+                        } else {
+                            MessageOverride::Reject(reason)
+                        },
+                    )
                 })
                 .collect();
             // Python threads go on while a batch is judged and folded
@@ -160,10 +203,15 @@ impl PyEngine {
                 .allow_threads(|| engine.process(&messages, now_ms, &decided, &replaced))
                 .map_err(PyRuntimeError::new_err)?;
             match outcome {
-                Outcome::Help(measurements, messages) => ("help", measurements, messages).into_py_any(py),
+                Outcome::Help(measurements, messages) => {
+                    ("help", measurements, messages).into_py_any(py)
+                }
                 Outcome::Done(done) => {
-                    let rejected: Vec<(usize, Option<usize>, String, String)> =
-                        done.rejected.into_iter().map(|r| (r.message, r.index, r.field, r.reason)).collect();
+                    let rejected: Vec<(usize, Option<usize>, String, String)> = done
+                        .rejected
+                        .into_iter()
+                        .map(|r| (r.message, r.index, r.field, r.reason))
+                        .collect();
                     (
                         "done",
                         delta_tuples(py, done.deltas),
@@ -178,7 +226,11 @@ impl PyEngine {
     }
 
     #[pyo3(signature = (partitions=None))]
-    fn expire<'py>(&mut self, py: Python<'py>, partitions: Option<Vec<i64>>) -> PyResult<Vec<DeltaTuple<'py>>> {
+    fn expire<'py>(
+        &mut self,
+        py: Python<'py>,
+        partitions: Option<Vec<i64>>,
+    ) -> PyResult<Vec<DeltaTuple<'py>>> {
         guarded(|| Ok(delta_tuples(py, self.engine.expire(partitions))))
     }
 
@@ -187,22 +239,39 @@ impl PyEngine {
         &mut self,
         py: Python<'py>,
         partition: i64,
-    ) -> PyResult<(i64, Vec<(Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)>, (Bound<'py, PyBytes>, Bound<'py, PyBytes>), Vec<Bound<'py, PyBytes>>)>
-    {
+    ) -> PyResult<(
+        i64,
+        Vec<(Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)>,
+        (Bound<'py, PyBytes>, Bound<'py, PyBytes>),
+        Vec<Bound<'py, PyBytes>>,
+    )> {
         guarded(|| {
             let round = self.engine.snapshot(partition);
             let records = round
                 .records
                 .iter()
-                .map(|(key, value)| (PyBytes::new(py, key), value.as_ref().map(|v| PyBytes::new(py, v))))
+                .map(|(key, value)| {
+                    (
+                        PyBytes::new(py, key),
+                        value.as_ref().map(|v| PyBytes::new(py, v)),
+                    )
+                })
                 .collect();
-            let marker = (PyBytes::new(py, &round.marker.0), PyBytes::new(py, &round.marker.1));
+            let marker = (
+                PyBytes::new(py, &round.marker.0),
+                PyBytes::new(py, &round.marker.1),
+            );
             let obsolete = round.obsolete.iter().map(|k| PyBytes::new(py, k)).collect();
             Ok((round.seq, records, marker, obsolete))
         })
     }
 
-    fn confirm_snapshot(&mut self, partition: i64, seq: i64, obsolete: Vec<Vec<u8>>) -> PyResult<()> {
+    fn confirm_snapshot(
+        &mut self,
+        partition: i64,
+        seq: i64,
+        obsolete: Vec<Vec<u8>>,
+    ) -> PyResult<()> {
         guarded(|| {
             self.engine.confirm_snapshot(partition, seq, &obsolete);
             Ok(())
@@ -211,12 +280,20 @@ impl PyEngine {
 
     #[pyo3(signature = (key, value))]
     fn recover(&mut self, key: &[u8], value: Option<&[u8]>) -> PyResult<()> {
-        guarded(|| self.engine.recover(key, value).map_err(PyValueError::new_err))
+        guarded(|| {
+            self.engine
+                .recover(key, value)
+                .map_err(PyValueError::new_err)
+        })
     }
 
     #[pyo3(signature = (key, value))]
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> PyResult<()> {
-        guarded(|| self.engine.restore(key, value).map_err(PyValueError::new_err))
+        guarded(|| {
+            self.engine
+                .restore(key, value)
+                .map_err(PyValueError::new_err)
+        })
     }
 
     fn apply(&mut self, value: &[u8]) -> PyResult<(i64, i64, i64, bool)> {

@@ -14,8 +14,10 @@ impl Engine {
         end: i64,
         bucket_ms: Option<i64>,
     ) -> Vec<(String, i64, Cell)> {
-        let Some(usage) =
-            self.states.get(&self.partition_of(account)).and_then(|state| state.accounts.get(account))
+        let Some(usage) = self
+            .states
+            .get(&self.partition_of(account))
+            .and_then(|state| state.accounts.get(account))
         else {
             return Vec::new();
         };
@@ -38,7 +40,10 @@ impl Engine {
                 }
             }
         }
-        merged.into_iter().map(|((code, bucket), cell)| (code, bucket, cell)).collect()
+        merged
+            .into_iter()
+            .map(|((code, bucket), cell)| (code, bucket, cell))
+            .collect()
     }
 
     pub fn accounts(&self, partitions: &[i64], start: i64, end: i64) -> Vec<String> {
@@ -63,7 +68,11 @@ impl Engine {
             .values()
             .flat_map(|state| state.accounts.values())
             .map(|windows| {
-                windows.keys().map(|start| start.div_euclid(crate::state::HOUR_MS)).collect::<BTreeSet<_>>().len()
+                windows
+                    .keys()
+                    .map(|start| start.div_euclid(crate::state::HOUR_MS))
+                    .collect::<BTreeSet<_>>()
+                    .len()
             })
             .sum()
     }

@@ -32,7 +32,10 @@ impl Engine {
         let mut pieces = Vec::new();
         for (account, slots) in message.accounts {
             if partition_for(&account, partitions) as i64 != partition {
-                return Err(format!("delta.accounts: {} does not live on partition {}", account, partition));
+                return Err(format!(
+                    "delta.accounts: {} does not live on partition {}",
+                    account, partition
+                ));
             }
             for (slot, piece) in slots {
                 if state.skips(&account, slot, seq) {
@@ -57,11 +60,19 @@ impl Engine {
     pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         match wire::decode_snapshot(key, value)? {
             Snapshot::Nothing => {}
-            Snapshot::Marker { partition, seq, newest, expired } => {
+            Snapshot::Marker {
+                partition,
+                seq,
+                newest,
+                expired,
+            } => {
                 let state = self.states.entry(partition).or_default();
                 state.raise_floor(seq);
                 state.newest = state.newest.max(newest);
-                state.expired = (state.expired.0.max(expired.0), state.expired.1.max(expired.1));
+                state.expired = (
+                    state.expired.0.max(expired.0),
+                    state.expired.1.max(expired.1),
+                );
             }
             Snapshot::Tombstone { account, slot } => {
                 let partition = self.partition_of(&account);
@@ -71,11 +82,20 @@ impl Engine {
                 state.dirty.remove(&segment);
                 state.pending.remove(&segment);
             }
-            Snapshot::Segment { partition: written, account, slot, seq, piece } => {
+            Snapshot::Segment {
+                partition: written,
+                account,
+                slot,
+                seq,
+                piece,
+            } => {
                 let partition = self.partition_of(&account);
                 let state = self.states.entry(partition).or_default();
                 if written != partition {
-                    return Err(format!("segment.partition: {} lives on {}", account, partition));
+                    return Err(format!(
+                        "segment.partition: {} lives on {}",
+                        account, partition
+                    ));
                 }
                 state.seq = state.seq.max(seq);
                 if seq < state.complete {
@@ -140,7 +160,14 @@ impl Engine {
             state.seq = seq;
             state.applied(seq, 0, 1);
             state.seen.set(&key, true);
-            out.push(DeltaOut { partition, seq, chunk: 0, chunks: 1, key, value });
+            out.push(DeltaOut {
+                partition,
+                seq,
+                chunk: 0,
+                chunks: 1,
+                key,
+                value,
+            });
         }
         out
     }
@@ -148,7 +175,8 @@ impl Engine {
     pub fn snapshot(&mut self, partition: i64) -> Round {
         let state = self.states.entry(partition).or_default();
         let seq = state.seq;
-        let mut segments: Vec<(String, i64)> = state.dirty.union(&state.unconfirmed).cloned().collect();
+        let mut segments: Vec<(String, i64)> =
+            state.dirty.union(&state.unconfirmed).cloned().collect();
         segments.sort();
         let mut records = Vec::with_capacity(segments.len());
         for (account, slot) in segments {
@@ -159,13 +187,25 @@ impl Engine {
                 records.push((key, None));
                 continue;
             }
-            let value = wire::segment_value(partition, &account, slot, seq, windows.into_iter(), &mut hashes);
+            let value = wire::segment_value(
+                partition,
+                &account,
+                slot,
+                seq,
+                windows.into_iter(),
+                &mut hashes,
+            );
             records.push((key, Some(value)));
         }
         let dirty = std::mem::take(&mut state.dirty);
         state.unconfirmed.extend(dirty);
         let marker = wire::marker_value(partition, seq, state.newest, state.expired);
-        Round { seq, records, marker: (wire::marker_key(partition), marker), obsolete: state.seen.keys() }
+        Round {
+            seq,
+            records,
+            marker: (wire::marker_key(partition), marker),
+            obsolete: state.seen.keys(),
+        }
     }
 
     pub fn confirm_snapshot(&mut self, partition: i64, seq: i64, obsolete: &[Vec<u8>]) {

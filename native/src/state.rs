@@ -21,7 +21,7 @@ pub struct Seen {
 
 impl Seen {
     pub fn get(&self, key: &[u8]) -> bool {
-        self.map.get(key).map_or(false, |(_, applied)| *applied)
+        self.map.get(key).is_some_and(|(_, applied)| *applied)
     }
 
     pub fn set(&mut self, key: &[u8], applied: bool) {
@@ -76,7 +76,9 @@ pub fn slot_range(slot: i64) -> std::ops::Range<i64> {
 
 impl PartitionState {
     pub fn hashes(&self, account: &str, slot: i64) -> Option<&UidSet> {
-        self.uids.get(&slot).and_then(|accounts| accounts.get(account))
+        self.uids
+            .get(&slot)
+            .and_then(|accounts| accounts.get(account))
     }
 
     pub fn hashes_mut(&mut self, account: &str, slot: i64) -> &mut UidSet {
@@ -119,7 +121,8 @@ impl PartitionState {
             }
         }
         if !hashes.is_empty() {
-            self.hashes_mut(account, slot).extend(hashes.iter().copied());
+            self.hashes_mut(account, slot)
+                .extend(hashes.iter().copied());
         }
         self.dirty.insert((account.to_string(), slot));
     }
@@ -134,7 +137,10 @@ impl PartitionState {
     /// Delete one segment: its windows and its uids.
     pub fn remove(&mut self, account: &str, slot: i64) {
         if let Some(windows) = self.accounts.get_mut(account) {
-            let gone: Vec<i64> = windows.range(slot_range(slot)).map(|(start, _)| *start).collect();
+            let gone: Vec<i64> = windows
+                .range(slot_range(slot))
+                .map(|(start, _)| *start)
+                .collect();
             for start in gone {
                 windows.remove(&start);
             }
@@ -155,16 +161,25 @@ impl PartitionState {
     }
 
     pub fn segment_hashes(&self, account: &str, slot: i64) -> Vec<u64> {
-        self.hashes(account, slot).map(UidSet::to_vec).unwrap_or_default()
+        self.hashes(account, slot)
+            .map(UidSet::to_vec)
+            .unwrap_or_default()
     }
 
     pub fn applied(&mut self, seq: i64, chunk: i64, chunks: i64) {
-        self.complete = self.complete.max(if chunk == chunks - 1 { seq } else { seq - 1 });
+        self.complete = self
+            .complete
+            .max(if chunk == chunks - 1 { seq } else { seq - 1 });
     }
 
     pub fn skips(&self, account: &str, slot: i64, seq: i64) -> bool {
         !self.pending.is_empty()
-            && self.pending.get(&(account.to_string(), slot)).copied().unwrap_or(0) >= seq
+            && self
+                .pending
+                .get(&(account.to_string(), slot))
+                .copied()
+                .unwrap_or(0)
+                >= seq
     }
 
     pub fn raise_floor(&mut self, floor: i64) {
@@ -175,7 +190,11 @@ impl PartitionState {
     }
 
     pub fn expire(&mut self, seq: i64, uids_before: i64, windows_before: i64) {
-        let slots: Vec<i64> = self.uids.range(..uids_before).map(|(slot, _)| *slot).collect();
+        let slots: Vec<i64> = self
+            .uids
+            .range(..uids_before)
+            .map(|(slot, _)| *slot)
+            .collect();
         for slot in slots {
             let accounts: Vec<String> = self.uids[&slot].keys().cloned().collect();
             for account in accounts {
@@ -189,7 +208,7 @@ impl PartitionState {
         let names: Vec<String> = self.accounts.keys().cloned().collect();
         for account in names {
             let windows = &self.accounts[&account];
-            if windows.keys().next().map_or(true, |first| *first >= limit) {
+            if windows.keys().next().is_none_or(|first| *first >= limit) {
                 continue;
             }
             let gone: Vec<i64> = windows
@@ -203,13 +222,17 @@ impl PartitionState {
             }
             let empty = windows.is_empty();
             for start in gone {
-                self.dirty.insert((account.clone(), start.div_euclid(HOUR_MS)));
+                self.dirty
+                    .insert((account.clone(), start.div_euclid(HOUR_MS)));
             }
             if empty {
                 self.accounts.remove(&account);
             }
         }
-        self.expired = (self.expired.0.max(uids_before), self.expired.1.max(windows_before));
+        self.expired = (
+            self.expired.0.max(uids_before),
+            self.expired.1.max(windows_before),
+        );
     }
 
     pub fn has_expired(&self, uids_before: i64, windows_before: i64) -> bool {
@@ -217,6 +240,8 @@ impl PartitionState {
             return true;
         }
         let limit = windows_before * HOUR_MS;
-        self.accounts.values().any(|w| w.keys().next().map_or(false, |first| *first < limit))
+        self.accounts
+            .values()
+            .any(|w| w.keys().next().is_some_and(|first| *first < limit))
     }
 }

@@ -8,9 +8,9 @@
 
 use crate::dec::Dec;
 use crate::decode::Json;
+use crate::dedup::{FastMap, FastSet};
 use crate::expressions::{evaluate, Expression};
 use std::borrow::Cow;
-use crate::dedup::{FastMap, FastSet};
 
 pub const MAX_ID_LENGTH: usize = 200;
 pub const STRING_MAPS: [&str; 5] = ["who", "what", "where", "other", "metadata"];
@@ -69,11 +69,17 @@ fn reject<'a>(field: &str, reason: impl Into<String>) -> Verdict<'a> {
 /// `repr(text)` of a str when it is printable ASCII (or the three escapes Python
 /// writes short); None otherwise.
 pub fn py_repr(text: &str) -> Option<String> {
-    if !text.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\r' || b == b'\t')
+    if !text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\r' || b == b'\t')
     {
         return None;
     }
-    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(text.len() + 2);
     out.push(quote);
     for c in text.chars() {
@@ -96,7 +102,10 @@ pub fn py_repr(text: &str) -> Option<String> {
 fn bad_identifier<'a>(name: &str, value: &Json) -> Verdict<'a> {
     match value {
         Json::Null => reject(name, format!("{} is required", name)),
-        Json::Str(_) => reject(name, format!("must be 1 to {} characters long", MAX_ID_LENGTH)),
+        Json::Str(_) => reject(
+            name,
+            format!("must be 1 to {} characters long", MAX_ID_LENGTH),
+        ),
         _ => reject(name, "expected a string"),
     }
 }
@@ -140,11 +149,29 @@ pub fn fast_timestamp(text: &str) -> Option<i64> {
     }
     let (year, month, day) = (digits(b, 0, 4)?, digits(b, 5, 2)?, digits(b, 8, 2)?);
     let (hour, minute, second) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
-    if !(1971..=9998).contains(&year) || !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
+    if !(1971..=9998).contains(&year)
+        || !(1..=12).contains(&month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if day < 1 || day > days_in_month[(month - 1) as usize] {
         return None;
     }
@@ -214,9 +241,11 @@ fn repr_value(value: &Json) -> Option<String> {
         Json::Str(text) => py_repr(text),
         Json::Bool(true) => Some("True".into()),
         Json::Bool(false) => Some("False".into()),
-        Json::Num(text, true) if text.len() <= 31 => {
-            Some(if *text == "-0" { "0".to_string() } else { text.to_string() })
-        }
+        Json::Num(text, true) if text.len() <= 31 => Some(if *text == "-0" {
+            "0".to_string()
+        } else {
+            text.to_string()
+        }),
         _ => None,
     }
 }
@@ -227,7 +256,10 @@ fn unknown<'a>(rules: &MeterRules, name: &str, code: &str) -> Verdict<'a> {
     };
     let meter = py_repr(&rules.code).unwrap_or_default();
     let reason = if rules.derived_codes.contains(code) {
-        format!("field {} of meter {} is derived and cannot be sent", quoted, meter)
+        format!(
+            "field {} of meter {} is derived and cannot be sent",
+            quoted, meter
+        )
     } else {
         format!("unknown field {} for meter {} in {}", quoted, meter, name)
     };
@@ -352,10 +384,19 @@ pub fn validate<'a>(
         }
     }
     for (code, name, expression) in &meter_rules.derived {
-        if !expression.fields.iter().all(|f| numbers.iter().any(|(c, _)| c == f.as_str())) {
+        if !expression
+            .fields
+            .iter()
+            .all(|f| numbers.iter().any(|(c, _)| c == f.as_str()))
+        {
             continue;
         }
-        let lookup = |field: &str| numbers.iter().find(|(c, _)| c == field).map(|(_, v)| v.clone());
+        let lookup = |field: &str| {
+            numbers
+                .iter()
+                .find(|(c, _)| c == field)
+                .map(|(_, v)| v.clone())
+        };
         match evaluate(&expression.tree, &lookup) {
             Ok(value) => set(&mut numbers, Cow::Owned(code.clone()), value),
             Err(message) => {
@@ -394,9 +435,18 @@ mod tests {
 
     #[test]
     fn timestamps_in_the_usual_form_are_read_exactly() {
-        assert_eq!(fast_timestamp("2026-11-18T00:00:00+00:00"), Some(1_794_960_000_000));
-        assert_eq!(fast_timestamp("2026-11-18T01:00:00.123999+01:00"), Some(1_794_960_000_123));
-        assert_eq!(fast_timestamp("2026-11-18 00:00:00Z"), Some(1_794_960_000_000));
+        assert_eq!(
+            fast_timestamp("2026-11-18T00:00:00+00:00"),
+            Some(1_794_960_000_000)
+        );
+        assert_eq!(
+            fast_timestamp("2026-11-18T01:00:00.123999+01:00"),
+            Some(1_794_960_000_123)
+        );
+        assert_eq!(
+            fast_timestamp("2026-11-18 00:00:00Z"),
+            Some(1_794_960_000_000)
+        );
         assert_eq!(fast_timestamp("2026-02-29T00:00:00Z"), None);
         assert_eq!(fast_timestamp("2026-11-18T00:00:00"), None);
     }
@@ -404,11 +454,22 @@ mod tests {
     #[test]
     fn numbers_follow_the_exact_number_rule() {
         let value = |text: &'static str| parse(text.as_bytes()).unwrap();
-        assert_eq!(exact_number(&value("1.50")).unwrap().canonical_text(), "1.5");
+        assert_eq!(
+            exact_number(&value("1.50")).unwrap().canonical_text(),
+            "1.5"
+        );
         assert_eq!(exact_number(&value("1E-21")).unwrap_err(), TOO_PRECISE);
         assert_eq!(exact_number(&value("1e30")).unwrap_err(), TOO_LARGE);
-        assert_eq!(exact_number(&value("1000000000000000000000000000000")).unwrap_err(), TOO_LARGE);
-        assert_eq!(exact_number(&value("0e-99999999999999999999")).unwrap().canonical_text(), "0");
+        assert_eq!(
+            exact_number(&value("1000000000000000000000000000000")).unwrap_err(),
+            TOO_LARGE
+        );
+        assert_eq!(
+            exact_number(&value("0e-99999999999999999999"))
+                .unwrap()
+                .canonical_text(),
+            "0"
+        );
         assert_eq!(exact_number(&value("true")).unwrap_err(), NOT_A_NUMBER);
     }
 

@@ -130,8 +130,14 @@ fn cells_json(cells: &Cells, out: &mut Vec<u8>) {
 fn windows_json<'a>(windows: impl Iterator<Item = (&'a i64, &'a Cells)>, out: &mut Vec<u8>) {
     let mut sorted: Vec<(&i64, &Cells)> = windows.collect();
     // JSON keys sort as text: the same as numbers when all have as many digits
-    let digits = |n: i64| if n < 0 { 0 } else { n.checked_ilog10().unwrap_or(0) + 1 };
-    let same = sorted.first().map_or(true, |(first, _)| {
+    let digits = |n: i64| {
+        if n < 0 {
+            0
+        } else {
+            n.checked_ilog10().unwrap_or(0) + 1
+        }
+    };
+    let same = sorted.first().is_none_or(|(first, _)| {
         let width = digits(**first);
         width > 0 && sorted.iter().all(|(start, _)| digits(**start) == width)
     });
@@ -149,7 +155,7 @@ fn windows_json<'a>(windows: impl Iterator<Item = (&'a i64, &'a Cells)>, out: &m
     out.push(b'}');
 }
 
-pub fn pack_uids(hashes: &mut Vec<u64>) -> String {
+pub fn pack_uids(hashes: &mut [u64]) -> String {
     hashes.sort_unstable();
     let mut raw = Vec::with_capacity(hashes.len() * 8);
     for hash in hashes.iter() {
@@ -282,7 +288,10 @@ pub struct DeltaHeader {
 
 /// `wire.delta_value`: one delta message from encoded pieces (in account order).
 pub fn delta_value(header: &DeltaHeader, entries: &[&Entry]) -> Vec<u8> {
-    let size: usize = entries.iter().map(|e| e.account.len() + e.piece.len() + 32).sum();
+    let size: usize = entries
+        .iter()
+        .map(|e| e.account.len() + e.piece.len() + 32)
+        .sum();
     let mut out = Vec::with_capacity(ENVELOPE_BYTES + size);
     out.extend_from_slice(b"{\"accounts\":{");
     let mut index = 0;
@@ -312,20 +321,23 @@ pub fn delta_value(header: &DeltaHeader, entries: &[&Entry]) -> Vec<u8> {
         }
         out.push(b'}');
     }
-    let _ = write!(out, 
-            "}},\"chunk\":{},\"chunks\":{},",
-            header.chunk, header.chunks
-        );
+    let _ = write!(
+        out,
+        "}},\"chunk\":{},\"chunks\":{},",
+        header.chunk, header.chunks
+    );
     if let Some((uids_before, windows_before)) = header.expire {
-        let _ = write!(out, 
-                "\"expire\":{{\"uids_before\":{},\"windows_before\":{}}},",
-                uids_before, windows_before
-            );
-    }
-    let _ = write!(out, 
-            "\"kind\":\"delta\",\"newest\":{},\"partition\":{},\"seq\":{},\"v\":{}}}",
-            header.newest, header.partition, header.seq, VERSION
+        let _ = write!(
+            out,
+            "\"expire\":{{\"uids_before\":{},\"windows_before\":{}}},",
+            uids_before, windows_before
         );
+    }
+    let _ = write!(
+        out,
+        "\"kind\":\"delta\",\"newest\":{},\"partition\":{},\"seq\":{},\"v\":{}}}",
+        header.newest, header.partition, header.seq, VERSION
+    );
     out
 }
 
@@ -353,10 +365,11 @@ pub fn segment_value<'a>(
 ) -> Vec<u8> {
     let mut out = b"{\"account\":".to_vec();
     json_string(account, &mut out);
-    let _ = write!(out, 
-            ",\"kind\":\"segment\",\"partition\":{},\"seq\":{},\"slot\":{}",
-            partition, seq, slot
-        );
+    let _ = write!(
+        out,
+        ",\"kind\":\"segment\",\"partition\":{},\"seq\":{},\"slot\":{}",
+        partition, seq, slot
+    );
     let packed = pack_uids(hashes);
     if !packed.is_empty() {
         out.extend_from_slice(b",\"u\":");
@@ -387,10 +400,13 @@ pub struct Piece {
     pub uids: Vec<u64>,
 }
 
+/// An account-hour of a delta: its slot, and its piece or why it cannot be read.
+pub type Slot = (i64, Result<Piece, String>);
+
 pub struct DeltaMessage {
     pub header: DeltaHeader,
-    /// account -> (slot, its piece or why it cannot be read), in document order
-    pub accounts: Vec<(String, Vec<(i64, Result<Piece, String>)>)>,
+    /// account -> its hours, in document order
+    pub accounts: Vec<(String, Vec<Slot>)>,
 }
 
 fn document<'a>(value: &'a [u8], kind: &str) -> Result<Json<'a>, String> {
@@ -410,7 +426,10 @@ fn document<'a>(value: &'a [u8], kind: &str) -> Result<Json<'a>, String> {
 }
 
 fn integer(document: &Json, name: &str, where_: &str) -> Result<i64, String> {
-    document.get(name).and_then(|v| v.as_int()).ok_or_else(|| format!("{}.{}: expected int", where_, name))
+    document
+        .get(name)
+        .and_then(|v| v.as_int())
+        .ok_or_else(|| format!("{}.{}: expected int", where_, name))
 }
 
 fn natural(document: &Json, name: &str, where_: &str, least: i64) -> Result<i64, String> {
@@ -425,11 +444,15 @@ fn thresholds(document: Option<&Json>, where_: &str) -> Result<(i64, i64), Strin
     let Some(document @ Json::Obj(_)) = document else {
         return Err(format!("{}: expected an object", where_));
     };
-    Ok((integer(document, "uids_before", where_)?, integer(document, "windows_before", where_)?))
+    Ok((
+        integer(document, "uids_before", where_)?,
+        integer(document, "windows_before", where_)?,
+    ))
 }
 
 fn number_key(text: &str, where_: &str) -> Result<i64, String> {
-    text.parse::<i64>().map_err(|_| format!("{}: expected an integer key", where_))
+    text.parse::<i64>()
+        .map_err(|_| format!("{}: expected an integer key", where_))
 }
 
 pub fn decode_delta(value: &[u8]) -> Result<DeltaMessage, String> {
@@ -440,7 +463,10 @@ pub fn decode_delta(value: &[u8]) -> Result<DeltaMessage, String> {
     let mut out = Vec::with_capacity(accounts.len());
     for (account, pieces) in accounts {
         let Json::Obj(pieces) = pieces else {
-            return Err(format!("delta.accounts[{}]: expected an object of hours", account));
+            return Err(format!(
+                "delta.accounts[{}]: expected an object of hours",
+                account
+            ));
         };
         if account.is_empty() {
             return Err("delta.accounts: empty account".into());
@@ -482,15 +508,23 @@ pub fn decode_piece(document: &Json) -> Result<Piece, String> {
         None => WindowCells::new(),
         Some(windows) => decode_windows(windows)?,
     };
-    Ok(Piece { windows, uids: unpack_uids(packed)? })
+    Ok(Piece {
+        windows,
+        uids: unpack_uids(packed)?,
+    })
 }
 
 pub fn unpack_uids(text: &str) -> Result<Vec<u64>, String> {
-    let raw = STANDARD.decode(text).map_err(|e| format!("not base64: {}", e))?;
+    let raw = STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64: {}", e))?;
     if raw.len() % 8 != 0 {
         return Err("not a whole number of 8-byte hashes".into());
     }
-    Ok(raw.chunks(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect())
+    Ok(raw
+        .chunks(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 fn decode_windows(document: &Json) -> Result<WindowCells, String> {
@@ -521,8 +555,13 @@ fn decode_windows(document: &Json) -> Result<WindowCells, String> {
 fn decimal(document: &Json, name: &str) -> Result<Option<Dec>, String> {
     match document.get(name) {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::Str(text)) => Dec::parse(text).map(Some).ok_or_else(|| format!("cell.{}: not exact", name)),
-        Some(_) => Err(format!("cell.{}: expected an exact number as a string", name)),
+        Some(Json::Str(text)) => Dec::parse(text)
+            .map(Some)
+            .ok_or_else(|| format!("cell.{}: not exact", name)),
+        Some(_) => Err(format!(
+            "cell.{}: expected an exact number as a string",
+            name
+        )),
     }
 }
 
@@ -567,9 +606,23 @@ fn decode_cell(document: &Json) -> Result<Cell, String> {
 }
 
 pub enum Snapshot {
-    Segment { partition: i64, account: String, slot: i64, seq: i64, piece: Piece },
-    Marker { partition: i64, seq: i64, newest: i64, expired: (i64, i64) },
-    Tombstone { account: String, slot: i64 },
+    Segment {
+        partition: i64,
+        account: String,
+        slot: i64,
+        seq: i64,
+        piece: Piece,
+    },
+    Marker {
+        partition: i64,
+        seq: i64,
+        newest: i64,
+        expired: (i64, i64),
+    },
+    Tombstone {
+        account: String,
+        slot: i64,
+    },
     Nothing,
 }
 
@@ -646,7 +699,10 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_like_orjson() {
-        assert_eq!(json_key("a\"\\\n\u{1}é\u{7f}"), b"\"a\\\"\\\\\\n\\u0001\xc3\xa9\x7f\"".to_vec());
+        assert_eq!(
+            json_key("a\"\\\n\u{1}é\u{7f}"),
+            b"\"a\\\"\\\\\\n\\u0001\xc3\xa9\x7f\"".to_vec()
+        );
     }
 
     #[test]
