@@ -1,7 +1,7 @@
 //! `streams.usage.validate.CatalogRules.validate`, check for check and word for word.
 //!
 //! Two things are left to Python, per measurement, and say so (`Verdict::Undecided`):
-//! a timestamp in any ISO 8601 form other than `YYYY-MM-DD[T ]HH:MM:SS[.ffffff](Z|±HH:MM)`
+//! a timestamp in any ISO 8601 form other than `YYYY-MM-DD[T ]HH:MM:SS[.f…](Z|±HH:MM)`
 //! (Python's `datetime.fromisoformat` accepts many), and a rejection whose reason quotes
 //! a value Python would `repr` that is not plain printable ASCII. The caller asks the
 //! reference validator about those few and hands its verdict back (`Override`).
@@ -137,7 +137,7 @@ fn digits(bytes: &[u8], at: usize, count: usize) -> Option<i64> {
     Some(slice.iter().fold(0i64, |n, b| n * 10 + (b - b'0') as i64))
 }
 
-/// Epoch ms of `YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}](Z|±HH:MM)`, the forms producers send;
+/// Epoch ms of `YYYY-MM-DD[T ]HH:MM:SS[.f…](Z|±HH:MM)`, the forms producers send;
 /// None for anything else (Python decides those).
 pub fn fast_timestamp(text: &str) -> Option<i64> {
     let b = text.as_bytes();
@@ -184,10 +184,12 @@ pub fn fast_timestamp(text: &str) -> Option<i64> {
             end += 1;
         }
         let count = end - start;
-        if count == 0 || count > 6 {
+        if count == 0 {
             return None;
         }
-        micros = digits(b, start, count)? * 10i64.pow((6 - count) as u32);
+        // Python keeps microseconds: further digits are cut off, not rounded
+        let kept = count.min(6);
+        micros = digits(b, start, kept)? * 10i64.pow((6 - kept) as u32);
         at = end;
     }
     let offset_minutes = match &b[at..] {
@@ -435,6 +437,10 @@ mod tests {
 
     #[test]
     fn timestamps_in_the_usual_form_are_read_exactly() {
+        assert_eq!(
+            fast_timestamp("2026-11-18T00:00:00.123456789Z"),
+            Some(1_794_960_000_123)
+        );
         assert_eq!(
             fast_timestamp("2026-11-18T00:00:00+00:00"),
             Some(1_794_960_000_000)
