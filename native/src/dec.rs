@@ -64,8 +64,9 @@ pub fn ndigits(n: &BigInt) -> usize {
     if let Some(small) = n.magnitude().to_u128() {
         return small.ilog10() as usize + 1;
     }
+    // digits from bits (log10(2) ~ 30103/100000, in integers), then corrected exactly
     let bits = n.bits();
-    let mut estimate = ((bits as f64 - 1.0) * std::f64::consts::LOG10_2) as usize + 1;
+    let mut estimate = ((bits - 1) * 30_103 / 100_000) as usize + 1;
     let magnitude = n.abs();
     if magnitude >= pow10(estimate as u64) {
         estimate += 1;
@@ -678,6 +679,17 @@ mod tests {
                 .canonical_text(),
             "1.234567890123456789012345679"
         );
+    }
+
+    #[test]
+    fn digits_of_big_numbers_are_counted_exactly() {
+        for exponent in [38u32, 39, 40, 100, 1000] {
+            let power = num_traits::pow(BigInt::from(10u32), exponent as usize);
+            assert_eq!(ndigits(&power), exponent as usize + 1);
+            assert_eq!(ndigits(&(&power - 1u32)), exponent as usize);
+            let negative: BigInt = -(&power + 1u32);
+            assert_eq!(ndigits(&negative), exponent as usize + 1);
+        }
     }
 
     #[test]
