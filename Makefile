@@ -18,7 +18,24 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed ## Create the virtualenv and install meterline with its dev tools
+# The native usage engine (native/, Rust): built with cargo through maturin into the
+# virtualenv, again only when its sources change (cargo's cache is native/target). Without
+# cargo the install goes on and the worker uses the Python engine (METERLINE_ENGINE=auto).
+CARGO ?= cargo
+NATIVE_SOURCES := $(wildcard native/src/*.rs) native/Cargo.toml native/Cargo.lock native/pyproject.toml
+NATIVE_TARGET := $(abspath native/target)
+
+$(BIN)/.native: $(BIN)/.installed $(NATIVE_SOURCES)
+	@if command -v $(CARGO) >/dev/null 2>&1; then \
+		echo "building the native usage engine (cargo, maturin)"; \
+		VIRTUAL_ENV=$(abspath $(VENV)) CARGO_TARGET_DIR=$(NATIVE_TARGET) \
+			$(BIN)/maturin develop --release --quiet -m native/Cargo.toml && touch $@; \
+	else \
+		echo "cargo is not on PATH: the Python usage engine will be used" \
+			"(install Rust, then run make install again, for the native one)"; \
+	fi
+
+install: $(BIN)/.installed $(BIN)/.native ## Create the virtualenv, install meterline and its dev tools, build the native engine
 
 kafka-fetch: install ## Fetch the Apache Kafka broker jars with Maven (cached)
 	$(BIN)/meterline kafka fetch
@@ -26,7 +43,10 @@ kafka-fetch: install ## Fetch the Apache Kafka broker jars with Maven (cached)
 demo: install kafka-fetch ## The main job: the whole pipeline on a local Kafka and the Stripe simulator
 	$(BIN)/meterline demo --port $(DEMO_PORT)
 
-test: install kafka-fetch ## Run every test (unit, integration on a real broker, end to end)
+test: install kafka-fetch ## Run every test (the native engine's cargo tests, unit, integration on a real broker, end to end)
+	@if command -v $(CARGO) >/dev/null 2>&1; then \
+		CARGO_TARGET_DIR=$(NATIVE_TARGET) $(CARGO) test --quiet --manifest-path native/Cargo.toml; \
+	fi
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install ## Run the unit tests only (no broker)

@@ -8,7 +8,10 @@ agent's default) by:
 
 - `ReferenceEngine.process` (deltas encoded, state merged), with the garbage collector
   paused during a batch (the default) and not, and
-- today's `Metering.process` with an in-memory dict as the usage table, for the ratio.
+- today's `Metering.process` with an in-memory dict as the usage table, for the ratio;
+- `NativeEngine.process` (the Rust engine, when it is built), whose state lives outside
+  Python's allocator: its bytes per account-hour are the growth of the process's resident
+  memory over a run, measured first, before anything else was allocated and freed.
 
 `--uids rocksdb` keeps the engine's de-duplication memory in a local RocksDB (as
 `METERLINE_STORE=rocksdb` does; a fresh one in a temporary directory per run) instead
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import tempfile
 import time
 import tracemalloc
@@ -37,7 +41,7 @@ from bench.bench_worker import messages
 from bench.common import PARTITIONS, example_catalog, now_ms
 from streams.schemas.catalog import Catalog
 from streams.sources import Source
-from streams.usage.engine import ReferenceEngine
+from streams.usage.engine import ReferenceEngine, UsageEngine
 from streams.usage.engine.uids import UidFactory, memory_uids
 from streams.usage.metering import Message, Metering
 
@@ -71,6 +75,23 @@ def run_engine(
     for batch in work:
         engine.process(batch, now)
     return engine
+
+
+def run_native(catalog: Catalog, work: list[list[Message]], now: int) -> UsageEngine | None:
+    try:
+        from streams.usage.engine.native import NativeEngine
+    except ImportError:
+        return None
+    engine = NativeEngine(PARTITIONS, catalog)
+    for batch in work:
+        engine.process(batch, now)
+    return engine
+
+
+def resident_bytes() -> int:
+    """The process's resident memory (Linux), for state that tracemalloc cannot see."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_metering(catalog: Catalog, work: list[list[Message]], now: int) -> dict[str, bytes]:
@@ -115,6 +136,14 @@ def main() -> None:
     now = now_ms()
     count = args.measurements
 
+    gc.collect()
+    before = resident_bytes()
+    native = run_native(catalog, work, now)
+    native_bytes = resident_bytes() - before
+    native_hours = 0 if native is None else getattr(native, "account_hours")()  # noqa: B009
+    del native
+    native_s = cpu(lambda: run_native(catalog, work, now), args.repeat)
+
     engine_s = cpu(lambda: run_engine(catalog, work, now, uids=uids()), args.repeat)
     collecting_s = cpu(
         lambda: run_engine(catalog, work, now, pause_gc=False, uids=uids()), args.repeat
@@ -137,8 +166,15 @@ def main() -> None:
     print(f"  engine.process     {engine_s / count * 1e6:6.2f} µs/measurement")
     print(f"    gc not paused    {collecting_s / count * 1e6:6.2f} µs/measurement")
     print(f"  Metering.process   {metering_s / count * 1e6:6.2f} µs/measurement (today)")
+    if native_hours:
+        print(f"  native.process     {native_s / count * 1e6:6.2f} µs/measurement (Rust)")
+    else:
+        print("  native.process     not built (make install with cargo on PATH)")
     print(f"  engine state       {state_bytes / hours:8,.0f} bytes/account-hour (tracemalloc, "
           f"{hours:,} account-hours)")  # fmt: skip
+    if native_hours:
+        print(f"  native state       {native_bytes / native_hours:8,.0f} bytes/account-hour "
+              f"(resident memory, {native_hours:,} account-hours)")  # fmt: skip
     record_bytes = sum(len(value) for value in store.values()) / max(len(store), 1)
     print(f"  today's records    {record_bytes:8,.0f} bytes/account-hour (serialized)")
 

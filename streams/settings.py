@@ -347,6 +347,13 @@ class Settings(BaseSettings):
     usage_retention_days: int = Field(
         default=400, ge=35, description="How long hourly usage state is kept, by event time."
     )
+    engine: Literal["auto", "native", "python"] = Field(
+        default="auto",
+        description=(
+            "Usage engine: native (Rust) when installed, python (the reference), or auto "
+            "(native when importable, else python)."
+        ),
+    )
 
     @field_validator("api_keys", "stripe_webhook_secrets", mode="before")
     @classmethod

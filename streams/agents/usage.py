@@ -38,7 +38,8 @@ from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage.book import UsageBook
 from streams.usage.engine import Delta, Limits, ReferenceEngine, UsageEngine
-from streams.usage.engine.uids import UidFactory, memory_uids
+from streams.usage.engine.choose import make_engine
+from streams.usage.engine.uids import UidFactory
 from streams.usage.log import UsageLogTable
 from streams.usage.metering import Message
 from streams.usage.validate import Horizon
@@ -50,28 +51,39 @@ def _account(ask: pages.UsageRequest) -> str:
     return ask.account
 
 
-def new_engine(context: WorkerContext) -> UsageEngine:
+def new_engine(context: WorkerContext) -> tuple[UsageEngine, str]:
+    """The usage engine METERLINE_ENGINE asks for (`choose.make_engine`: native when it
+    is built, else the Python reference), and its name. METERLINE_STORE=rocksdb keeps the
+    uid memory in a local RocksDB, which only the Python engine has."""
     settings = context.settings
     horizon = Horizon(
         past_ms=settings.dedup_horizon_days * DAY_MS,
         future_ms=settings.max_future_skew_s * 1000,
     )
-    uids: UidFactory = memory_uids
     if settings.store == "rocksdb":  # wiped here, rebuilt from the usage log by recovery
         # rocksdict is an extra (meterline[rocksdb]): imported only when it is used
         from streams.usage.engine.uids_rocksdb import RocksUidStore
 
-        uids = RocksUidStore(
+        uids: UidFactory = RocksUidStore(
             settings.data_dir / "usage-uids",
             write_buffer_mb=settings.rocksdb_write_buffer_mb,
             block_cache_mb=settings.rocksdb_block_cache_mb,
         )
-    return ReferenceEngine(
+        engine = ReferenceEngine(
+            settings.partitions,
+            horizon=horizon,
+            retention_days=settings.usage_retention_days,
+            limits=Limits(),
+            uids=uids,
+        )
+        return engine, "python (uid memory in RocksDB)"
+    return make_engine(
+        settings.engine,
         settings.partitions,
-        horizon=horizon,
-        retention_days=settings.usage_retention_days,
-        limits=Limits(),
-        uids=uids,
+        None,
+        horizon,
+        settings.usage_retention_days,
+        Limits(),
     )
 
 
@@ -141,7 +153,7 @@ class InFlight:
 
 def register(app: MeterlineApp, context: WorkerContext) -> None:
     settings = context.settings
-    engine = new_engine(context)
+    engine, context.usage_engine = new_engine(context)
     table = account_table(
         app,
         "usage",
@@ -151,7 +163,6 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     )
     assert isinstance(table, UsageLogTable)
     table.engine, table.stats = engine, context.stats  # before faust makes its storage
-    context.usage_engine = "python"
     log.info("usage engine: %s", context.usage_engine)
     book = UsageBook(engine, context)
     context.usage = book  # bill runs read period values through it

@@ -1,0 +1,644 @@
+//! The engine and `process`: judge every measurement of a batch (decode, validate,
+//! placement, locks, de-duplication), fold the new ones into pieces per account-hour,
+//! bound the pieces, then per partition one seq of delta messages and the pieces merged
+//! into the state. `streams.usage.engine.reference` step for step, in the same order, so
+//! rejections, deltas and state come out the same.
+//!
+//! A panic costs the measurement it happened on (a rejection with the reason), never the
+//! batch: validation and folding run under `catch_unwind`.
+
+use crate::decode::{parse, Json};
+use crate::dedup::{partition_for, uid_hash};
+use crate::fold::{accumulate, Cells, Plan, Values, WindowCells};
+use crate::state::{PartitionState, HOUR_MS};
+use crate::validate::{py_repr, validate, Override, Rules, Valid, Verdict};
+use crate::wire::{self, DeltaHeader, Entry};
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub const SEGMENT_ENVELOPE: usize = 256;
+
+pub struct Config {
+    pub partitions: u32,
+    pub past_ms: i64,
+    pub retention_days: i64,
+    pub max_uids_per_slot: usize,
+    pub max_delta_bytes: usize,
+    pub max_segment_bytes: usize,
+}
+
+pub struct Engine {
+    pub config: Config,
+    pub rules: Option<Rules>,
+    pub plan: Plan,
+    pub boundaries: HashMap<String, Vec<i64>>,
+    pub locked: HashMap<String, Vec<(i64, i64, String)>>,
+    pub states: BTreeMap<i64, PartitionState>,
+    /// test-only: panic while judging ("validate") or folding ("fold") this uid, or
+    /// committing ("commit") this account
+    pub panic_on: Option<(String, String)>,
+}
+
+pub struct Message<'a> {
+    pub value: Option<&'a [u8]>,
+    pub partition: i64,
+}
+
+/// What Python decided about a message this engine could not read.
+pub enum MessageOverride {
+    Reject(String),
+    Replace(Vec<u8>),
+}
+
+pub struct DeltaOut {
+    pub partition: i64,
+    pub seq: i64,
+    pub chunk: i64,
+    pub chunks: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+pub struct RejectedOut {
+    pub message: usize,
+    pub index: Option<usize>,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Default)]
+pub struct Processed {
+    pub deltas: Vec<DeltaOut>,
+    pub rejected: Vec<RejectedOut>,
+    pub forwards: Vec<(i64, usize, usize, String)>,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub newest: i64,
+}
+
+pub enum Outcome {
+    /// Python must decide these measurements (message, index) and messages first.
+    Help(Vec<(usize, usize)>, Vec<usize>),
+    Done(Processed),
+}
+
+#[derive(Default)]
+struct Piece {
+    windows: WindowCells,
+    uids: Vec<u64>,
+    members: Vec<(usize, usize)>,
+    newest: i64,
+}
+
+/// `{:,}` of Python.
+pub fn thousands(n: usize) -> String {
+    let text = n.to_string();
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i > 0 && (text.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic".to_string()
+    };
+    format!(
+        "internal error: PanicException({})",
+        py_repr(&text).unwrap_or_else(|| "'…'".into())
+    )
+}
+
+/// A reason that quotes an account: Python words it when the account is not plain ASCII
+/// (the marker "\0<kind>|<numbers>" is replaced by the caller).
+fn account_reason(
+    account: &str,
+    kind: &str,
+    numbers: &[usize],
+    words: impl Fn(&str) -> String,
+) -> String {
+    match py_repr(account) {
+        Some(quoted) => words(&quoted),
+        None => {
+            let numbers: Vec<String> = numbers.iter().map(|n| n.to_string()).collect();
+            format!("\0{}|{}", kind, numbers.join("|"))
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        Engine {
+            config,
+            rules: None,
+            plan: Plan::default(),
+            boundaries: HashMap::new(),
+            locked: HashMap::new(),
+            states: BTreeMap::new(),
+            panic_on: None,
+        }
+    }
+
+    pub fn partition_of(&self, account: &str) -> i64 {
+        partition_for(account, self.config.partitions) as i64
+    }
+
+    fn window(&self, account: &str, ts: i64) -> i64 {
+        let hour = ts - ts.rem_euclid(HOUR_MS);
+        let Some(known) = self.boundaries.get(account) else {
+            return hour;
+        };
+        let index = known.partition_point(|b| *b <= ts);
+        if index > 0 && known[index - 1] > hour {
+            known[index - 1]
+        } else {
+            hour
+        }
+    }
+
+    fn hook(&self, stage: &str, uid: &str) {
+        if let Some((at, target)) = &self.panic_on {
+            if at == stage && target == uid {
+                panic!("{} failed on purpose for uid {}", stage, uid);
+            }
+        }
+    }
+
+    pub fn process(
+        &mut self,
+        messages: &[Message],
+        now_ms: i64,
+        decided: &HashMap<(usize, usize), Override>,
+        replaced: &HashMap<usize, MessageOverride>,
+    ) -> Result<Outcome, String> {
+        let Some(rules) = self.rules.as_ref() else {
+            return Err("the engine has no catalog yet: call set_catalog() first".into());
+        };
+        // 1. read every message and judge every measurement on its own (no state yet)
+        let mut documents: Vec<Result<Json, String>> = Vec::with_capacity(messages.len());
+        let mut unread = Vec::new();
+        for (number, message) in messages.iter().enumerate() {
+            let value = match replaced.get(&number) {
+                Some(MessageOverride::Reject(reason)) => {
+                    documents.push(Err(reason.clone()));
+                    continue;
+                }
+                Some(MessageOverride::Replace(bytes)) => Some(bytes.as_slice()),
+                None => message.value,
+            };
+            documents.push(match value {
+                None | Some(b"") => Err("empty message".to_string()),
+                Some(bytes) => match parse(bytes) {
+                    Ok(document) => Ok(document),
+                    Err(error) if replaced.contains_key(&number) => Err(format!(
+                        "not JSON: the native engine cannot read it ({})",
+                        error
+                    )),
+                    Err(_) => {
+                        unread.push(number);
+                        Err(String::new())
+                    }
+                },
+            });
+        }
+        let mut carried: Vec<Result<(&[Json], bool), String>> = Vec::with_capacity(messages.len());
+        for document in &documents {
+            carried.push(match document {
+                Err(reason) => Err(reason.clone()),
+                Ok(document @ Json::Obj(_)) => match document.get("measurements") {
+                    None | Some(Json::Null) => Ok((std::slice::from_ref(document), false)),
+                    Some(Json::Arr(items)) => Ok((items.as_slice(), true)),
+                    Some(_) => Err("measurements must be a list".to_string()),
+                },
+                Ok(_) => Err(
+                    "expected a measurement object or a {\"measurements\": [...]} envelope".into(),
+                ),
+            });
+        }
+        let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(messages.len());
+        let mut undecided = Vec::new();
+        for (number, items) in carried.iter().enumerate() {
+            let mut judged = Vec::with_capacity(items.as_ref().map_or(0, |(items, _)| items.len()));
+            if let Ok((items, _)) = items {
+                for (index, raw) in items.iter().enumerate() {
+                    let verdict = catch_unwind(AssertUnwindSafe(|| {
+                        if let Some(uid) = raw.get("uid").and_then(|u| u.as_str()) {
+                            self.hook("validate", uid);
+                        }
+                        let verdict = if decided.is_empty() {
+                            None
+                        } else {
+                            decided.get(&(number, index))
+                        };
+                        validate(raw, now_ms, rules, verdict)
+                    }))
+                    .unwrap_or_else(|payload| {
+                        Verdict::Reject("measurement".into(), panic_text(payload))
+                    });
+                    if matches!(verdict, Verdict::Undecided) {
+                        undecided.push((number, index));
+                    }
+                    judged.push(verdict);
+                }
+            }
+            verdicts.push(judged);
+        }
+        if !undecided.is_empty() || !unread.is_empty() {
+            let unread = unread
+                .into_iter()
+                .filter(|n| !replaced.contains_key(n))
+                .collect::<Vec<_>>();
+            let undecided = undecided
+                .into_iter()
+                .filter(|key| !decided.contains_key(key))
+                .collect::<Vec<_>>();
+            if !undecided.is_empty() || !unread.is_empty() {
+                return Ok(Outcome::Help(undecided, unread));
+            }
+        }
+        // 2. placement, locks, de-duplication, fold into pieces
+        let mut out = Processed::default();
+        // keyed by the account as the batch wrote it: no copy per measurement
+        let mut pieces: BTreeMap<(i64, &str, i64), Piece> = BTreeMap::new();
+        for (number, items) in carried.iter().enumerate() {
+            let (items, _) = match items {
+                Err(reason) => {
+                    out.rejected.push(RejectedOut {
+                        message: number,
+                        index: None,
+                        field: "value".into(),
+                        reason: reason.clone(),
+                    });
+                    continue;
+                }
+                Ok(items) => items,
+            };
+            for index in 0..items.len() {
+                let verdict = &verdicts[number][index];
+                let valid = match verdict {
+                    Verdict::Valid(valid) => valid,
+                    Verdict::Reject(field, reason) => {
+                        out.rejected.push(RejectedOut {
+                            message: number,
+                            index: Some(index),
+                            field: field.clone(),
+                            reason: reason.clone(),
+                        });
+                        continue;
+                    }
+                    Verdict::Undecided => {
+                        out.rejected.push(RejectedOut {
+                            message: number,
+                            index: Some(index),
+                            field: "measurement".into(),
+                            reason: "internal error: the native engine could not judge it".into(),
+                        });
+                        continue;
+                    }
+                };
+                if let Some((field, reason)) = self.judge(
+                    valid,
+                    number,
+                    index,
+                    messages[number].partition,
+                    &mut pieces,
+                    &verdicts,
+                    &mut out,
+                ) {
+                    out.rejected.push(RejectedOut {
+                        message: number,
+                        index: Some(index),
+                        field,
+                        reason,
+                    });
+                }
+            }
+        }
+        // 3. bound the pieces, then per partition one seq of deltas, merged into the state
+        let mut accepted: BTreeMap<i64, Vec<(Entry, WindowCells, i64)>> = BTreeMap::new();
+        for ((partition, account, slot), piece) in pieces {
+            if piece.members.is_empty() {
+                continue;
+            }
+            let encoded = wire::encode_piece(&piece.windows, &mut piece.uids.clone());
+            if let Some(reason) = self.refusal(partition, account, slot, &encoded) {
+                let state = self.states.entry(partition).or_default();
+                state.forget_uids(account, slot, &piece.uids);
+                for (message, index) in piece.members {
+                    out.rejected.push(RejectedOut {
+                        message,
+                        index: Some(index),
+                        field: "measurement".into(),
+                        reason: reason.clone(),
+                    });
+                }
+                continue;
+            }
+            out.accepted += piece.members.len();
+            let entry = Entry {
+                account: account.to_string(),
+                slot,
+                piece: encoded,
+            };
+            accepted
+                .entry(partition)
+                .or_default()
+                .push((entry, piece.windows, piece.newest));
+        }
+        for (partition, items) in accepted {
+            out.deltas.extend(self.commit(partition, items));
+        }
+        Ok(Outcome::Done(out))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn judge<'a>(
+        &mut self,
+        valid: &Valid<'a>,
+        number: usize,
+        index: usize,
+        read_from: i64,
+        pieces: &mut BTreeMap<(i64, &'a str, i64), Piece>,
+        verdicts: &[Vec<Verdict>],
+        out: &mut Processed,
+    ) -> Option<(String, String)> {
+        let account = valid.account;
+        let ts = valid.ts;
+        let partition = self.partition_of(account);
+        if partition != read_from {
+            out.forwards
+                .push((partition, number, index, account.to_string()));
+            return None;
+        }
+        if let Some(periods) = self.locked.get(account) {
+            for (start, end, reason) in periods {
+                if *start <= ts && ts < *end {
+                    return Some(("ts".into(), reason.clone()));
+                }
+            }
+        }
+        let slot = ts.div_euclid(HOUR_MS);
+        let limit = self.config.max_uids_per_slot;
+        let uid = uid_hash(valid.meter, valid.uid);
+        let state = self.states.entry(partition).or_default();
+        let known = state.hashes(account, slot);
+        if known.is_some_and(|hashes| hashes.contains(&uid)) {
+            out.duplicates += 1;
+            return None;
+        }
+        if known.map_or(0, |hashes| hashes.len()) >= limit {
+            let reason = account_reason(account, "full", &[limit], |quoted| {
+                format!(
+                    "account {} has more than {} measurements in this hour: its de-duplication memory is full",
+                    quoted,
+                    thousands(limit)
+                )
+            });
+            return Some(("ts".into(), reason));
+        }
+        state.hashes_mut(account, slot).insert(uid);
+        out.newest = out.newest.max(ts);
+        let piece = pieces.entry((partition, account, slot)).or_default();
+        piece.members.push((number, index));
+        piece.uids.push(uid);
+        piece.newest = piece.newest.max(ts);
+        let folded = catch_unwind(AssertUnwindSafe(|| self.fold(piece, valid)));
+        if let Err(payload) = folded {
+            let last = piece.members.len() - 1;
+            self.unfold(
+                piece,
+                partition,
+                account,
+                slot,
+                last,
+                panic_text(payload),
+                verdicts,
+                out,
+            );
+        }
+        None
+    }
+
+    fn fold(&self, piece: &mut Piece, valid: &Valid) {
+        let Some(targets) = self.plan.get(valid.meter) else {
+            return;
+        };
+        if targets.is_empty() {
+            return;
+        }
+        self.hook("fold", valid.uid);
+        let window = self.window(valid.account, valid.ts);
+        // room for every cell this meter feeds: a window's cells are kept as they are
+        let needed: usize = targets.iter().map(|target| target.cells.len()).sum();
+        let cells = piece
+            .windows
+            .entry(window)
+            .or_insert_with(|| Cells::with_capacity(needed));
+        let values = Values {
+            numbers: &valid.numbers,
+            strings: &valid.strings,
+            ts: valid.ts,
+        };
+        accumulate(targets, cells, &values);
+        if cells.is_empty() {
+            piece.windows.remove(&window);
+        }
+    }
+
+    /// Take a measurement that failed to fold out of its piece, fold the piece again from
+    /// its other measurements: it is dead-lettered and its uid forgotten.
+    #[allow(clippy::too_many_arguments)]
+    fn unfold(
+        &mut self,
+        piece: &mut Piece,
+        partition: i64,
+        account: &str,
+        slot: i64,
+        mut failed: usize,
+        mut reason: String,
+        verdicts: &[Vec<Verdict>],
+        out: &mut Processed,
+    ) {
+        loop {
+            let (message, index) = piece.members.remove(failed);
+            let uid = piece.uids.remove(failed);
+            self.states
+                .entry(partition)
+                .or_default()
+                .forget_uids(account, slot, &[uid]);
+            out.rejected.push(RejectedOut {
+                message,
+                index: Some(index),
+                field: "measurement".into(),
+                reason: reason.clone(),
+            });
+            piece.windows = WindowCells::new();
+            let mut again = None;
+            for (at, (message, index)) in piece.members.clone().into_iter().enumerate() {
+                let Verdict::Valid(valid) = &verdicts[message][index] else {
+                    continue;
+                };
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.fold(piece, valid))) {
+                    again = Some((at, panic_text(payload)));
+                    break;
+                }
+            }
+            match again {
+                None => return,
+                Some((at, text)) => {
+                    failed = at;
+                    reason = text;
+                }
+            }
+        }
+    }
+
+    /// Why an account-hour's piece may not be merged (`ReferenceEngine._refusal`): it would
+    /// not fit a delta message, or it would grow its segment past a snapshot record.
+    fn refusal(
+        &mut self,
+        partition: i64,
+        account: &str,
+        slot: i64,
+        piece: &[u8],
+    ) -> Option<String> {
+        let key = wire::json_key(account).len();
+        let needed = wire::ENVELOPE_BYTES + wire::entry_bytes(key, slot, piece.len());
+        let max_delta = self.config.max_delta_bytes;
+        if needed > max_delta {
+            return Some(account_reason(
+                account,
+                "delta",
+                &[needed, (slot * HOUR_MS) as usize],
+                |quoted| {
+                    format!(
+                    "the usage of account {} for the hour starting {} (epoch ms) in this batch would take {} bytes of a delta message, more than the {} one Kafka message holds: not counted",
+                    quoted,
+                    slot * HOUR_MS,
+                    thousands(needed),
+                    thousands(max_delta)
+                )
+                },
+            ));
+        }
+        let state = self.states.entry(partition).or_default();
+        let exact = segment_size(state, partition, account, slot, state.seq + 1);
+        let max_segment = self.config.max_segment_bytes;
+        if exact + piece.len() <= max_segment {
+            return None;
+        }
+        let grown = exact + piece.len();
+        Some(account_reason(
+            account,
+            "segment",
+            &[grown, (slot * HOUR_MS) as usize],
+            |quoted| {
+                format!(
+                "the usage record of account {} for the hour starting {} (epoch ms) would grow to {} bytes, more than the {} one Kafka message holds: not counted",
+                quoted,
+                slot * HOUR_MS,
+                thousands(grown),
+                thousands(max_segment)
+            )
+            },
+        ))
+    }
+
+    fn commit(&mut self, partition: i64, items: Vec<(Entry, WindowCells, i64)>) -> Vec<DeltaOut> {
+        for (entry, _, _) in &items {
+            self.hook("commit", &entry.account);
+        }
+        let budget = self.config.max_delta_bytes;
+        let state = self.states.entry(partition).or_default();
+        let seq = state.seq + 1;
+        let newest = items
+            .iter()
+            .map(|(_, _, newest)| *newest)
+            .fold(state.newest, i64::max);
+        let mut entries = Vec::with_capacity(items.len());
+        let mut windows = Vec::with_capacity(items.len());
+        for (entry, cells, _) in items {
+            entries.push(entry);
+            windows.push(cells);
+        }
+        let chunks = wire::pack(&entries, budget);
+        let count = chunks.len() as i64;
+        let mut deltas = Vec::with_capacity(chunks.len());
+        for (chunk, members) in chunks.iter().enumerate() {
+            let header = DeltaHeader {
+                partition,
+                seq,
+                chunk: chunk as i64,
+                chunks: count,
+                newest,
+                expire: None,
+            };
+            let chosen: Vec<&Entry> = members.iter().map(|at| &entries[*at]).collect();
+            let key = wire::delta_key(partition, seq, chunk as i64);
+            let value = wire::delta_value(&header, &chosen);
+            state.seen.set(&key, true);
+            deltas.push(DeltaOut {
+                partition,
+                seq,
+                chunk: chunk as i64,
+                chunks: count,
+                key,
+                value,
+            });
+        }
+        for (entry, cells) in entries.into_iter().zip(windows) {
+            // its uids were remembered while judging
+            state.merge(&entry.account, entry.slot, cells, &[]);
+        }
+        state.seq = seq;
+        state.newest = newest;
+        state.applied(seq, count - 1, count);
+        deltas
+    }
+}
+
+/// The bytes `wire.segment_value` would take for this segment now, its uids counted
+/// without encoding them (base64 of 8 bytes each, in the member `,"u":"..."`).
+pub fn segment_size(
+    state: &PartitionState,
+    partition: i64,
+    account: &str,
+    slot: i64,
+    seq: i64,
+) -> usize {
+    let windows = state.segment_windows(account, slot);
+    let without = wire::segment_value(
+        partition,
+        account,
+        slot,
+        seq,
+        windows.into_iter(),
+        &mut Vec::new(),
+    );
+    let uids = state.hashes(account, slot).map_or(0, |h| h.len());
+    if uids == 0 {
+        return without.len();
+    }
+    without.len() + ",\"u\":\"\"".len() + 4 * (uids * 8).div_ceil(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated_like_python() {
+        assert_eq!(thousands(400_000), "400,000");
+        assert_eq!(thousands(983_040), "983,040");
+        assert_eq!(thousands(12), "12");
+        assert_eq!(thousands(1_000), "1,000");
+    }
+}

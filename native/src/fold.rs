@@ -1,0 +1,483 @@
+//! Folding valid measurements into cells (`streams.usage.engine.fold`) and merging cells
+//! (`streams.usage.engine.state.merge_cells`).
+
+use crate::dec::Dec;
+use crate::dedup::distinct_text;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub const SUM: u8 = 0;
+pub const MIN: u8 = 1;
+pub const MAX: u8 = 2;
+pub const LATEST: u8 = 3;
+pub const COUNT: u8 = 4;
+pub const UNIQUE: u8 = 5;
+
+/// Distinct values of a UNIQUE cell, sorted (a few per cell: a vector, not a tree).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Distinct(Vec<String>);
+
+impl Distinct {
+    pub fn one(value: &str) -> Distinct {
+        Distinct(vec![value.to_string()])
+    }
+
+    pub fn insert(&mut self, value: &str) {
+        if let Err(at) = self.0.binary_search_by(|v| v.as_str().cmp(value)) {
+            self.0.insert(at, value.to_string());
+        }
+    }
+
+    pub fn extend(&mut self, other: Distinct) {
+        if self.0.is_empty() {
+            self.0 = other.0;
+            return;
+        }
+        for value in other.0 {
+            if let Err(at) = self.0.binary_search(&value) {
+                self.0.insert(at, value);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
+
+/// The parts of a cell (each None when its aggregation does not need it).
+#[derive(Clone, Debug, Default)]
+pub struct Parts {
+    pub sum: Option<Dec>,
+    pub min: Option<Dec>,
+    pub max: Option<Dec>,
+    pub latest: Option<(i64, Dec)>,
+    pub unique: Option<Distinct>,
+}
+
+/// A cell's parts, compact: an aggregation needs one part (or none), so one is kept
+/// inline; a cell read from elsewhere with several keeps them boxed.
+#[derive(Clone, Debug, Default)]
+enum Part {
+    #[default]
+    Nothing,
+    Sum(Dec),
+    Min(Dec),
+    Max(Dec),
+    Latest((i64, Dec)),
+    Unique(Distinct),
+    Several(Box<Parts>),
+}
+
+/// What one window knows for one aggregation (and segment): the count and the parts its
+/// function needs.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    pub count: i64,
+    part: Part,
+}
+
+impl Cell {
+    pub fn new(count: i64, parts: Parts) -> Cell {
+        let set = parts.sum.is_some() as u8
+            + parts.min.is_some() as u8
+            + parts.max.is_some() as u8
+            + parts.latest.is_some() as u8
+            + parts.unique.as_ref().is_some_and(|u| !u.is_empty()) as u8;
+        let part = match (set, parts) {
+            (0, _) => Part::Nothing,
+            (1, Parts { sum: Some(sum), .. }) => Part::Sum(sum),
+            (1, Parts { min: Some(min), .. }) => Part::Min(min),
+            (1, Parts { max: Some(max), .. }) => Part::Max(max),
+            (
+                1,
+                Parts {
+                    latest: Some(latest),
+                    ..
+                },
+            ) => Part::Latest(latest),
+            (
+                1,
+                Parts {
+                    unique: Some(unique),
+                    ..
+                },
+            ) => Part::Unique(unique),
+            (_, parts) => Part::Several(Box::new(parts)),
+        };
+        Cell { count, part }
+    }
+
+    pub fn parts(self) -> Parts {
+        match self.part {
+            Part::Nothing => Parts::default(),
+            Part::Sum(sum) => Parts {
+                sum: Some(sum),
+                ..Parts::default()
+            },
+            Part::Min(min) => Parts {
+                min: Some(min),
+                ..Parts::default()
+            },
+            Part::Max(max) => Parts {
+                max: Some(max),
+                ..Parts::default()
+            },
+            Part::Latest(latest) => Parts {
+                latest: Some(latest),
+                ..Parts::default()
+            },
+            Part::Unique(unique) => Parts {
+                unique: Some(unique),
+                ..Parts::default()
+            },
+            Part::Several(parts) => *parts,
+        }
+    }
+
+    pub fn sum(&self) -> Option<&Dec> {
+        match &self.part {
+            Part::Sum(sum) => Some(sum),
+            Part::Several(parts) => parts.sum.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn min(&self) -> Option<&Dec> {
+        match &self.part {
+            Part::Min(min) => Some(min),
+            Part::Several(parts) => parts.min.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn max(&self) -> Option<&Dec> {
+        match &self.part {
+            Part::Max(max) => Some(max),
+            Part::Several(parts) => parts.max.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn latest(&self) -> Option<&(i64, Dec)> {
+        match &self.part {
+            Part::Latest(latest) => Some(latest),
+            Part::Several(parts) => parts.latest.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn unique(&self) -> Option<&Distinct> {
+        match &self.part {
+            Part::Unique(unique) => Some(unique),
+            Part::Several(parts) => parts.unique.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+pub type CellKey = (Arc<str>, Arc<str>);
+
+/// The cells of one window, sorted by key: a few per window, so a sorted vector is both
+/// smaller and faster than a map.
+#[derive(Clone, Debug, Default)]
+pub struct Cells(Vec<(CellKey, Cell)>);
+
+impl Cells {
+    pub fn new() -> Cells {
+        Cells(Vec::new())
+    }
+
+    pub fn with_capacity(capacity: usize) -> Cells {
+        Cells(Vec::with_capacity(capacity))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get_mut(&mut self, key: &CellKey) -> Option<&mut Cell> {
+        match self.0.binary_search_by(|(k, _)| k.cmp(key)) {
+            Ok(at) => Some(&mut self.0[at].1),
+            Err(_) => None,
+        }
+    }
+
+    pub fn insert(&mut self, key: CellKey, cell: Cell) {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(at) => self.0[at].1 = cell,
+            Err(at) => self.0.insert(at, (key, cell)),
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (CellKey, Cell)> {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for Cells {
+    type Item = (CellKey, Cell);
+    type IntoIter = std::vec::IntoIter<(CellKey, Cell)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Cells {
+    type Item = &'a (CellKey, Cell);
+    type IntoIter = std::slice::Iter<'a, (CellKey, Cell)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+pub type WindowCells = BTreeMap<i64, Cells>;
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub field: String,
+    pub numeric: bool,
+    pub distinct: bool,
+    pub cells: Vec<(CellKey, u8)>,
+}
+
+/// meter code -> its targets (`compile_plan`, computed by Python and handed in).
+pub type Plan = crate::dedup::FastMap<String, Vec<Target>>;
+
+/// A measurement's values, as validation leaves them.
+pub struct Values<'a> {
+    pub numbers: &'a [(std::borrow::Cow<'a, str>, Dec)],
+    pub strings: &'a [(&'a str, &'a str)],
+    pub ts: i64,
+}
+
+fn latest_newer(candidate: &(i64, Dec), current: &(i64, Dec)) -> bool {
+    candidate.0 > current.0
+        || (candidate.0 == current.0 && candidate.1.cmp_value(&current.1).is_gt())
+}
+
+fn first(kind: u8, number: &Dec, ts: i64, distinct: &str) -> Cell {
+    let part = match kind {
+        SUM => Part::Sum(number.clone()),
+        MIN => Part::Min(number.clone()),
+        MAX => Part::Max(number.clone()),
+        LATEST => Part::Latest((ts, number.clone())),
+        UNIQUE => Part::Unique(Distinct::one(distinct)),
+        _ => Part::Nothing,
+    };
+    Cell { count: 1, part }
+}
+
+fn added(kind: u8, cell: &mut Cell, number: &Dec, ts: i64, distinct: &str) {
+    cell.count += 1;
+    match kind {
+        SUM => {
+            if let Part::Sum(sum) = &mut cell.part {
+                *sum = sum.add_exact(number);
+                return;
+            }
+            let sum = cell
+                .sum()
+                .map_or_else(|| number.clone(), |sum| sum.add_exact(number));
+            cell.part = Part::Sum(sum);
+        }
+        MIN => {
+            let lower = match cell.min() {
+                Some(min) if number.cmp_value(min).is_ge() => min.clone(),
+                _ => number.clone(),
+            };
+            cell.part = Part::Min(lower);
+        }
+        MAX => {
+            let upper = match cell.max() {
+                Some(max) if number.cmp_value(max).is_le() => max.clone(),
+                _ => number.clone(),
+            };
+            cell.part = Part::Max(upper);
+        }
+        LATEST => {
+            let candidate = (ts, number.clone());
+            let newer = match cell.latest() {
+                Some(latest) if !latest_newer(&candidate, latest) => latest.clone(),
+                _ => candidate,
+            };
+            cell.part = Part::Latest(newer);
+        }
+        UNIQUE => {
+            cell.count -= 1;
+            counted(cell, distinct)
+        }
+        _ => cell.part = Part::Nothing,
+    }
+}
+
+/// A UNIQUE cell with one more measurement of value `distinct` (its key).
+fn counted(cell: &mut Cell, distinct: &str) {
+    cell.count += 1;
+    if let Part::Unique(unique) = &mut cell.part {
+        unique.insert(distinct);
+        return;
+    }
+    let mut unique = std::mem::take(&mut cell.part);
+    cell.part = match &mut unique {
+        Part::Several(parts) if parts.unique.is_some() => {
+            let mut kept = parts.unique.take().expect("checked");
+            kept.insert(distinct);
+            Part::Unique(kept)
+        }
+        _ => Part::Unique(Distinct::one(distinct)),
+    };
+}
+
+/// Add one measurement to the cells of its window (a field it lacks is not counted).
+pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
+    for target in targets {
+        if target.numeric {
+            let Some((_, number)) = values
+                .numbers
+                .iter()
+                .find(|(code, _)| *code == target.field)
+            else {
+                continue;
+            };
+            let distinct = if target.distinct {
+                number.canonical_text()
+            } else {
+                String::new()
+            };
+            for (key, kind) in &target.cells {
+                match cells.get_mut(key) {
+                    None => {
+                        cells.insert(key.clone(), first(*kind, number, values.ts, &distinct));
+                    }
+                    Some(cell) => added(*kind, cell, number, values.ts, &distinct),
+                }
+            }
+        } else {
+            let Some((_, text)) = values
+                .strings
+                .iter()
+                .find(|(code, _)| *code == target.field)
+            else {
+                continue;
+            };
+            let distinct = if target.distinct {
+                distinct_text(text)
+            } else {
+                String::new()
+            };
+            for (key, kind) in &target.cells {
+                match cells.get_mut(key) {
+                    None => {
+                        let part = if *kind == UNIQUE {
+                            Part::Unique(Distinct::one(&distinct))
+                        } else {
+                            Part::Nothing
+                        };
+                        cells.insert(key.clone(), Cell { count: 1, part });
+                    }
+                    Some(cell) if *kind == UNIQUE => counted(cell, &distinct),
+                    Some(cell) => {
+                        *cell = Cell {
+                            count: cell.count + 1,
+                            part: Part::Nothing,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The cell of both measurement sets (disjoint by uid), merged into `a`.
+pub fn merge_cells(a: &mut Cell, b: Cell) {
+    let count = a.count + b.count;
+    match (&mut a.part, b.part) {
+        (Part::Sum(sum), Part::Sum(other)) => *sum = sum.add_exact(&other),
+        (Part::Nothing, Part::Nothing) => {}
+        (_, b_part) => {
+            let mut merged = std::mem::take(a).parts();
+            let b = Cell {
+                count: 0,
+                part: b_part,
+            }
+            .parts();
+            merge_parts(&mut merged, b);
+            *a = Cell::new(count, merged);
+        }
+    }
+    a.count = count;
+}
+
+fn merge_parts(a: &mut Parts, b: Parts) {
+    if let Some(b_unique) = b.unique {
+        if !b_unique.is_empty() {
+            match a.unique.as_mut() {
+                None => a.unique = Some(b_unique),
+                Some(unique) => unique.extend(b_unique),
+            }
+        }
+    }
+    if let Some(b_sum) = b.sum {
+        a.sum = Some(match &a.sum {
+            None => b_sum,
+            Some(sum) => sum.add_exact(&b_sum),
+        });
+    }
+    if let Some(b_min) = b.min {
+        if a.min
+            .as_ref()
+            .is_none_or(|min| b_min.cmp_value(min).is_lt())
+        {
+            a.min = Some(b_min);
+        }
+    }
+    if let Some(b_max) = b.max {
+        if a.max
+            .as_ref()
+            .is_none_or(|max| b_max.cmp_value(max).is_gt())
+        {
+            a.max = Some(b_max);
+        }
+    }
+    if let Some(b_latest) = b.latest {
+        if a.latest
+            .as_ref()
+            .is_none_or(|latest| latest_newer(&b_latest, latest))
+        {
+            a.latest = Some(b_latest);
+        }
+    }
+}
+
+/// Merge windows of cells into `into`, taking the cells over.
+pub fn merge_windows(into: &mut WindowCells, windows: WindowCells) {
+    for (start, cells) in windows {
+        match into.get_mut(&start) {
+            None => {
+                into.insert(start, cells);
+            }
+            Some(target) => merge_cell_maps(target, cells),
+        }
+    }
+}
+
+pub fn merge_cell_maps(target: &mut Cells, cells: Cells) {
+    for (key, cell) in cells {
+        match target.get_mut(&key) {
+            None => {
+                target.insert(key, cell);
+            }
+            Some(existing) => merge_cells(existing, cell),
+        }
+    }
+}

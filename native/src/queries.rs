@@ -1,0 +1,79 @@
+//! Reads: merged cells per (aggregation, bucket) of the windows starting in a range, and
+//! the accounts with usage in a range. Only the windows in the range are touched.
+
+use crate::engine::Engine;
+use crate::fold::{merge_cells, Cell};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+impl Engine {
+    pub fn query(
+        &self,
+        account: &str,
+        codes: &[String],
+        start: i64,
+        end: i64,
+        bucket_ms: Option<i64>,
+    ) -> Vec<(String, i64, Cell)> {
+        let Some(usage) = self
+            .states
+            .get(&self.partition_of(account))
+            .and_then(|state| state.accounts.get(account))
+        else {
+            return Vec::new();
+        };
+        if start >= end {
+            return Vec::new();
+        }
+        let wanted: HashSet<&str> = codes.iter().map(String::as_str).collect();
+        let mut merged: BTreeMap<(String, i64), Cell> = BTreeMap::new();
+        for (window, cells) in usage.range(start..end) {
+            let bucket = bucket_ms.map_or(0, |size| window - window.rem_euclid(size));
+            for ((code, segment), cell) in cells {
+                if !segment.is_empty() || !wanted.contains(&**code) {
+                    continue;
+                }
+                match merged.get_mut(&(code.to_string(), bucket)) {
+                    None => {
+                        merged.insert((code.to_string(), bucket), cell.clone());
+                    }
+                    Some(total) => merge_cells(total, cell.clone()),
+                }
+            }
+        }
+        merged
+            .into_iter()
+            .map(|((code, bucket), cell)| (code, bucket, cell))
+            .collect()
+    }
+
+    pub fn accounts(&self, partitions: &[i64], start: i64, end: i64) -> Vec<String> {
+        let mut found = BTreeSet::new();
+        if start < end {
+            for partition in partitions {
+                if let Some(state) = self.states.get(partition) {
+                    for (account, windows) in &state.accounts {
+                        if windows.range(start..end).next().is_some() {
+                            found.insert(account.clone());
+                        }
+                    }
+                }
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Account-hours with usage (for benchmarks).
+    pub fn account_hours(&self) -> usize {
+        self.states
+            .values()
+            .flat_map(|state| state.accounts.values())
+            .map(|windows| {
+                windows
+                    .keys()
+                    .map(|start| start.div_euclid(crate::state::HOUR_MS))
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,409 @@
+"""The native usage engine: `contract.UsageEngine` over the Rust module `meterline_native`.
+
+The Rust side (`native/`) decodes, validates, de-duplicates, folds, encodes deltas and
+snapshots, applies and restores them and answers queries, with the reference's bytes and
+answers (tests/unit/test_native_engine_differential.py holds it to that). This class only
+converts between the contract's dataclasses and the module's tuples, and hands Python the
+few things it words or judges itself:
+
+- a message the Rust reader refuses is judged by `measurements_of` (its "not JSON: ..."
+  reason is msgspec's); one it reads after all is re-encoded for the Rust reader;
+- a timestamp in an unusual ISO 8601 form, or a rejection quoting a non-ASCII value with
+  `repr`, is judged by the reference validator (`CatalogRules.validate`), and the Rust
+  side goes on with that verdict;
+- dead letters quote the measurement as Python decoded it (`Rejected.to_bytes`), and
+  forwards are encoded by `encode_json`, as the reference does;
+- an unreadable delta or snapshot record is explained by `wire`'s decoders, so the
+  `WireError` names the same place;
+- `period_values` reads each aggregation's value from the merged state in Python
+  (`streams.usage.state.value`, one division per aggregation for MEAN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import meterline_native
+import orjson
+
+from streams.partitioning import partition_for
+from streams.schemas.catalog import AggregationFunction, Catalog
+from streams.schemas.numbers import decode_json, encode_json
+from streams.usage.engine import wire
+from streams.usage.engine.contract import (
+    Applied,
+    Delta,
+    Limits,
+    LockedPeriod,
+    Processed,
+    SnapshotRecord,
+    SnapshotRound,
+    Stats,
+    UsageEngine,
+)
+from streams.usage.engine.fold import compile_plan
+from streams.usage.engine.reference import DEFAULT_RETENTION_DAYS, _forwards
+from streams.usage.metering import Carried, Message, Rejected, measurements_of
+from streams.usage.state import UsageState, value
+from streams.usage.validate import DEFAULT_HORIZON, CatalogRules, Horizon, Rejection
+
+# A reason the Rust side leaves to Python (it quotes an account that is not plain ASCII):
+# "\0<kind>|<numbers>".
+_WORDED = "\0"
+
+
+class NativeEngine:
+    """`streams.usage.engine.contract.UsageEngine` in Rust (see the module docstring)."""
+
+    def __init__(
+        self,
+        partitions: int,
+        catalog: Catalog | None = None,
+        horizon: Horizon = DEFAULT_HORIZON,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        limits: Limits = Limits(),
+    ) -> None:
+        self.partitions = partitions
+        self.horizon = horizon
+        self.retention_days = retention_days
+        self.limits = limits
+        # untyped: the extension module has no stubs
+        self._core: Any = meterline_native.Engine(
+            partitions,
+            horizon.past_ms,
+            horizon.future_ms,
+            horizon.too_old,
+            horizon.too_new,
+            retention_days,
+            limits.max_uids_per_slot,
+            limits.max_delta_bytes,
+            limits.max_segment_bytes,
+        )
+        self._rules: CatalogRules | None = None
+        if catalog is not None:
+            self.set_catalog(catalog)
+
+    # --- facts pushed in --------------------------------------------------------------
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        rules = CatalogRules(catalog)
+        self._core.set_catalog(
+            _catalog_spec(catalog, rules), self.horizon.past_ms, self.horizon.future_ms
+        )
+        self._rules = rules
+
+    def set_boundaries(self, account: str, boundaries: Iterable[int]) -> None:
+        self._core.set_boundaries(account, sorted(set(boundaries)))
+
+    def set_locked(self, account: str, periods: Iterable[LockedPeriod]) -> None:
+        self._core.set_locked(account, [(p.start, p.end, p.reason) for p in periods])
+
+    # --- process ---------------------------------------------------------------------
+
+    def process(self, messages: Sequence[Message], now_ms: int) -> Processed:
+        rules = self._rules
+        if rules is None:
+            raise RuntimeError("the engine has no catalog yet: call set_catalog() first")
+        values = [message.value for message in messages]
+        partitions = [message.source.partition for message in messages]
+        carried: dict[int, Carried | str] = {}
+        decided: dict[tuple[int, int], tuple[str, str, str, int]] = {}
+        replaced: dict[int, tuple[str, str, bytes]] = {}
+        while True:
+            outcome = self._core.process(values, partitions, now_ms, decided, replaced)
+            if outcome[0] == "done":
+                break
+            _, undecided, unread = outcome
+            for number in unread:
+                replaced[number] = _reread(values[number])
+            for number, index in undecided:
+                raw = _carried(carried, values, number)
+                assert not isinstance(raw, str)  # it was read
+                decided[(number, index)] = _judged(rules, raw.measurements[index], now_ms, self)
+        _, deltas, rejected, forwards, (accepted, duplicates, newest) = outcome
+        rejections = [self._rejected(messages, carried, values, *item) for item in rejected]
+        by_partition: dict[int, list[tuple[str, Any]]] = {}
+        for partition, number, index, account in forwards:
+            raw = _carried(carried, values, number)
+            assert not isinstance(raw, str)
+            by_partition.setdefault(partition, []).append((account, raw.measurements[index]))
+        sent = _forwards(by_partition) if by_partition else []
+        stats = Stats(
+            accepted=accepted,
+            duplicates=duplicates,
+            rejected=len(rejections),
+            forwarded=sum(forward.count for forward in sent),
+            newest_ts=newest,
+        )
+        return Processed([Delta(*delta) for delta in deltas], rejections, sent, stats)
+
+    def _rejected(
+        self,
+        messages: Sequence[Message],
+        carried: dict[int, Carried | str],
+        values: list[bytes | None],
+        number: int,
+        index: int | None,
+        field: str,
+        reason: str,
+    ) -> Rejected:
+        message = messages[number]
+        if index is None:
+            key = message.key.decode(errors="replace") if message.key else None
+            raw = message.value.decode(errors="replace") if message.value else None
+            return Rejected(key, "value", reason, raw, message.source)
+        read = _carried(carried, values, number)
+        assert not isinstance(read, str)
+        measurement = read.measurements[index]
+        account = measurement.get("account") if isinstance(measurement, dict) else None
+        if reason.startswith(_WORDED):
+            reason = self._worded(reason[1:], account)
+        return Rejected(
+            account if isinstance(account, str) else None,
+            field,
+            reason,
+            measurement,
+            message.source,
+            index if read.envelope else None,
+        )
+
+    def _worded(self, marker: str, account: Any) -> str:
+        """The reasons of `ReferenceEngine` that quote an account, worded in Python."""
+        kind, *numbers = marker.split("|")
+        first, *rest = (int(number) for number in numbers)
+        limits = self.limits
+        if kind == "full":
+            return (
+                f"account {account!r} has more than {first:,} "
+                "measurements in this hour: its de-duplication memory is full"
+            )
+        start = rest[0]
+        if kind == "delta":
+            return (
+                f"the usage of account {account!r} for the hour starting {start} "
+                f"(epoch ms) in this batch would take {first:,} bytes of a delta message, "
+                f"more than the {limits.max_delta_bytes:,} one Kafka message holds: not counted"
+            )
+        return (
+            f"the usage record of account {account!r} for the hour starting {start} "
+            f"(epoch ms) would grow to {first:,} bytes, more than the "
+            f"{limits.max_segment_bytes:,} one Kafka message holds: not counted"
+        )
+
+    # --- retention, snapshots, recovery ------------------------------------------------
+
+    def expire(self, partitions: Iterable[int] | None = None) -> list[Delta]:
+        chosen = None if partitions is None else list(partitions)
+        return [Delta(*delta) for delta in self._core.expire(chosen)]
+
+    def snapshot(self, partition: int) -> SnapshotRound:
+        seq, records, (marker_key, marker), obsolete = self._core.snapshot(partition)
+        return SnapshotRound(
+            partition,
+            seq,
+            [SnapshotRecord(partition, key, record) for key, record in records],
+            SnapshotRecord(partition, marker_key, marker),
+            obsolete,
+        )
+
+    def confirm_snapshot(self, round_: SnapshotRound) -> None:
+        self._core.confirm_snapshot(round_.partition, round_.seq, round_.obsolete)
+
+    def recover(self, key: bytes, value: bytes | None) -> None:
+        try:
+            self._core.recover(key, value)
+        except ValueError as exc:
+            if not wire.is_delta_key(key):
+                raise self._explained_record(key, value, exc) from None
+            if value is not None:
+                raise self._explained_delta(value, exc) from None
+            wire.delta_partition(key)  # raises the reference's WireError
+            raise wire.WireError("delta key", str(exc)) from None
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        try:
+            self._core.restore(key, value)
+        except ValueError as exc:
+            raise self._explained_record(key, value, exc) from None
+
+    def apply(self, value: bytes) -> Applied:
+        try:
+            return Applied(*self._core.apply(value))
+        except ValueError as exc:
+            raise self._explained_delta(value, exc) from None
+
+    def _explained_delta(self, value: bytes, exc: ValueError) -> wire.WireError:
+        """The reference's error for a delta the Rust reader refused."""
+        try:
+            message = wire.decode_delta(value)
+            for account, slots in message.accounts.items():
+                if partition_for(account, self.partitions) != message.partition:
+                    return wire.WireError(
+                        f"delta.accounts[{account!r}]",
+                        f"the account does not live on partition {message.partition}",
+                    )
+                for slot, document in slots.items():
+                    wire.decode_piece(document, f"delta.accounts[{account!r}][{slot}]")
+        except wire.WireError as error:
+            return error
+        return wire.WireError("delta", f"the native engine cannot read it: {exc}")
+
+    def _explained_record(self, key: bytes, value: bytes | None, exc: ValueError) -> wire.WireError:
+        """The reference's error for a snapshot record the Rust reader refused."""
+        try:
+            record = wire.decode_snapshot(key, value)
+        except wire.WireError as error:
+            return error
+        if isinstance(record, wire.Segment):
+            partition = partition_for(record.account, self.partitions)
+            if record.partition != partition:
+                return wire.WireError(
+                    "segment.partition",
+                    f"account {record.account!r} lives on partition {partition}, "
+                    f"not {record.partition}",
+                )
+        return wire.WireError("snapshot", f"the native engine cannot read it: {exc}")
+
+    def next_seq(self, partition: int) -> int:
+        seq: int = self._core.next_seq(partition)
+        return seq
+
+    def revoke(self, partition: int) -> None:
+        self._core.revoke(partition)
+
+    # --- reads -----------------------------------------------------------------------
+
+    def query(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, int], UsageState]:
+        if bucket_ms is not None and bucket_ms <= 0:
+            raise ValueError(f"bucket_ms must be positive or None, not {bucket_ms}")
+        rows = self._core.query(account, list(aggregations), start, end, bucket_ms)
+        return {(row[0], row[1]): _state(*row[2:]) for row in rows}
+
+    def period_values(
+        self,
+        account: str,
+        aggregations: Mapping[str, AggregationFunction],
+        start: int,
+        end: int,
+    ) -> dict[str, Decimal | None]:
+        states = self.query(account, aggregations, start, end)
+        return {code: value(states.get((code, 0)), fn) for code, fn in aggregations.items()}
+
+    def accounts(self, partitions: Iterable[int], start: int, end: int) -> list[str]:
+        found: list[str] = self._core.accounts(list(partitions), start, end)
+        return found
+
+    def account_hours(self) -> int:
+        """Account-hours that hold usage (for benchmarks)."""
+        hours: int = self._core.account_hours()
+        return hours
+
+
+def _catalog_spec(catalog: Catalog, rules: CatalogRules) -> bytes:
+    """The compiled catalog for the Rust side: each meter's rules and the fold plan."""
+    meters = []
+    for code, meter_rules in rules.meters.items():
+        broken = meter_rules.broken
+        meters.append(
+            {
+                "code": code,
+                "fields": {name: sorted(codes) for name, codes in meter_rules.fields.items()},
+                "derived_codes": sorted(meter_rules.derived_codes),
+                "required": [
+                    [path, field, f"required {category} field {field!r} missing"]
+                    for path, field, category in meter_rules.required
+                ],
+                "broken": None if broken is None else [broken.field, broken.reason],
+                "derived": [
+                    [field, name, expression.text]
+                    for field, name, expression in meter_rules.derived
+                ],
+            }
+        )
+    plan = [
+        {
+            "meter": meter,
+            "targets": [
+                {
+                    "field": target.field,
+                    "numeric": target.numeric,
+                    "distinct": target.distinct,
+                    "cells": [[key[0], key[1], kind] for key, kind in target.cells],
+                }
+                for target in targets
+            ],
+        }
+        for meter, targets in compile_plan(catalog).items()
+    ]
+    return orjson.dumps({"meters": meters, "plan": plan})
+
+
+def _carried(
+    cache: dict[int, Carried | str], values: list[bytes | None], number: int
+) -> Carried | str:
+    found = cache.get(number)
+    if found is None:
+        found = cache[number] = measurements_of(values[number])
+    return found
+
+
+def _reread(value: bytes | None) -> tuple[str, str, bytes]:
+    """A message the Rust reader refused: Python's reason, or the document re-encoded."""
+    carried = measurements_of(value)
+    if isinstance(carried, str):
+        return ("reject", carried, b"")
+    assert value is not None  # it carried something
+    try:
+        return ("replace", "", encode_json(decode_json(value)))
+    except Exception as exc:  # e.g. a lone surrogate: no UTF-8 for it
+        return ("reject", f"internal error: {exc!r}", b"")
+
+
+def _judged(
+    rules: CatalogRules, raw: Any, now_ms: int, engine: NativeEngine
+) -> tuple[str, str, str, int]:
+    """The reference validator's verdict on a measurement the Rust side left to it."""
+    try:
+        verdict = rules.validate(raw, now_ms, engine.horizon)
+    except Exception as exc:  # a bug must cost one measurement, not the stream
+        return ("reject", "measurement", f"internal error: {exc!r}", 0)
+    if isinstance(verdict, Rejection):
+        return ("reject", verdict.field, verdict.reason, 0)
+    return ("ts", "", "", verdict.ts)
+
+
+def _state(
+    count: int,
+    sum_: str | None,
+    min_: str | None,
+    max_: str | None,
+    latest_ts: int | None,
+    latest: str | None,
+    unique: list[str],
+) -> UsageState:
+    def number(text: str | None) -> Decimal | None:
+        return None if text is None else Decimal(text)
+
+    return UsageState(
+        count,
+        number(sum_),
+        number(min_),
+        number(max_),
+        None if latest_ts is None or latest is None else (latest_ts, Decimal(latest)),
+        frozenset(unique),
+    )
+
+
+__all__ = ["NativeEngine"]
+
+if TYPE_CHECKING:  # mypy checks that the native engine keeps to the contract
+    _contract: UsageEngine = NativeEngine(1)
