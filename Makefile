@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_PORT ?= 9092
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
 
@@ -22,10 +24,13 @@ install: $(BIN)/.installed ## Create the virtualenv and install meterline with i
 kafka-fetch: install ## Fetch the Apache Kafka broker jars with Maven (cached)
 	$(BIN)/meterline kafka fetch
 
-demo: install kafka-fetch ## The main job: the whole pipeline on a local Kafka and the Stripe simulator
-	$(BIN)/meterline demo --port $(DEMO_PORT)
+demo: install kafka-fetch ## The main job on a local Kafka and the Stripe simulator (DEMO_ARGS=--keep keeps it up)
+	$(BIN)/meterline demo --port $(DEMO_PORT) $(DEMO_ARGS)
 
-test: install kafka-fetch ## Run every test (unit, integration on a real broker, end to end)
+browser: ## Install Debian's chromium (the console's browser test) when it is missing
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; }
+
+test: install kafka-fetch browser ## Run every test (unit, integration on a real broker, end to end)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install ## Run the unit tests only (no broker)
@@ -49,4 +54,4 @@ dev: install kafka-fetch ## Start Kafka, topics and every process; Ctrl-C stops 
 clean: ## Remove local state (broker data, worker data); keeps the Kafka jar cache
 	rm -rf .meterline
 
-.PHONY: help install kafka-fetch demo test unit check format bench dev clean
+.PHONY: help install kafka-fetch browser demo test unit check format bench dev clean
