@@ -11,7 +11,7 @@ from connectors.console.export import to_csv
 
 
 @pytest.mark.parametrize(
-    "cell", ["=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
+    "cell", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
 )
 def test_usage_csv_prefixes_cells_a_spreadsheet_would_read_as_formulas(cell: str) -> None:
     text = to_csv(["account", "value"], [[cell, "12"]])
