@@ -120,6 +120,16 @@ def subscribe(stack: Stack, account: str) -> None:
     stack.produce(stack.topics.stripe_events, account, [orjson.dumps(e) for e in events])
 
 
+def go(page: Any, action: Any) -> None:
+    """Do what loads another page and wait for it (nothing is checked on the old one)."""
+    with page.expect_navigation():
+        action()
+
+
+def submit(page: Any, key: str) -> None:
+    go(page, lambda: page.keyboard.press(key))
+
+
 def shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -158,26 +168,26 @@ def test_a_person_finds_an_account_sees_its_usage_approves_its_bill_and_sees_str
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "key"
     page.keyboard.type("wrong-key")
-    page.keyboard.press("Enter")
+    submit(page, "Enter")
     assert page.get_by_role("alert").inner_text() == "invalid API key"
     shot(page, "login-refused")
     page.get_by_label("API key").fill(API_KEY)
-    page.keyboard.press("Enter")
+    submit(page, "Enter")
     page.wait_for_url(f"{base}/accounts")
 
     # Find the account by its name.
     page.get_by_label("Search by code, name, email or Stripe customer").fill("console test")
-    page.keyboard.press("Enter")
+    submit(page, "Enter")
     row = page.locator("tr", has=page.locator(f"th:text-is('{account}')"))
     assert NAME in row.inner_text() and "starter" in row.inner_text()
     assert_accessible(page)
     shot(page, "accounts")
 
     # Its usage: the chart and exact totals.
-    row.get_by_role("link", name=f"Usage of {account}").click()
+    go(page, row.get_by_role("link", name=f"Usage of {account}").click)
     page.get_by_label("api_calls").check()
     page.get_by_label("active_users").check()
-    page.get_by_role("button", name="Show usage").click()
+    go(page, page.get_by_role("button", name="Show usage").click)
     assert page.locator(f"[data-total='api_calls of {account}']").inner_text() == "15000"
     assert page.locator(f"[data-total='active_users of {account}']").inner_text() == "2"
     assert page.locator("svg.chart circle").count() >= 1
@@ -185,10 +195,10 @@ def test_a_person_finds_an_account_sees_its_usage_approves_its_bill_and_sees_str
     shot(page, "usage")
 
     # Its bill: lines, bands, versions, Stripe's items.
-    page.get_by_role("link", name="Bills").first.click()
+    go(page, page.get_by_role("link", name="Bills").first.click)
     page.get_by_label("Account").fill(account)
-    page.keyboard.press("Enter")
-    page.get_by_role("link", name=bill["id"]).click()
+    submit(page, "Enter")
+    go(page, page.get_by_role("link", name=bill["id"]).click)
     assert page.locator("#bill-total").inner_text() == f"{bill['total']} USD"
     assert "USAGE:api_calls" in page.locator("#lines").inner_text()
     assert page.locator("table.bands").count() >= 1
@@ -197,10 +207,10 @@ def test_a_person_finds_an_account_sees_its_usage_approves_its_bill_and_sees_str
     shot(page, "bill")
 
     # Lock before approval: the lifecycle's error is shown. Approve: Stripe follows.
-    page.get_by_role("button", name="Lock").click()
+    go(page, page.get_by_role("button", name="Lock").click)
     assert "approve" in page.get_by_role("alert").inner_text().lower()
     page.get_by_role("button", name="Approve").focus()
-    page.keyboard.press("Enter")
+    submit(page, "Enter")
     page.wait_for_url("**done=APPROVED")
     assert page.locator("#bill-status").inner_text() == "APPROVED"
     assert "APPROVED" in page.locator("#versions").inner_text()
@@ -208,7 +218,7 @@ def test_a_person_finds_an_account_sees_its_usage_approves_its_bill_and_sees_str
     shot(page, "bill-approved")
 
     # Dead letters and health (figures refresh without reloading).
-    page.get_by_role("link", name="Dead letters").click()
+    go(page, page.get_by_role("link", name="Dead letters").click)
     rejected = page.locator("tr", has=page.locator(f"td:text-is('{account}')")).first
     assert "nope" in rejected.inner_text()
     assert f"{stack.topics.measurements}[" in rejected.inner_text()
@@ -216,7 +226,7 @@ def test_a_person_finds_an_account_sees_its_usage_approves_its_bill_and_sees_str
     assert "console-bad" in rejected.locator("pre").inner_text()
     assert_accessible(page)
     shot(page, "deadletters")
-    page.get_by_role("link", name="Health").click()
+    go(page, page.get_by_role("link", name="Health").click)
     first = page.locator("#updated-at").inner_text()
     eventually(lambda: page.locator("#updated-at").inner_text() != first, timeout=15)
     assert "measurements[0]" in page.locator("#lag").inner_text()
