@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 DEMO_PORT ?= 9092
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+DEMO_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
 
@@ -40,10 +42,13 @@ install: $(BIN)/.installed $(BIN)/.native ## Create the virtualenv, install mete
 kafka-fetch: install ## Fetch the Apache Kafka broker jars with Maven (cached)
 	$(BIN)/meterline kafka fetch
 
-demo: install kafka-fetch ## The main job: the whole pipeline on a local Kafka and the Stripe simulator
-	$(BIN)/meterline demo --port $(DEMO_PORT)
+demo: install kafka-fetch ## The main job on a local Kafka and the Stripe simulator (DEMO_ARGS=--keep keeps it up)
+	$(BIN)/meterline demo --port $(DEMO_PORT) $(DEMO_ARGS)
 
-test: install kafka-fetch ## Run every test (the native engine's cargo tests, unit, integration on a real broker, end to end)
+browser: ## Install Debian's chromium (the console's browser test) when it is missing
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; }
+
+test: install kafka-fetch browser ## Run every test (the native engine's cargo tests, unit, integration on a real broker, end to end)
 	@if command -v $(CARGO) >/dev/null 2>&1; then \
 		CARGO_TARGET_DIR=$(NATIVE_TARGET) $(CARGO) test --quiet --manifest-path native/Cargo.toml; \
 	fi
@@ -70,4 +75,4 @@ dev: install kafka-fetch ## Start Kafka, topics and every process; Ctrl-C stops 
 clean: ## Remove local state (broker data, worker data); keeps the Kafka jar cache
 	rm -rf .meterline
 
-.PHONY: help install kafka-fetch demo test unit check format bench dev clean
+.PHONY: help install kafka-fetch browser demo test unit check format bench dev clean

@@ -2,7 +2,8 @@
 
 A downstream consumer like any other: it reads every partition from the beginning
 (no consumer group offsets, no commits) and keeps, per bill id, the snapshot with the
-highest version. Serves the HTTP edge's bill reads.
+highest version, and a summary of every version it saw (`versions`: the bill's history
+in the console). Serves the HTTP edge's bill reads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from streams.kafka_access import Kafka, client_config
 from streams.sources import source_of
 
 log = logging.getLogger(__name__)
+VERSION_FIELDS = ("version", "status", "reason", "total", "generatedAt", "statusChangedAt")
 
 
 class BillView:
@@ -26,6 +28,7 @@ class BillView:
         self.kafka = kafka
         self.topic = topic
         self._bills: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, account, json)
+        self._versions: dict[str, dict[int, dict[str, str]]] = {}  # id -> version -> summary
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -42,7 +45,9 @@ class BillView:
     def apply(self, value: bytes) -> None:
         document = orjson.loads(value)
         bill_id, version = document["id"], int(document["version"])
+        summary = {name: str(document.get(name)) for name in VERSION_FIELDS}
         with self._lock:
+            self._versions.setdefault(bill_id, {})[version] = summary
             current = self._bills.get(bill_id)
             if current is None or current[0] < version:
                 self._bills[bill_id] = (version, document["accountCode"], value)
@@ -51,6 +56,12 @@ class BillView:
         with self._lock:
             entry = self._bills.get(bill_id)
         return entry[2] if entry else None
+
+    def versions(self, bill_id: str) -> list[dict[str, str]]:
+        """A summary of every version of the bill seen (`VERSION_FIELDS`), oldest first."""
+        with self._lock:
+            seen = self._versions.get(bill_id, {})
+            return [seen[version] for version in sorted(seen)]
 
     def bills(self, account: str | None = None) -> list[bytes]:
         with self._lock:

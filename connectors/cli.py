@@ -487,11 +487,16 @@ def demo(
     period_seconds: Annotated[
         int, typer.Option(help="Length of the demo's first billing period.", min=30)
     ] = 90,
+    keep: Annotated[
+        bool,
+        typer.Option(help="Keep the stack up at the end (the console, the APIs); Ctrl-C stops it."),
+    ] = False,
 ) -> None:
     """Run the main job end to end: Stripe checkout → accounts → usage → bills → Stripe.
 
     Starts a local Kafka, the worker, HTTP edge, Stripe sink and (without STRIPE_API_KEY)
-    the Stripe simulator; exits 0 only if usage, bills and Stripe agree.
+    the Stripe simulator; exits 0 only if usage, bills and Stripe agree. Ends with the
+    web console's URL; with --keep the stack stays up until Ctrl-C.
     """
     from connectors.demo import DemoOptions, run_demo
 
@@ -506,6 +511,7 @@ def demo(
         trigger=trigger,
         period_seconds=period_seconds,
         broker_port=port,
+        keep=keep,
     )
     raise typer.Exit(run_demo(settings(), options))
 

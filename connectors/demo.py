@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -83,6 +84,7 @@ class DemoOptions:
     trigger: str = "every"
     period_seconds: int = 90
     broker_port: int = 9092
+    keep: bool = False  # leave the stack running (Ctrl-C stops it) to look around
 
 
 @dataclass
@@ -698,4 +700,33 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         return 1
     finally:
         demo.done.set()
+        if options.keep:
+            console.print(console_line(settings), f"(API key: {DEMO_KEY})")
+            wait_for_interrupt(console)
         stack.stop()
+        if not options.keep:
+            console.print(
+                "the stack is stopped; `meterline demo --keep` keeps it up to look around in",
+                console_line(settings),
+            )
+
+
+def console_line(settings: Settings) -> str:
+    return f"the console: http://127.0.0.1:{settings.http_port}/console"
+
+
+def wait_for_interrupt(console: Console) -> None:
+    """Block until Ctrl-C or SIGTERM (`--keep`: the stack stays up until then)."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    console.print("the stack keeps running (--keep); Ctrl-C stops every process")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

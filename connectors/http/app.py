@@ -1,5 +1,5 @@
 """The HTTP edge: Stripe webhooks, ingest API, file upload, bill commands, counter
-adjustments, read API.
+adjustments, read API, and the web console at `/console` (`connectors.console`).
 
 Stateless: every write goes to Kafka and is answered only after Kafka acknowledged it.
 """
@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from connectors.bill_view import BillView
+from connectors.console.mount import mount_console
 from connectors.http.auth import OrgAccess
 from connectors.http.bills import bills_router
 from connectors.http.counters import counters_router
@@ -52,10 +53,12 @@ def create_app(
         producer = AsyncProducer(new_producer(settings.kafka))
         producer.start()
         bill_view.start()
+        console_reads.start()
         app.state.edge = Edge(settings, topics, metrics, producer)
         try:
             yield
         finally:
+            console_reads.stop()
             bill_view.stop()
             await producer.close()
 
@@ -82,6 +85,7 @@ def create_app(
     app.include_router(previews_router(settings, transport=worker_transport, access=access))
     app.include_router(bills_router(settings, bill_view, access=access))
     app.include_router(counters_router(settings, access=access))
+    console_reads = mount_console(app, settings, bill_view, access)
     declare_our_errors(app)
     return app
 

@@ -74,6 +74,11 @@ class Attempts:
     count: int = 0
 
 
+def sink_group(settings: Settings) -> str:
+    """The sink's consumer group (its lag is read by the console)."""
+    return f"{settings.app_id}-stripe-sink"
+
+
 class StripeSink:
     def __init__(
         self,
@@ -90,7 +95,7 @@ class StripeSink:
         self.client = client
         self.limiter = limiter or limiter_for(settings.stripe_requests_per_second)
         self.metrics = metrics or Metrics()
-        self.group_id = group_id or f"{settings.app_id}-stripe-sink"
+        self.group_id = group_id or sink_group(settings)
         self.policy = SyncPolicy.from_settings(settings)
         self.backoff = Backoff(
             settings.stripe_retry_base_s,
