@@ -78,6 +78,13 @@ OPERATIONS = (
     "PUT /organizations/{orgId}/bills/{bill_id}/lock",
     "POST /organizations/{orgId}/counteradjustments",
     "GET /organizations/{orgId}/bills/preview",
+    # the console's read routes
+    "GET /organizations/{orgId}/accounts",
+    "GET /organizations/{orgId}/aggregations",
+    "GET /organizations/{orgId}/bills/{bill_id}/versions",
+    "GET /organizations/{orgId}/bills/{bill_id}/stripe",
+    "GET /organizations/{orgId}/deadletters",
+    "GET /organizations/{orgId}/health",
 )
 MEASUREMENTS = "POST /organizations/{orgId}/measurements"
 UPLOAD = "POST /organizations/{orgId}/fileuploads/measurements"
@@ -196,6 +203,10 @@ POSITIVE_ONLY = {
     "GET /organizations/{orgId}/fileuploads/measurements/{jobId}",
     "GET /organizations/{orgId}/bills/{bill_id}",
     "PUT /organizations/{orgId}/bills/{bill_id}/lock",
+    "GET /organizations/{orgId}/aggregations",
+    "GET /organizations/{orgId}/bills/{bill_id}/versions",
+    "GET /organizations/{orgId}/bills/{bill_id}/stripe",
+    "GET /organizations/{orgId}/health",
 }
 RUNS = [
     (label, mode)
