@@ -21,12 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
+
 from streams import pages
 from streams.clock import DAY_MS, HOUR_MS
 from streams.context import WorkerContext
 from streams.schemas.catalog import Aggregation, AggregationFunction, Catalog
-from streams.usage.engine import LockedPeriod, Processed, UsageEngine
-from streams.usage.metering import Message
+from streams.usage.engine import LockedPeriod, Processed, Stats, UsageEngine
+from streams.usage.metering import Message, Rejected
 from streams.usage.state import UsageState, to_document
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,16 @@ def usage_page(
     return {"account": ask.account, "functions": functions, "rows": rows}
 
 
+def _quoted(value: bytes | None) -> Any:
+    """A message as a dead letter quotes it: its JSON, or its text."""
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", "replace")
+
+
 class UsageBook:
     """The worker's usage engine, kept told of the catalog, plans and locked bills."""
 
@@ -92,8 +104,20 @@ class UsageBook:
         stale.clear()
 
     def process(self, messages: Sequence[Message], now_ms: int) -> Processed:
+        """The engine's outcome; if the engine itself fails (a bug, a panic outside a
+        measurement's guard), every message of the batch is dead-lettered with the
+        reason, so the batch is acknowledged as refused and the worker goes on."""
         self.tell()
-        return self.engine.process(messages, now_ms)
+        try:
+            return self.engine.process(messages, now_ms)
+        except Exception as exc:
+            first = messages[0].source if messages else "-"
+            log.exception("usage engine failed on %d messages from %s", len(messages), first)
+            reason = f"internal error of the usage engine, not counted: {exc!r}"
+            rejected = [
+                Rejected(None, "message", reason, _quoted(m.value), m.source) for m in messages
+            ]
+            return Processed(rejected=rejected, stats=Stats(rejected=len(rejected)))
 
     def period_values(
         self,

@@ -8,6 +8,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from streams.clock import HOUR_MS
 from streams.schemas.catalog import AggregationFunction
 from streams.usage.log import UsageLogTable
@@ -103,3 +105,30 @@ async def test_a_batch_read_before_a_rebalance_took_a_partition_leaves_its_event
         assert not events[1].message.acked  # its new owner reads it again
     assert api_calls(offline) == Decimal(8)
     assert offline.context.stats["measurements_left_to_new_owner"] == 1
+
+
+async def test_an_engine_failure_dead_letters_the_batch_with_the_reason_and_the_worker_goes_on(
+    offline: OfflineWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = offline.app.tables["usage"]
+    assert isinstance(table, UsageLogTable)
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a panic outside a measurement's guard")
+
+    working = table.engine.process
+    monkeypatch.setattr(table.engine, "process", broken)
+    batch = [message(recent(offline, f"m-{n}", n)) for n in range(USAGE_BATCH_MESSAGES)]
+    async with offline.agent("usage").test_context() as agent:
+        events = [await agent.put(v, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for v in batch]
+        await acked(*events)  # refused, not left to block the partition
+    letters = [dead.json() for dead in offline.kafka.on(offline.topics.measurements_rejected)]
+    assert len(letters) == USAGE_BATCH_MESSAGES
+    assert all("internal error of the usage engine" in letter["reason"] for letter in letters)
+    assert letters[0]["measurement"]["uid"] == "m-0"
+    monkeypatch.setattr(table.engine, "process", working)
+    again = [message(recent(offline, f"k-{n}", 1)) for n in range(USAGE_BATCH_MESSAGES)]
+    async with offline.agent("usage").test_context() as agent:
+        events = [await agent.put(v, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for v in again]
+        await acked(*events)
+    assert api_calls(offline) == Decimal(USAGE_BATCH_MESSAGES)
