@@ -16,7 +16,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 import faust
+from faust.types import ConsumerT
 
+from streams.commits import InOrderConsumer
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -101,3 +103,15 @@ class MeterlineApp(faust.App):
         super().__init__(id, **options)
         self.context = context
         self.watchdog: Any = None  # a streams.watchdog.Watchdog once the app is built
+
+    def _new_consumer(self) -> ConsumerT:
+        # faust's consumer, committing no offset past a message not yet acked
+        # (`streams.commits`)
+        return InOrderConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.transport.loop,
+        )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -106,6 +107,30 @@ def _ident(url: str) -> tuple[str, int]:
 async def _ack(stream: Any, events: Sequence[EventT[Any]]) -> None:
     for event in events:
         await stream.ack(event)
+
+
+def tell_usage_seen(context: WorkerContext, messages: Sequence[Message]) -> None:
+    """Tell the hooks (alerts) which measurements were folded; a hook that fails is
+    logged and costs nothing else."""
+    for seen in context.usage_seen:
+        try:
+            seen(messages)
+        except Exception:
+            log.exception("a usage hook failed on %d measurements (usage is kept)", len(messages))
+
+
+def stop_worker(exc: BaseException) -> None:
+    """The usage agent failed between folding a batch and acknowledging it: the engine
+    may hold usage whose delta is not in the usage log. Going on would let later batches
+    be committed while that usage is lost at the next restart, so the process exits, and
+    its restart rebuilds the engine from the log and reads the batch again from the
+    committed offset (`streams.commits` never commits past it)."""
+    log.critical("usage agent failed; the worker exits to restart from its usage log", exc_info=exc)
+    logging.shutdown()
+    os._exit(EXIT_USAGE_AGENT_FAILED)
+
+
+EXIT_USAGE_AGENT_FAILED = 70  # EX_SOFTWARE
 
 
 class InFlight:
@@ -214,8 +239,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 ]
                 async with writing:
                     processed = book.process(messages, now_ms())
-                    for seen in context.usage_seen:  # accounts whose usage changed
-                        seen(messages)
+                    tell_usage_seen(context, messages)
                     # deltas, dead letters and forwards on their way to Kafka; the batch is
                     # acked once Kafka acknowledged them all (awaited here: faust's commit
                     # would not wait) and every batch before it was acked
@@ -247,6 +271,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 context.stats["measurements_rejected"] += stats.rejected
                 context.stats["measurements_forwarded"] += stats.forwarded
                 await in_flight.add(writes, partial(_ack, stream, events))
+        except Exception as exc:
+            stop_worker(exc)
         finally:
             in_flight.cancel()
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from streams.agents import usage as usage_agent
 from streams.clock import HOUR_MS
 from streams.schemas.catalog import AggregationFunction
 from streams.usage.log import UsageLogTable
@@ -22,6 +23,7 @@ from tests.fixtures.worker import (
     home,
     measurement,
     message,
+    settled,
 )
 
 ACCOUNT = "acme"
@@ -132,3 +134,49 @@ async def test_an_engine_failure_dead_letters_the_batch_with_the_reason_and_the_
         events = [await agent.put(v, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for v in again]
         await acked(*events)
     assert api_calls(offline) == Decimal(USAGE_BATCH_MESSAGES)
+
+
+async def test_a_failing_usage_hook_costs_no_usage_and_the_batch_is_acked(
+    offline: OfflineWorker,
+) -> None:
+    def broken_hook(_: Any) -> None:
+        raise RuntimeError("the alert rules could not be read")
+
+    offline.context.usage_seen.append(broken_hook)
+    batch = [message(recent(offline, f"m-{n}", 2)) for n in range(USAGE_BATCH_MESSAGES)]
+    async with offline.agent("usage").test_context() as agent:
+        events = [await agent.put(v, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for v in batch]
+        await acked(*events)
+    assert api_calls(offline) == Decimal(2 * USAGE_BATCH_MESSAGES)
+
+
+async def test_a_failure_between_folding_a_batch_and_acking_it_stops_the_worker(
+    offline: OfflineWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Going on would commit later batches while the failed batch's usage is in memory
+    only; the worker exits instead and its restart reads the batch again."""
+    exits: list[int] = []
+
+    class Exited(BaseException):
+        pass
+
+    def exit_(code: int) -> None:
+        exits.append(code)
+        raise Exited
+
+    monkeypatch.setattr(usage_agent.os, "_exit", exit_)
+    monkeypatch.setattr(usage_agent.logging, "shutdown", lambda: None)
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug after the fold")
+
+    monkeypatch.setattr(usage_agent, "_records", broken)
+    batch = [message(recent(offline, f"m-{n}", 1)) for n in range(USAGE_BATCH_MESSAGES)]
+    with pytest.raises(Exited):
+        async with offline.agent("usage").test_context() as agent:
+            events = [
+                await agent.put(v, key=ACCOUNT.encode(), partition=home(ACCOUNT)) for v in batch
+            ]
+            await settled(lambda: exits)
+    assert exits == [usage_agent.EXIT_USAGE_AGENT_FAILED]
+    assert not any(event.message.acked for event in events)

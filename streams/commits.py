@@ -1,0 +1,108 @@
+"""Offsets faust may commit: never past a message that was handed to an agent and not acked.
+
+faust-streaming (0.15) commits, per partition, the end of the first run of consecutive
+acked offsets (`Consumer._new_offset`). Its guard against committing over a message
+still being processed is loose: it holds the commit back only when the first acked
+offset is more than one past the committed one, and not at all when nothing was
+committed yet. So with offset C committed, C handed to an agent and lost there (an
+agent that failed mid-batch: faust restarts it and it goes on with C + 1 …), and C + 1
+acked, faust commits C + 2: C is never read again, and a measurement acknowledged to
+its producer is never counted. The same when C's batch is still in flight and a later
+batch of the partition is acked first.
+
+`InOrderConsumer` keeps faust's bookkeeping and changes that one rule: the run that may
+be committed must start at the position reading started from, which is the committed
+offset, or the first offset delivered after the partition was assigned when that is
+later (a compacted record or a transaction marker at the committed position, or
+records deleted by retention). Gaps faust saw while fetching (offsets that do not
+exist) count as acked, as before. A partition whose oldest message is not acked keeps
+its committed offset until it is; the watchdog reports that as a commit that does not
+advance while the partition has lag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from faust.transport.drivers.aiokafka import Consumer
+from faust.types import TP, Message
+
+
+def _leading_run(offsets: list[int]) -> Iterator[int]:
+    """The first offsets of a sorted list that follow each other without a hole."""
+    previous: int | None = None
+    for offset in offsets:
+        if previous is not None and offset != previous + 1:
+            return
+        yield offset
+        previous = offset
+
+
+class InOrderConsumer(Consumer):
+    """faust's Kafka consumer, committing only offsets whose every predecessor was acked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # per partition: the first offset delivered to a stream since it was assigned
+        self._first_delivered: dict[TP, int] = {}
+
+    def track_message(self, message: Message) -> None:
+        self._first_delivered.setdefault(message.tp, message.offset)
+        super().track_message(message)
+
+    async def perform_seek(self) -> None:
+        self._first_delivered.clear()  # reading starts again from the committed offsets
+        await super().perform_seek()
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._first_delivered.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def reading_started_at(self, tp: TP) -> int | None:
+        """Where reading of `tp` started: the committed offset, or the first offset
+        delivered when that is later; None while neither is known."""
+        committed = self._committed_offset[tp]
+        first = self._first_delivered.get(tp)
+        if committed is None:
+            return first
+        if first is None:
+            return committed
+        return max(committed, first)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        self._fill_gaps(tp, acked)
+        acked.sort()
+        index = self._acked_index[tp]
+        start = self.reading_started_at(tp)
+        if start is not None:
+            stale = 0
+            while stale < len(acked) and acked[stale] < start:
+                stale += 1  # acked before a seek took reading back past them
+            if stale:
+                index.difference_update(acked[:stale])
+                del acked[:stale]
+            if not acked or acked[0] != start:
+                return None  # the message at the start is not acked yet
+        run = list(_leading_run(acked))
+        del acked[: len(run)]
+        index.difference_update(run)
+        return run[-1] + 1
+
+    def _fill_gaps(self, tp: TP, acked: list[int]) -> None:
+        """Offsets faust saw missing while fetching, up to the highest acked one, count
+        as acked (faust's own rule)."""
+        gaps = self._gap[tp]
+        if not gaps:
+            return
+        highest = max(acked)
+        found = sorted(gaps.overlap(0, highest), key=lambda interval: interval.begin)
+        if not found:
+            return
+        missing = [offset for interval in found for offset in range(interval.begin, interval.end)]
+        acked.extend(missing)
+        gaps.chop(0, max(missing[-1], highest + 1))

@@ -1,0 +1,125 @@
+"""Which offsets the worker may commit: never one past a message handed to an agent and
+not acked (a lost or unfinished batch is read again after a restart, not skipped)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from faust.types import TP, Message
+
+from streams.app import create_app
+from streams.commits import InOrderConsumer
+from streams.settings import Settings
+
+TOPIC = "measurements"
+PARTITION = TP(TOPIC, 0)
+
+
+@pytest.fixture
+def consumer() -> Iterator[InOrderConsumer]:
+    app = create_app(Settings(partitions=1))
+    app.topics._acking_topics.add(TOPIC)  # what faust does when an agent subscribes
+    made = app.consumer
+    assert isinstance(made, InOrderConsumer)
+    yield made
+
+
+def delivered(consumer: InOrderConsumer, *offsets: int) -> dict[int, Message]:
+    """Messages of `measurements[0]` handed to a stream, by offset."""
+    messages = {}
+    for offset in offsets:
+        message = Message(TOPIC, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=PARTITION)
+        consumer.track_message(message)
+        messages[offset] = message
+    return messages
+
+
+def committable(consumer: InOrderConsumer) -> int | None:
+    return consumer._filter_committable_offsets([PARTITION]).get(PARTITION)
+
+
+def commit(consumer: InOrderConsumer) -> int | None:
+    """What faust's commit would write, recorded as committed."""
+    offset = committable(consumer)
+    if offset is not None:
+        consumer._committed_offset[PARTITION] = offset
+    return offset
+
+
+def test_a_message_at_the_committed_offset_not_acked_holds_the_commit_back(
+    consumer: InOrderConsumer,
+) -> None:
+    consumer._committed_offset[PARTITION] = 10
+    messages = delivered(consumer, 10, 11, 12)
+    consumer.ack(messages[11])
+    consumer.ack(messages[12])
+    # faust's own rule committed 13 here: offset 10 would never be read again
+    assert committable(consumer) is None
+    consumer.ack(messages[10])
+    assert commit(consumer) == 13
+
+
+def test_before_any_commit_the_first_message_delivered_must_be_acked_first(
+    consumer: InOrderConsumer,
+) -> None:
+    messages = delivered(consumer, 0, 1, 2, 3)
+    consumer.ack(messages[2])
+    consumer.ack(messages[3])
+    assert committable(consumer) is None
+    consumer.ack(messages[0])
+    assert commit(consumer) == 1  # 1 is still being processed
+    consumer.ack(messages[1])
+    assert commit(consumer) == 4
+
+
+def test_a_batch_acked_after_a_later_one_is_committed_in_order(
+    consumer: InOrderConsumer,
+) -> None:
+    consumer._committed_offset[PARTITION] = 100
+    messages = delivered(consumer, *range(100, 110))
+    for offset in range(105, 110):
+        consumer.ack(messages[offset])
+    assert committable(consumer) is None
+    for offset in range(100, 105):
+        consumer.ack(messages[offset])
+    assert commit(consumer) == 110
+
+
+def test_reading_that_starts_after_the_committed_offset_commits_from_there(
+    consumer: InOrderConsumer,
+) -> None:
+    # offsets 10 and 11 are gone (retention, compaction or a transaction marker)
+    consumer._committed_offset[PARTITION] = 10
+    messages = delivered(consumer, 12, 13)
+    consumer.ack(messages[12])
+    assert commit(consumer) == 13
+
+
+def test_offsets_missing_while_fetching_count_as_acked(consumer: InOrderConsumer) -> None:
+    consumer._committed_offset[PARTITION] = 20
+    messages = delivered(consumer, 20, 25)
+    consumer._gap[PARTITION].addi(21, 25)  # faust saw 21..24 missing
+    consumer.ack(messages[25])
+    assert committable(consumer) is None
+    consumer.ack(messages[20])
+    assert commit(consumer) == 26
+
+
+async def test_after_a_rebalance_reading_starts_again_at_the_committed_offset(
+    consumer: InOrderConsumer,
+) -> None:
+    consumer._committed_offset[PARTITION] = 50
+    first = delivered(consumer, 50, 51, 52)
+    consumer.ack(first[50])
+    assert commit(consumer) == 51
+    # the partition is revoked and assigned again: reading restarts at 51
+    await consumer.on_partitions_revoked({PARTITION})
+    consumer._committed_offset[PARTITION] = 51
+    consumer.ack(first[52])  # a batch of before the rebalance finishes late
+    again = delivered(consumer, 51, 52, 53)
+    assert committable(consumer) is None
+    consumer.ack(again[51])
+    assert commit(consumer) == 53
+    consumer.ack(again[53])
+    assert commit(consumer) == 54
