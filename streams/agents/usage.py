@@ -289,7 +289,10 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 await deliver(usage_log, [(r.key, r.value, partition) for r in round_.records])
                 await deliver(usage_log, [(round_.marker.key, round_.marker.value, partition)])
                 engine.confirm_snapshot(round_)
-            await deliver(usage_log, [(key, None, partition) for key in round_.obsolete])
+            try:
+                await deliver(usage_log, [(key, None, partition) for key in round_.obsolete])
+            except Exception as exc:  # the engine forgot them: only a successor re-tombstones
+                stop_worker(exc)
             context.stats["usage_snapshot_segments"] += len(round_.records)
             log.info(
                 "usage snapshot of %s[%d] at seq %d: %d segments written, %d deltas tombstoned",

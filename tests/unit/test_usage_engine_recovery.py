@@ -1,5 +1,6 @@
 """Recovery, as a property: after any sequence of batches, snapshot rounds (complete,
-compacted or cut short), expiries and redelivered deltas, an engine rebuilt from the
+cut short, or complete but the worker died before tombstoning the deltas it holds and a
+successor took over from the log), expiries and redelivered deltas, an engine rebuilt from the
 usage log (compacted up to any point, tombstones kept or gone), a standby that followed
 the log with a lag, and the original reading its own log again (a rebalance that kept
 its partitions) answer every query like the original, and go on exactly like it."""
@@ -9,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streams.clock import DAY_MS, HOUR_MS
@@ -65,7 +66,7 @@ operations = st.lists(
         st.tuples(
             st.just("snapshot"),
             st.sets(st.integers(0, PARTITIONS - 1), min_size=1),
-            st.sampled_from(["compacted", "not compacted yet", "cut"]),
+            st.sampled_from(["compacted", "died before tombstoning", "cut"]),
             st.integers(0, 5),
         ),
         st.tuples(st.just("expire")),
@@ -142,8 +143,23 @@ def outcome(engine: ReferenceEngine, batch: list[Message], now: int) -> Any:
     )
 
 
+# Found by this test: a window that retention expired came back after recovery, when
+# the deltas that made it outlived the tombstone of its segment (their own tombstones
+# were never written: the worker died after the round's marker).
+EXPIRED_WINDOW_REVIVED = [
+    ("batch", 0, [(0, [("u0", 0, 1, 0, None)])]),
+    ("batch", 37, [(0, [("u0", 0, 1, 0, None)])]),
+    ("snapshot", {0}, "died before tombstoning", 0),
+    ("batch", 0, [(0, [("u0", 0, 1, 0, None)])]),
+    ("expire",),
+    ("snapshot", {0}, "compacted", 0),
+    ("snapshot", {0}, "compacted", 0),
+]
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations, batch_specs, st.floats(0, 1), st.booleans())
+@example(EXPIRED_WINDOW_REVIVED, [(0, [("u0", 0, 1, 0, None)])], 1.0, True)
 def test_a_recovered_engine_and_a_standby_answer_and_continue_like_the_original(
     steps: list[Any], last: Any, compacted_share: float, drop_tombstones: bool
 ) -> None:
@@ -171,6 +187,8 @@ def test_a_recovered_engine_and_a_standby_answer_and_continue_like_the_original(
                 original.confirm_snapshot(round_)
                 if fate == "compacted":
                     log.tombstone(round_.obsolete)
+                else:  # the worker died before tombstoning: a successor reads the log
+                    original = log.recover(new_engine(), compacted=False)
         elif step[0] == "expire":
             log.write(original.expire())
         elif step[0] == "redeliver":
