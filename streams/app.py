@@ -12,6 +12,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from streams.agents import register_all
+from streams.commits import FirstDelivered
 from streams.context import MeterlineApp, WorkerContext
 from streams.readiness import readiness
 from streams.settings import Settings
@@ -78,6 +79,7 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
         )
     context = WorkerContext(settings=settings, topics=Topics.from_settings(settings))
     app = MeterlineApp(settings.app_id, context=context, **options)
+    app.sensors.add(FirstDelivered(app))  # where reading started, for `streams.commits`
     _register_health(app)
     register_all(app, context)
     return app

@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from faust.sensors import Sensor
 from faust.transport.drivers.aiokafka import Consumer
-from faust.types import TP, Message
+from faust.types import TP, AppT, Message
 
 
 def _leading_run(offsets: list[int]) -> Iterator[int]:
@@ -47,9 +48,10 @@ class InOrderConsumer(Consumer):
         # per partition: the first offset delivered to a stream since it was assigned
         self._first_delivered: dict[TP, int] = {}
 
-    def track_message(self, message: Message) -> None:
-        self._first_delivered.setdefault(message.tp, message.offset)
-        super().track_message(message)
+    def delivered(self, tp: TP, offset: int) -> None:
+        """A message of `tp` was handed to a stream (see `FirstDelivered`)."""
+        if tp not in self._first_delivered:
+            self._first_delivered[tp] = offset
 
     async def perform_seek(self) -> None:
         self._first_delivered.clear()  # reading starts again from the committed offsets
@@ -106,3 +108,18 @@ class InOrderConsumer(Consumer):
         missing = [offset for interval in found for offset in range(interval.begin, interval.end)]
         acked.extend(missing)
         gaps.chop(0, max(missing[-1], highest + 1))
+
+
+class FirstDelivered(Sensor):
+    """Tells the consumer which offset of a partition its streams got first: faust's
+    streams report every message they take to the sensors (`on_message_in`), not to the
+    consumer."""
+
+    def __init__(self, app: AppT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        consumer = self.app.consumer
+        if isinstance(consumer, InOrderConsumer):
+            consumer.delivered(tp, offset)

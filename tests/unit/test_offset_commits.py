@@ -30,7 +30,9 @@ def delivered(consumer: InOrderConsumer, *offsets: int) -> dict[int, Message]:
     messages = {}
     for offset in offsets:
         message = Message(TOPIC, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=PARTITION)
-        consumer.track_message(message)
+        # what a faust stream does with a message it takes
+        consumer._unacked_messages.add(message)
+        consumer.app.sensors.on_message_in(PARTITION, offset, message)
         messages[offset] = message
     return messages
 
