@@ -26,8 +26,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from faust.sensors import Sensor
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP, AppT, Message
+
+from streams.usage.intake import BulkIntake
 
 
 def _leading_run(offsets: list[int]) -> Iterator[int]:
@@ -47,6 +50,39 @@ class InOrderConsumer(Consumer):
         super().__init__(*args, **kwargs)
         # per partition: the first offset delivered to a stream since it was assigned
         self._first_delivered: dict[TP, int] = {}
+        # records of this topic go to the bulk intake instead of faust's streams
+        self.intake: BulkIntake | None = None
+        # per partition of the intake's topic: the offset after the last batch done
+        self._intake_done: dict[TP, int] = {}
+
+    def use_intake(self, intake: BulkIntake) -> None:
+        """Hand the records of `intake.topic` to `intake`, and commit what it marks done."""
+        intake.pause = self.on_buffer_full
+        intake.resume = self.on_buffer_drop
+        self.intake = intake
+
+    def intake_done(self, ends: dict[TP, int]) -> None:
+        """The batch ending before these offsets is durable: they may be committed (in
+        the order batches were taken, which the usage loop keeps)."""
+        for tp, end in ends.items():
+            if end > self._intake_done.get(tp, -1):
+                self._intake_done[tp] = end
+                self._acked[tp]  # faust commits only partitions listed here
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        generation = self.app.consumer_generation_id
+        records, active = await super()._wait_next_records(timeout)
+        intake = self.intake
+        if intake is None or not records:
+            return records, active
+        topic = intake.topic
+        # records fetched while a rebalance stopped the flow, or before it, are dropped:
+        # they are read again from the committed offset
+        if self.flow_active and generation == self.app.consumer_generation_id:
+            for tp, fetched in records.items():
+                if tp.topic == topic:  # aiokafka's TopicPartition: faust keys by its TP
+                    intake.put(ensure_TP(tp), fetched)
+        return {tp: fetched for tp, fetched in records.items() if tp.topic != topic}, active
 
     def delivered(self, tp: TP, offset: int) -> None:
         """A message of `tp` was handed to a stream (see `FirstDelivered`)."""
@@ -60,6 +96,13 @@ class InOrderConsumer(Consumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self._first_delivered.pop(tp, None)
+        if self.intake is not None:
+            # the usage deltas of batches in flight land before the partitions go
+            # (their next owner reads the log to its end), and their offsets are committed
+            await self.intake.revoke(revoked)
+            await self.commit()
+            for tp in revoked:
+                self._intake_done.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     def reading_started_at(self, tp: TP) -> int | None:
@@ -74,6 +117,8 @@ class InOrderConsumer(Consumer):
         return max(committed, first)
 
     def _new_offset(self, tp: TP) -> int | None:
+        if self.intake is not None and tp.topic == self.intake.topic:
+            return self._intake_done.pop(tp, None)
         acked = self._acked[tp]
         if not acked:
             return None

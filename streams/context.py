@@ -21,6 +21,7 @@ from faust.types import ConsumerT
 from streams.commits import InOrderConsumer
 from streams.settings import Settings
 from streams.topics import Topics
+from streams.usage.intake import BulkIntake
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -103,11 +104,13 @@ class MeterlineApp(faust.App):
         super().__init__(id, **options)
         self.context = context
         self.watchdog: Any = None  # a streams.watchdog.Watchdog once the app is built
+        # where the consumer hands `measurements` (streams.usage.intake), if anywhere
+        self.usage_intake: BulkIntake | None = None
 
     def _new_consumer(self) -> ConsumerT:
         # faust's consumer, committing no offset past a message not yet acked
         # (`streams.commits`)
-        return InOrderConsumer(
+        consumer = InOrderConsumer(
             self.transport,
             callback=self.topics.on_message,
             on_partitions_revoked=self._on_partitions_revoked,
@@ -115,3 +118,6 @@ class MeterlineApp(faust.App):
             beacon=self.beacon,
             loop=self.transport.loop,
         )
+        if self.usage_intake is not None:
+            consumer.use_intake(self.usage_intake)
+        return consumer

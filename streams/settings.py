@@ -294,6 +294,13 @@ class Settings(BaseSettings):
             "ones (a batch is acked only once its writes and all before it are)."
         ),
     )
+    usage_intake: Literal["bulk", "stream"] = Field(
+        default="bulk",
+        description=(
+            "How measurements reach the usage engine: bulk (whole fetches per partition, "
+            "straight from the consumer) or stream (faust's per-event stream; slower)."
+        ),
+    )
     usage_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often usage retention runs."
     )

@@ -24,23 +24,25 @@ from typing import Any
 
 import aiohttp
 import orjson
-from faust.types import EventT
+from faust.types import TP, EventT
 from faust.web import Request, Response, View
 from yarl import URL
 
 from streams import pages
 from streams.agents.routing import on_owner
 from streams.clock import DAY_MS, now_ms
+from streams.commits import InOrderConsumer
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import Record, deliver
 from streams.readiness import when_ready
-from streams.sources import source_of
+from streams.sources import Source, source_of
 from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage.book import UsageBook
 from streams.usage.engine import Delta, Limits, ReferenceEngine, UsageEngine
 from streams.usage.engine.choose import make_engine
 from streams.usage.engine.uids import UidFactory
+from streams.usage.intake import BulkIntake, Taken
 from streams.usage.log import UsageLogTable
 from streams.usage.metering import Message
 from streams.usage.validate import Horizon
@@ -117,6 +119,32 @@ def tell_usage_seen(context: WorkerContext, messages: Sequence[Message]) -> None
             seen(messages)
         except Exception:
             log.exception("a usage hook failed on %d measurements (usage is kept)", len(messages))
+
+
+def intake_messages(
+    taken: Taken, writable: set[int] | None, blocked: set[TP], context: WorkerContext
+) -> list[Message]:
+    """The messages of a bulk batch this worker may fold. A partition that a rebalance in
+    progress is taking away is left whole, for the rest of the epoch (its next owner
+    reads it from the committed offset; a later batch of it must not be marked done
+    past the messages left)."""
+    messages: list[Message] = []
+    for part in taken.parts:
+        tp = part.tp
+        if tp in blocked or (writable is not None and tp.partition not in writable):
+            if tp not in blocked:
+                blocked.add(tp)
+                log.info(
+                    "%s left to the partition's new owner",
+                    Source(tp.topic, tp.partition, part.records[0].offset),
+                )
+            context.stats["measurements_left_to_new_owner"] += len(part.records)
+            continue
+        topic, partition = tp.topic, tp.partition
+        messages.extend(
+            Message(r.key, r.value, Source(topic, partition, r.offset)) for r in part.records
+        )
+    return messages
 
 
 def stop_worker(exc: BaseException) -> None:
@@ -225,8 +253,41 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 log.info("%s left to the partition's new owner", source_of(event.message))
         return [event for event in events if event.message.partition in open_]
 
+    def fold(messages: list[Message]) -> asyncio.Future[Any]:
+        """Fold a batch (the caller holds `writing`) and start its writes: deltas, dead
+        letters and forwards on their way to Kafka. The batch may be acked once Kafka
+        acknowledged them all (awaited by `InFlight`: faust's commit would not wait) and
+        every batch before it was acked."""
+        processed = book.process(messages, now_ms())
+        tell_usage_seen(context, messages)
+        writes = asyncio.gather(
+            deliver(usage_log, _records(processed.deltas)),
+            deliver(
+                rejected,
+                [((r.account or "").encode(), r.to_bytes(), None) for r in processed.rejected],
+            ),
+            deliver(source, [(f.key, f.value, f.partition) for f in processed.forwards]),
+        )
+        for rejection in processed.rejected:
+            log.warning(
+                "rejected measurement %s#%s account=%s %s: %s",
+                rejection.source,
+                rejection.index,
+                rejection.account,
+                rejection.field,
+                rejection.reason,
+            )
+        stats = processed.stats
+        context.stats["measurements_accepted"] += stats.accepted
+        context.stats["measurements_duplicate"] += stats.duplicates
+        context.stats["measurements_rejected"] += stats.rejected
+        context.stats["measurements_forwarded"] += stats.forwarded
+        return writes
+
     @app.agent(source, name="usage", concurrency=1)
     async def fold_measurements(stream: Any) -> None:
+        """The stream intake (METERLINE_USAGE_INTAKE=stream): faust's events, in batches.
+        With the bulk intake this agent gets nothing: its records go to `intake`."""
         batches = stream.noack_take(
             settings.usage_batch_messages, within=settings.usage_batch_within_s
         )
@@ -238,39 +299,53 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                     for event in events
                 ]
                 async with writing:
-                    processed = book.process(messages, now_ms())
-                    tell_usage_seen(context, messages)
-                    # deltas, dead letters and forwards on their way to Kafka; the batch is
-                    # acked once Kafka acknowledged them all (awaited here: faust's commit
-                    # would not wait) and every batch before it was acked
-                    writes = asyncio.gather(
-                        deliver(usage_log, _records(processed.deltas)),
-                        deliver(
-                            rejected,
-                            [
-                                ((r.account or "").encode(), r.to_bytes(), None)
-                                for r in processed.rejected
-                            ],
-                        ),
-                        deliver(
-                            source, [(f.key, f.value, f.partition) for f in processed.forwards]
-                        ),
-                    )
-                for rejection in processed.rejected:
-                    log.warning(
-                        "rejected measurement %s#%s account=%s %s: %s",
-                        rejection.source,
-                        rejection.index,
-                        rejection.account,
-                        rejection.field,
-                        rejection.reason,
-                    )
-                stats = processed.stats
-                context.stats["measurements_accepted"] += stats.accepted
-                context.stats["measurements_duplicate"] += stats.duplicates
-                context.stats["measurements_rejected"] += stats.rejected
-                context.stats["measurements_forwarded"] += stats.forwarded
+                    writes = fold(messages)
                 await in_flight.add(writes, partial(_ack, stream, events))
+        except Exception as exc:
+            stop_worker(exc)
+        finally:
+            in_flight.cancel()
+
+    intake = None
+    if settings.usage_intake == "bulk":
+        intake = app.usage_intake = BulkIntake(
+            source.get_topic_name(),
+            high=4 * settings.usage_batch_messages,
+            low=2 * settings.usage_batch_messages,
+            drain=in_flight.drain,
+        )
+
+    def done(taken: Taken) -> Callable[[], Awaitable[None]]:
+        async def mark() -> None:
+            ends = taken.ends()
+            consumer = app.consumer
+            if isinstance(consumer, InOrderConsumer):
+                consumer.intake_done(ends)
+            for tp, end in ends.items():
+                app.watchdog.acked(tp.topic, tp.partition, end - 1)
+
+        return mark
+
+    @app.task
+    async def take_measurements() -> None:
+        """The bulk intake: whole fetches of `measurements`, folded in batches."""
+        if intake is None:
+            return
+        blocked: set[TP] = set()  # partitions taken away during this epoch
+        epoch = intake.epoch
+        try:
+            while True:
+                taken = await intake.take(settings.usage_batch_messages)
+                for tp, start in taken.starts().items():
+                    app.watchdog.delivered(tp.topic, tp.partition, start)
+                async with writing:
+                    if not intake.current(taken):
+                        continue  # a rebalance began since: read again from the commit
+                    if taken.epoch != epoch:
+                        epoch, blocked = taken.epoch, set()
+                    messages = intake_messages(taken, table.store.writable, blocked, context)
+                    writes = fold(messages)
+                await in_flight.add(writes, done(taken))
         except Exception as exc:
             stop_worker(exc)
         finally:
@@ -374,4 +449,4 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             raise PeerUnavailable(f"worker {peer} did not answer: {exc!r}") from None
         return [str(account) for account in document["accounts"]]
 
-    del fold_measurements, snapshot, retention, AccountUsage, UsageAccounts
+    del fold_measurements, take_measurements, snapshot, retention, AccountUsage, UsageAccounts

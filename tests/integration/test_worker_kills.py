@@ -129,6 +129,9 @@ def test_usage_is_exact_after_sigkills_right_after_offset_commits(stack: Stack) 
     # snapshot rounds every second: kills land between a round's steps too, and the
     # restarts recover from segments, markers and the deltas after them
     stack.env["METERLINE_USAGE_SNAPSHOT_INTERVAL_S"] = "1"
+    # batches of 50 envelopes (5,000 measurements): the backlog takes two dozen batches,
+    # so the committed position moves many times
+    stack.env["METERLINE_USAGE_BATCH_MESSAGES"] = "50"
     measurements, expected = workload(120_000, seed=11)
     with MeasurementProducer(stack.bootstrap, stack.topics.measurements, PARTITIONS) as out:
         for measurement in measurements:
