@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from streams.billing.counters import CountChange
     from streams.catalog.live import LiveCatalog
     from streams.schemas.accounts import Account, AccountPlan
+    from streams.schemas.balances import BalanceGrant
     from streams.schemas.bill import Bill
     from streams.schemas.catalog import AggregationFunction
 
@@ -60,6 +61,12 @@ class CountersView(Protocol):
     def history(self, account: str, counter: str) -> Sequence[CountChange]: ...
 
 
+class BalancesView(Protocol):
+    """Credit grants of this worker's accounts (the balances agent's)."""
+
+    def grants(self, account: str) -> Sequence[BalanceGrant]: ...
+
+
 class LocksView(Protocol):
     """Locked billing periods (the billing agent's)."""
 
@@ -81,6 +88,7 @@ class WorkerContext:
     usage: UsageView | None = None
     accounts: AccountsView | None = None
     counters: CountersView | None = None
+    balances: BalancesView | None = None
     locks: LocksView | None = None
     # Accounts whose plans or locked periods changed (written here or read from a
     # changelog) since the usage engine was last told: it is told before its next batch.
