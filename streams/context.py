@@ -100,6 +100,8 @@ class WorkerContext:
     # The bills an account would get for the periods containing a moment, never stored
     # (the billing agent's, `streams.billing.preview`).
     previews: Callable[[str, datetime], list[Bill]] | None = None
+    # The latest version of each bill of an account, by id (the billing agent's).
+    bills: Callable[[str], Mapping[str, Bill]] | None = None
 
 
 class MeterlineApp(faust.App):

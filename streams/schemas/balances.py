@@ -11,10 +11,11 @@ minor units.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from streams.money import round_money
 from streams.schemas.catalog import CURRENCY_PATTERN, ChargeType, Frozen
@@ -46,20 +47,19 @@ class BalanceGrantRequest(Frozen):
 
     @field_validator("amount")
     @classmethod
-    def _whole_minor_units(cls, amount: Decimal) -> Decimal:
-        if not amount.is_finite():
-            raise ValueError("must be a finite number")
+    def _whole_minor_units(cls, amount: Decimal, info: ValidationInfo) -> Decimal:
+        currency = info.data.get("currency")
+        if currency is not None and round_money(amount, currency) != amount:
+            raise ValueError(f"{amount} is not a whole number of {currency} minor units")
         return amount
 
-    @model_validator(mode="after")
-    def _consistent(self) -> BalanceGrantRequest:
-        if round_money(self.amount, self.currency) != self.amount:
-            raise ValueError(
-                f"amount: {self.amount} is not a whole number of {self.currency} minor units"
-            )
-        if self.expiryDate is not None and self.expiryDate <= self.startDate:
-            raise ValueError("expiryDate: must be after startDate")
-        return self
+    @field_validator("expiryDate")
+    @classmethod
+    def _after_start(cls, expiry: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("startDate")
+        if expiry is not None and start is not None and expiry <= start:
+            raise ValueError("must be after startDate")
+        return expiry
 
 
 class BalanceGrant(BalanceGrantRequest):

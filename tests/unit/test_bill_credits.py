@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.alerts.rules import crossed
 from streams.billing.bills import transition
 from streams.billing.credits import units_within
 from streams.billing.runs import run_account_plan
@@ -23,7 +24,7 @@ from streams.clock import from_ms
 from streams.schemas.accounts import AccountPlan
 from streams.schemas.balances import BalanceGrant
 from streams.schemas.bill import Bill, BillStatus, LineItemType
-from streams.schemas.catalog import Catalog, CatalogError, PricingBand
+from streams.schemas.catalog import AlertRule, Catalog, CatalogError, PricingBand
 
 D = Decimal
 USAGE = LineItemType.USAGE
@@ -408,9 +409,9 @@ def test_a_grant_in_jpy_pays_whole_yen() -> None:
 @pytest.mark.parametrize(
     ("fields", "error"),
     [
-        ({"amount": "10.005"}, "amount: 10.005 is not a whole number of USD minor units"),
+        ({"amount": "10.005"}, "amount\n  Value error, 10.005 is not a whole number of USD minor units"),
         ({"amount": "0"}, "amount"),
-        ({"expiryDate": "2023-12-31"}, "expiryDate: must be after startDate"),
+        ({"expiryDate": "2023-12-31"}, "expiryDate\n  Value error, must be after startDate"),
         ({"lineItemTypes": ["BALANCE_CONSUMED"]}, "lineItemTypes"),
         ({"reason": ""}, "reason"),
     ],
@@ -478,3 +479,45 @@ def test_units_within_is_what_the_money_pays_for_on_the_normal_bands(
 ) -> None:
     priced = tuple(PricingBand(lowerLimit=D(lo), unitPrice=D(p)) for lo, p in bands)
     assert units_within(priced, cumulative, D(units), D(money)) == D(within)
+
+
+# --- percent alert rules ------------------------------------------------------------------
+
+
+def percent_rule(code: str, measure: str, threshold: str) -> AlertRule:
+    return AlertRule.model_validate({"code": code, "measure": measure, "threshold": threshold})
+
+
+def test_percent_rules_measure_the_commitment_and_the_grants_used_up_with_the_bill() -> None:
+    # January: 60.00 of the 100.00 commitment (60 %); grant g1 pays 25.00 of the 100.00
+    # fee and is used up (100 %); g2 starts in February
+    credit = [grant("g1", "25.00"), grant("g2", "100.00", startDate="2024-02-01")]
+    january, february = Account(catalog(commitment={}), {1: 600, 2: 300}, credit).months(2)
+    rules = [
+        percent_rule("commit_50", "COMMITMENT_CONSUMED_PERCENT", "50"),
+        percent_rule("commit_90", "COMMITMENT_CONSUMED_PERCENT", "90"),
+        percent_rule("credit_100", "BALANCE_CONSUMED_PERCENT", "100"),
+    ]
+    live = catalog(commitment={})
+
+    fired = crossed(rules, [january], live, lambda *_: {}, t(1, 20))
+    assert [(a.ruleCode, a.value) for a in fired] == [
+        ("commit_50", D("60.0000")),
+        ("credit_100", D("100.0000")),
+    ]
+    # February: 90.00 of 100.00 (90 %); the commitment pays all 30.00, nothing is left
+    # for g2 to pay, so there is no balance to measure
+    fired = crossed(rules, [february], live, lambda *_: {}, t(2, 20))
+    assert [(a.ruleCode, a.value) for a in fired] == [
+        ("commit_50", D("90.0000")),
+        ("commit_90", D("90.0000")),
+    ]
+
+
+def test_a_percent_rule_is_at_most_100_and_names_no_aggregation() -> None:
+    with pytest.raises(ValueError, match="threshold: a percent, at most 100"):
+        percent_rule("r", "COMMITMENT_CONSUMED_PERCENT", "120")
+    with pytest.raises(ValueError, match="only for measure AGGREGATION, not BALANCE_CONSUMED"):
+        AlertRule.model_validate(
+            {"code": "r", "measure": "BALANCE_CONSUMED_PERCENT", "threshold": 5, "aggregation": "x"}
+        )
