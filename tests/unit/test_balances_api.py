@@ -196,7 +196,7 @@ def test_a_worker_records_a_grant_once_whenever_it_is_sent_again() -> None:
 
 def test_a_worker_refuses_another_grant_under_a_used_uid_naming_the_uid() -> None:
     first = record_grant(None, grant())
-    with pytest.raises(GrantRefused, match="^uid: 'g-1' was already used for another grant"):
+    with pytest.raises(GrantRefused, match=r"^uid: 'g-1' was already used for another grant"):
         record_grant(first.stored, grant(amount="26.00"))
 
 

@@ -409,7 +409,10 @@ def test_a_grant_in_jpy_pays_whole_yen() -> None:
 @pytest.mark.parametrize(
     ("fields", "error"),
     [
-        ({"amount": "10.005"}, "amount\n  Value error, 10.005 is not a whole number of USD minor units"),
+        (
+            {"amount": "10.005"},
+            "amount\n  Value error, 10.005 is not a whole number of USD minor units",
+        ),
         ({"amount": "0"}, "amount"),
         ({"expiryDate": "2023-12-31"}, "expiryDate\n  Value error, must be after startDate"),
         ({"lineItemTypes": ["BALANCE_CONSUMED"]}, "lineItemTypes"),
