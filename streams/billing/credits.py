@@ -182,6 +182,9 @@ class _Ledger:
         self.lines.append(line)
         self.unpaid.append(max(line.subtotal, _ZERO))
 
+    def index_of(self, line_id: str) -> int:
+        return next(i for i, line in enumerate(self.lines) if line.id == line_id)
+
     def charges(self, types: Iterable[str]) -> list[int]:
         wanted = set(types)
         return [i for i, line in enumerate(self.lines) if line.lineItemType in wanted]
@@ -222,7 +225,9 @@ def _draw_commitment(ledger: _Ledger, plan: Plan, credits: Credits, service: Per
     assert commitment is not None
     left, paid = credits.commitment_left, _ZERO
     pricings = {pricing.priced: pricing for pricing in plan.pricings}
-    for index in ledger.charges(commitment.lineItemTypes):
+    # by id: an overage split inserts a line, which moves the lines after it
+    for line_id in [ledger.lines[i].id for i in ledger.charges(commitment.lineItemTypes)]:
+        index = ledger.index_of(line_id)
         line = ledger.lines[index]
         take = max(min(left, ledger.unpaid[index], ledger.room - paid), _ZERO)
         pricing = pricings.get(line.aggregationCode or line.compoundAggregationCode or "")
@@ -349,9 +354,8 @@ def _quotient(numerator: Decimal, denominator: Decimal) -> Decimal:
         context.prec = 60
         context.traps[Inexact] = True
         try:
-            return numerator / denominator
+            quotient = numerator / denominator
         except Inexact:
-            pass
-    with localcontext() as context:
-        context.prec = 60
-        return (numerator / denominator).quantize(_UNIT_PLACES, rounding=ROUND_DOWN)
+            context.traps[Inexact] = False
+            quotient = (numerator / denominator).quantize(_UNIT_PLACES, rounding=ROUND_DOWN)
+    return Decimal(f"{quotient:f}")  # 15000, never 1.5E+4

@@ -524,3 +524,52 @@ def test_a_percent_rule_is_at_most_100_and_names_no_aggregation() -> None:
         AlertRule.model_validate(
             {"code": "r", "measure": "BALANCE_CONSUMED_PERCENT", "threshold": 5, "aggregation": "x"}
         )
+
+
+def test_every_usage_line_after_the_commitment_ran_out_is_overage() -> None:
+    # calls at 0.10 and storage at 1.00 a GB; 40.00 of commitment: 400 of the 600 calls,
+    # then the other 200 calls and all 30 GB are overage
+    document: dict[str, Any] = {
+        "meters": [{"code": "api", "dataFields": [{"category": "MEASURE", "code": "n"}]}],
+        "aggregations": [
+            {"code": "calls", "meter": "api", "targetField": "n", "aggregation": "SUM"},
+            {"code": "gb", "meter": "api", "targetField": "n", "aggregation": "MAX"},
+        ],
+        "plans": [
+            {
+                "code": "pro",
+                "currency": "USD",
+                "pricings": [
+                    {
+                        "aggregation": "calls",
+                        "pricingBands": [{"lowerLimit": 0, "unitPrice": "0.10"}],
+                    },
+                    {"aggregation": "gb", "pricingBands": [{"lowerLimit": 0, "unitPrice": "1.00"}]},
+                ],
+            }
+        ],
+        "commitments": [
+            {
+                "code": "c2024",
+                "account": "cus_1",
+                "plan": "pro",
+                "amount": "40.00",
+                "startDate": "2024-01-01T00:00:00Z",
+                "endDate": "2024-07-01T00:00:00Z",
+            }
+        ],
+    }
+    account = Account(Catalog.from_documents(document), {})
+    account.values = lambda *_: {"calls": D(600), "gb": D(30)}  # type: ignore[method-assign]
+
+    [january] = account.run(1)
+
+    assert lines(january) == [
+        ("USAGE", D(400), D("40.00")),
+        ("OVERAGE_USAGE", D(200), D("20.00")),
+        ("USAGE", D(0), D("0")),
+        ("OVERAGE_USAGE", D(30), D("30.00")),
+        ("COMMITMENT_FEE", None, D("40.00")),
+        ("COMMITMENT_CONSUMED", None, D("-40.00")),
+    ]
+    assert str(january.lines[0].units) == "400"  # written out, never as 4E+2
