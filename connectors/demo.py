@@ -2,12 +2,14 @@
 
 Stripe Checkout (simulator, signed webhooks) → accounts and plans → seats changed
 mid-period (counter adjustments API on starter, the Stripe subscription's quantity on
-tokyo) → usage through the ingest API (duplicates and late measurements included) → bill
-runs mid-period (each account's bill preview must equal its bill) and at period end →
-approval → the Stripe sink writes invoices. A usage alert rule fires once per account. It
-ends with a summary that checks usage, bills (the pro plan's compound aggregation, the
-seat counters' running totals, debits and credits), alerts and what Stripe holds agree,
-and exits 0 only if they do.
+tokyo) → a commitment (catalog) for a pro account and a credit grant (balances API) for a
+starter account → usage through the ingest API (duplicates and late measurements
+included) → bill runs mid-period (each account's bill preview must equal its bill) and
+at period end → approval → the Stripe sink writes invoices. A usage alert rule fires once
+per account. It ends with a summary that checks usage, bills (the pro plan's compound
+aggregation, the seat counters' running totals, debits and credits, the commitment's fee,
+consumption and overage, the grant's consumption), alerts and what Stripe holds agree, and
+exits 0 only if they do.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from connectors.kafka.broker import free_port
 from connectors.kafka.consumer import read_to_end
 from connectors.waiting import eventually
 from streams.clock import epoch_ms
+from streams.kafka_access import Kafka
 from streams.money import to_stripe_amount
 from streams.settings import Settings
 from streams.topics import Topics
@@ -72,6 +75,10 @@ POLL_S = 0.25
 API_SEATS = ((5, 8), (5, 3))
 STRIPE_SEATS = (2, 3)
 SEATS_CHANGE_AFTER_S = 5  # the change comes this long after the last subscription began
+# A pro account prepays this much (a commitment, up front); its usage goes far beyond it.
+COMMITMENT = "20.00"
+# A starter account is granted this credit through the balances API.
+GRANT = "5.00"
 GIGABYTE = Decimal(1_000_000_000)
 
 
@@ -146,6 +153,8 @@ class Demo:
         self.figures: dict[str, str] = {}
         self.topics = Topics.from_settings(settings)
         self.bootstrap = settings.kafka_bootstrap_servers  # the local broker's, once started
+        self.credited: dict[str, str] = {}  # account -> "commitment" or "grant"
+        self.kafka: Kafka = settings.kafka  # where the catalog goes, once the stack started
 
     # -- stack ------------------------------------------------------------------------
 
@@ -171,6 +180,7 @@ class Demo:
         topics = Topics.from_settings(self.settings)
         catalog = yaml.safe_load(EXAMPLE_CATALOG.read_text()) | {"alertRules": ALERT_RULES}
         publish(stack.kafka(), topics.catalog, catalog)
+        self.kafka = stack.kafka()
         self.bootstrap = stack.bootstrap()
         self.console.print(f"catalog applied from {EXAMPLE_CATALOG.name}, with an alert rule")
         if not self.real_stripe:
@@ -278,6 +288,70 @@ class Demo:
             "seats changed mid-period: "
             + ", ".join(f"{a} {b}→{c}" for a, (b, c) in self.expected.seats.items())
         )
+
+    # -- 1c. credits ------------------------------------------------------------------
+
+    def add_credits(self) -> None:
+        """A commitment for the first pro account (published with the catalog, charged up
+        front, drawn down by usage) and a credit grant for the first starter account."""
+        pro = next(a for a, lookup in self.accounts.items() if lookup == "pro_monthly")
+        starter = next(a for a, lookup in self.accounts.items() if lookup == "starter_monthly")
+        start = self.plan_start(pro)
+        commitment = {
+            "code": f"demo-{pro}",
+            "account": pro,
+            "plan": "pro",
+            "amount": COMMITMENT,
+            "startDate": start.isoformat(),
+            "endDate": start.replace(year=start.year + 1).isoformat(),
+            "description": "Prepaid usage",
+        }
+        catalog = yaml.safe_load(EXAMPLE_CATALOG.read_text())
+        publish(
+            self.kafka,
+            self.topics.catalog,
+            catalog | {"alertRules": ALERT_RULES, "commitments": [commitment]},
+        )
+        grant = {
+            "uid": f"{starter}-welcome",
+            "account": starter,
+            "currency": "USD",
+            "amount": GRANT,
+            "startDate": self.plan_start(starter).isoformat(),
+            "reason": "welcome credit",
+        }
+        for _ in range(2):  # a client's retry: recorded once
+            answer = self.http.post(f"{self.api}/balances", json=grant)
+            if answer.status_code != 200:
+                raise DemoFailure(f"credit grant refused: {answer.status_code} {answer.text}")
+        self.credited = {pro: "commitment", starter: "grant"}
+        self.console.print(
+            f"commitment of {COMMITMENT} USD for {pro} (pro, charged up front); "
+            f"credit grant of {GRANT} USD for {starter} (starter)"
+        )
+
+    def credits_of(self, account: str, bill: dict[str, Any]) -> tuple[bool, str]:
+        """Whether the bill shows the account's commitment or grant as the demo expects:
+        usage is far beyond both, so each is used up on the first bill."""
+        kind = self.credited.get(account)
+        lines = {x["lineItemType"]: x["subtotal"] for x in bill["lines"]}
+        if kind == "commitment":
+            ok = (
+                lines.get("COMMITMENT_FEE") == COMMITMENT
+                and lines.get("COMMITMENT_CONSUMED") == f"-{COMMITMENT}"
+                and "OVERAGE_USAGE" in lines
+            )
+            return (
+                ok,
+                f"fee {lines.get('COMMITMENT_FEE')}, consumed {lines.get('COMMITMENT_CONSUMED')}",
+            )
+        if kind == "grant":
+            answer = self.http.get(f"{self.api}/balances", params={"account": account})
+            balances = answer.json()["data"] if answer.status_code == 200 else []
+            left = [b["remaining"] for b in balances]
+            ok = lines.get("BALANCE_CONSUMED") == f"-{GRANT}" and left == ["0.00"]
+            return ok, f"credit {lines.get('BALANCE_CONSUMED')}, left {left}"
+        return "BALANCE_CONSUMED" not in lines and "COMMITMENT_FEE" not in lines, "-"
 
     # -- 2. usage ---------------------------------------------------------------------
 
@@ -576,6 +650,7 @@ class Demo:
             "bill",
             "lines",
             "compound / seats",
+            "credits",
             "total",
             "Stripe",
             "agree",
@@ -591,11 +666,13 @@ class Demo:
             items = self.stripe_items(bill) if bill else []
             stripe_total = sum(item.amount for item in items)
             extras_ok, extras = self.priced_extras(account, bill) if bill else (False, "-")
+            credits_ok, credits = self.credits_of(account, bill) if bill else (False, "-")
             agree = (
                 bill is not None
                 and calls_ok
                 and users_ok
                 and extras_ok
+                and credits_ok
                 and self.account_in_stripe_agrees(account)
             )
             ok &= agree
@@ -607,6 +684,7 @@ class Demo:
                 f"v{bill['version']} {bill['status']}" if bill else "-",
                 str(len(bill["lines"])) if bill else "-",
                 extras,
+                credits,
                 f"{bill['total']} {bill['currency']}" if bill else "-",
                 f"{len(items)} items, {stripe_total} minor units",
                 "[green]yes[/]" if agree else "[red]NO[/]",
@@ -647,6 +725,7 @@ def run_demo(settings: Settings, options: DemoOptions | None = None) -> int:
         demo.start(stack)
         demo.subscribe()
         demo.change_seats()
+        demo.add_credits()
         half = options.measurements // 2
         demo.stream_usage(half, "usage, first half")
         demo.wait_usage_visible()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from streams.billing.counters import CountChange
     from streams.catalog.live import LiveCatalog
     from streams.schemas.accounts import Account, AccountPlan
+    from streams.schemas.balances import BalanceGrant
     from streams.schemas.bill import Bill
     from streams.schemas.catalog import AggregationFunction
 
@@ -63,6 +64,12 @@ class CountersView(Protocol):
     def history(self, account: str, counter: str) -> Sequence[CountChange]: ...
 
 
+class BalancesView(Protocol):
+    """Credit grants of this worker's accounts (the balances agent's)."""
+
+    def grants(self, account: str) -> Sequence[BalanceGrant]: ...
+
+
 class LocksView(Protocol):
     """Locked billing periods (the billing agent's)."""
 
@@ -84,6 +91,7 @@ class WorkerContext:
     usage: UsageView | None = None
     accounts: AccountsView | None = None
     counters: CountersView | None = None
+    balances: BalancesView | None = None
     locks: LocksView | None = None
     # Accounts whose plans or locked periods changed (written here or read from a
     # changelog) since the usage engine was last told: it is told before its next batch.
@@ -95,6 +103,8 @@ class WorkerContext:
     # The bills an account would get for the periods containing a moment, never stored
     # (the billing agent's, `streams.billing.preview`).
     previews: Callable[[str, datetime], list[Bill]] | None = None
+    # The latest version of each bill of an account, by id (the billing agent's).
+    bills: Callable[[str], Mapping[str, Bill]] | None = None
 
 
 class MeterlineApp(faust.App):

@@ -11,6 +11,7 @@ parameter is refused instead of read as another one.
     GET /usage-accounts?start=MS&end=MS
     GET /accounts?account=A        GET /accountplans?account=A        GET /bills?account=A
     GET /bill-preview?account=A&at=MS
+    GET /balances?account=A
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ACCOUNT = "/accounts"
 ACCOUNT_PLANS = "/accountplans"
 BILLS = "/bills"
 BILL_PREVIEW = "/bill-preview"
+BALANCES = "/balances"
 
 MAX_RANGE_DAYS = 400  # of a usage query; the worker reads one record per hour of it
 MAX_AGGREGATIONS = 100
@@ -55,7 +57,7 @@ def account_params(account: str) -> Params:
 
 
 def parse_account(pairs: Iterable[tuple[str, str]]) -> str:
-    """The account of an `/accounts`, `/accountplans` or `/bills` request."""
+    """The account of an `/accounts`, `/accountplans`, `/bills` or `/balances` request."""
     return _account(_Query(pairs, {"account"}))
 
 

@@ -67,6 +67,12 @@ COUNTER_ADJUSTMENTS_REJECTED = TopicSpec(
 ALERTS = TopicSpec(
     "alerts", "account code", "usage alert: a rule crossed, once per account plan and period"
 )
+BALANCES = TopicSpec(
+    "balances", "account code", "credit grant: account, currency, amount, dates, reason"
+)
+BALANCES_REJECTED = TopicSpec(
+    "balances.rejected", "account code", "credit grant + reason + source offset"
+)
 HEARTBEAT = TopicSpec(
     "heartbeat", "process name", "liveness round trips (demo, health checks)", fixed_partitions=1
 )
@@ -85,6 +91,8 @@ ALL: tuple[TopicSpec, ...] = (
     COUNTER_ADJUSTMENTS,
     COUNTER_ADJUSTMENTS_REJECTED,
     ALERTS,
+    BALANCES,
+    BALANCES_REJECTED,
     HEARTBEAT,
 )
 
@@ -171,6 +179,10 @@ class Topics:
     @property
     def alerts(self) -> str:
         return self.name(ALERTS)
+
+    @property
+    def balances(self) -> str:
+        return self.name(BALANCES)
 
     @property
     def heartbeat(self) -> str:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from connectors.bill_view import BillView
 from connectors.console.mount import mount_console
 from connectors.http.auth import OrgAccess
+from connectors.http.balances import balances_router
 from connectors.http.bills import bills_router
 from connectors.http.counters import counters_router
 from connectors.http.edge import ApiError, Edge
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(previews_router(settings, transport=worker_transport, access=access))
     app.include_router(bills_router(settings, bill_view, access=access))
     app.include_router(counters_router(settings, access=access))
+    app.include_router(balances_router(settings, transport=worker_transport, access=access))
     console_reads = mount_console(app, settings, bill_view, access)
     declare_our_errors(app)
     return app

@@ -48,12 +48,12 @@ ADJUSTMENT_RETRY = "retrying with the same uid is safe, a uid is applied once"
 _WORDS = {"missing": "is required", "extra_forbidden": "unknown property"}
 
 
-def invalid_adjustment(exc: ValidationError) -> ApiError:
+def invalid_adjustment(exc: ValidationError, error: str = "invalid_counter_adjustment") -> ApiError:
     """400 naming the first field at fault; `errors` lists every problem."""
     found = problems(exc, whole="body", plain=True, words=_WORDS)
     return ApiError(
         400,
-        "invalid_counter_adjustment",
+        error,
         "; ".join(map(str, found)),
         field=found[0].field,
         errors=[problem.as_dict() for problem in found],

@@ -7,10 +7,10 @@ offers the other agents on the `WorkerContext`. Order matters only for those vie
 
 from __future__ import annotations
 
-from streams.agents import accounts, alerts, billing, catalog, counters, usage
+from streams.agents import accounts, alerts, balances, billing, catalog, counters, usage
 from streams.context import MeterlineApp, WorkerContext
 
-AGENTS = (catalog, usage, accounts, counters, billing, alerts)
+AGENTS = (catalog, usage, accounts, counters, balances, billing, alerts)
 
 
 def register_all(app: MeterlineApp, context: WorkerContext) -> None:

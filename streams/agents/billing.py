@@ -71,6 +71,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     )
     context.locks = billing  # the usage agent refuses usage of locked periods
     context.previews = partial(preview, billing)  # the alerts agent measures them
+    context.bills = billing.bills_of  # the balances page reads what bills consumed
     billing.index.watch(context.stale_facts.add)
     commands = faust_topic(app, context.topics, BILL_COMMANDS)
     bills_topic = faust_topic(app, context.topics, BILLS)

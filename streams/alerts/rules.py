@@ -1,9 +1,11 @@
 """Which alert rules an account's bills have crossed: pure functions the alerts agent calls.
 
-A rule measures, for each account plan's bill of the current billing period, either an
+A rule measures, for each account plan's bill of the current billing period, an
 aggregation's value over the period (the bill's usage line quantity, or the usage of the
-period when the plan does not price that aggregation) or the bill's total, and is crossed
-when that value reaches its threshold. One alert per rule, account plan and period: its
+period when the plan does not price that aggregation), the bill's total, or the percent
+of the account's commitment (or credit grants) used up with this bill (its
+COMMITMENT_CONSUMED / BALANCE_CONSUMED lines), and is crossed when that value reaches
+its threshold. One alert per rule, account plan and period: its
 id and its state key derive from those three (`alert_id`, `fired_key`).
 """
 
@@ -12,14 +14,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from streams.clock import epoch_ms
 from streams.schemas.alerts import Alert
-from streams.schemas.bill import Bill
-from streams.schemas.catalog import AggregationFunction, AlertMeasure, AlertRule, Catalog
+from streams.schemas.bill import Bill, LineItemType
+from streams.schemas.catalog import (
+    PERCENT_MEASURES,
+    AggregationFunction,
+    AlertMeasure,
+    AlertRule,
+    Catalog,
+)
 from streams.tables import table_key
 
+_CREDIT_LINE = {
+    AlertMeasure.COMMITMENT_CONSUMED_PERCENT: LineItemType.COMMITMENT_CONSUMED,
+    AlertMeasure.BALANCE_CONSUMED_PERCENT: LineItemType.BALANCE_CONSUMED,
+}
+_PERCENT_PLACES = Decimal("0.0001")
 UsageReader = Callable[
     [str, Mapping[str, AggregationFunction], int, int], Mapping[str, Decimal | None]
 ]
@@ -76,6 +89,8 @@ def measured(rule: AlertRule, bill: Bill, catalog: Catalog, usage: UsageReader) 
     """The rule's value for this bill's period; None when there is nothing to measure."""
     if rule.measure is AlertMeasure.BILL_TOTAL:
         return bill.total
+    if rule.measure in PERCENT_MEASURES:
+        return consumed_percent(bill, _CREDIT_LINE[rule.measure])
     code = rule.aggregation or ""
     for line in bill.lines:
         if line.aggregationCode == code:
@@ -90,3 +105,15 @@ def measured(rule: AlertRule, bill: Bill, catalog: Catalog, usage: UsageReader) 
         epoch_ms(bill.endDate),
     )
     return values.get(code)
+
+
+def consumed_percent(bill: Bill, line_type: LineItemType) -> Decimal | None:
+    """How much of the commitment (or of the grants) the bill's credit lines of
+    `line_type` say is used up, including this bill, in percent of the amount (rounded
+    down to 4 places, so it never reads as reached before it is); None without such a line."""
+    credited = [line for line in bill.lines if line.lineItemType == line_type]
+    amount = sum((line.creditAmount or Decimal(0) for line in credited), Decimal(0))
+    if not credited or amount <= 0:
+        return None
+    left = sum((line.creditRemaining or Decimal(0) for line in credited), Decimal(0))
+    return ((amount - left) * 100 / amount).quantize(_PERCENT_PLACES, rounding=ROUND_DOWN)

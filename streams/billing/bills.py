@@ -16,6 +16,8 @@ approves and locks. Lines, in order:
 - MINIMUM_SPEND: when the usage lines add up to less than the plan's minimum spend
   (prorated like the standing charge), the difference. Counter charges are recurring
   charges, not usage: they do not count towards the minimum spend.
+- COMMITMENT_FEE, OVERAGE_USAGE, COMMITMENT_CONSUMED, BALANCE_CONSUMED: what the account's
+  commitment and credit grants add and pay (`streams.billing.credits`).
 
 Each line's subtotal is rounded half-up to the currency's minor unit once; the total
 is the sum of the rounded lines, so it is exact in minor units too.
@@ -33,6 +35,7 @@ from typing import Any
 
 from streams.billing.compound import compound_values
 from streams.billing.counters import CountChange, counter_lines
+from streams.billing.credits import NO_CREDITS, Credits, apply_credits
 from streams.billing.periods import Period, covered, proration, utc
 from streams.billing.pricing import price, quantity
 from streams.money import prorate, round_money
@@ -110,6 +113,7 @@ def build_bill(
     now: datetime,
     account: Account | None = None,
     extras: Extras = NO_EXTRAS,
+    credits: Credits = NO_CREDITS,
 ) -> Bill | None:
     """The next version of the bill of `account_plan` for `period`, or None if unchanged.
 
@@ -146,6 +150,7 @@ def build_bill(
         fraction,
         extras,
     )
+    lines = apply_credits(lines, plan, credits, Period(utc(service.start), utc(service.end)))
     content: dict[str, Any] = {
         "accountCode": account_plan.accountCode,
         "planCode": plan.code,

@@ -5,7 +5,7 @@ Pure functions; the billing agent reads the tables, calls these and writes the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,9 +16,11 @@ import orjson
 from streams.billing.bills import BillLocked, Extras, bill_id, build_bill, transition
 from streams.billing.compound import needed_aggregations
 from streams.billing.counters import CountChange
+from streams.billing.credits import credits_for
 from streams.billing.periods import Period, billing_period, covered
 from streams.clock import epoch_ms, from_ms
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
+from streams.schemas.balances import BalanceGrant
 from streams.schemas.bill import Bill, BillStatus
 from streams.schemas.catalog import Catalog
 
@@ -26,6 +28,11 @@ from streams.schemas.catalog import Catalog
 MICROSECOND = timedelta(microseconds=1)
 UsageReader = Callable[[str, Mapping[str, object], int, int], Mapping[str, Decimal | None]]
 CountReader = Callable[[str, str], Sequence[CountChange]]  # (account, counter) → history
+GrantReader = Callable[[str], Sequence[BalanceGrant]]  # account → its credit grants
+
+
+def no_grants(account: str) -> Sequence[BalanceGrant]:
+    return ()
 
 
 def no_counts(account: str, counter: str) -> Sequence[CountChange]:
@@ -86,8 +93,17 @@ def run_account_plan(
     usage: UsageReader,
     now: datetime,
     counts: CountReader = no_counts,
+    grants: GrantReader = no_grants,
+    ledger: dict[str, Bill] | None = None,
 ) -> RunResult:
-    """New bill versions for every period of the account plan that needs one."""
+    """New bill versions for every period of the account plan that needs one.
+
+    With credits (a commitment or grants of the account), the later bills of the account
+    plan that are stored and not locked are recalculated too, in order, so what an
+    earlier bill consumes re-flows into them. `ledger` holds the latest version of each
+    of the account's bills, fresh ones included: what credits are left is read from it,
+    and each bill made here is put in it (a run of several account plans shares it).
+    """
     bills: list[Bill] = []
     skipped: list[str] = []
     plan = catalog.plans.get(account_plan.planCode or "")
@@ -107,7 +123,12 @@ def run_account_plan(
         counters=counters,
         counts={code: counts(account_plan.accountCode, code) for code in counters},
     )
-    for period in periods_to_bill(account_plan, catalog, now):
+    ledger = dict(previous) if ledger is None else ledger
+    account_grants = grants(account_plan.accountCode)
+    periods = periods_to_bill(account_plan, catalog, now)
+    if periods and (account_grants or _committed(catalog, account_plan)):
+        periods += _later_stored(previous.values(), account_plan.id, periods[-1].start)
+    for period in periods:
         window = covered(period, account_plan.startDate, account_plan.endDate)
         if window is None:
             continue
@@ -115,7 +136,18 @@ def run_account_plan(
         values = usage(
             account_plan.accountCode, functions, epoch_ms(window.start), epoch_ms(window.end)
         )
-        existing = previous.get(bill_id(account_plan.id, period.start))
+        this_id = bill_id(account_plan.id, period.start)
+        existing = previous.get(this_id)
+        credits = credits_for(
+            catalog=catalog,
+            plan=plan,
+            account=account_plan.accountCode,
+            account_plan_id=account_plan.id,
+            period=period,
+            bill_id=this_id,
+            bills=ledger.values(),
+            grants=account_grants,
+        )
         try:
             bill = build_bill(
                 account_plan=account_plan,
@@ -127,13 +159,33 @@ def run_account_plan(
                 now=now,
                 account=account,
                 extras=extras,
+                credits=credits,
             )
         except BillLocked:
             skipped.append(f"{existing.id if existing else '?'} is locked")
             continue
         if bill is not None:
             bills.append(bill)
+            ledger[bill.id] = bill
     return RunResult(bills, skipped)
+
+
+def _committed(catalog: Catalog, account_plan: AccountPlan) -> bool:
+    return any(
+        c.account == account_plan.accountCode and c.plan == account_plan.planCode
+        for c in catalog.commitments.values()
+    )
+
+
+def _later_stored(bills: Iterable[Bill], account_plan_id: str, after: datetime) -> list[Period]:
+    """The periods of the account plan's stored bills after `after` that may change."""
+    return sorted(
+        Period(bill.startDate, bill.endDate)
+        for bill in bills
+        if bill.accountPlanId == account_plan_id
+        and bill.startDate > after
+        and bill.status is not BillStatus.LOCKED
+    )
 
 
 def finalize(bill: Bill, now: datetime, grace: timedelta, approve: bool, lock: bool) -> list[Bill]:

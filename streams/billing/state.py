@@ -30,11 +30,13 @@ from streams.billing.runs import (
 from streams.clock import from_ms
 from streams.context import WorkerContext
 from streams.partitioning import partition_for
+from streams.schemas.balances import BalanceGrant
 from streams.schemas.bill import Bill
 from streams.schemas.commands import ChangeStatus, RunBills, Tick
 from streams.tables import AccountTable, account_key, table_key
 
 log = logging.getLogger(__name__)
+MAX_CREDIT_PASSES = 4
 
 
 class Billing:
@@ -97,21 +99,38 @@ class Billing:
         live = catalog.current()
         previous = self.bills_of(account)
         owner = accounts.account(account)
-        out: list[Bill] = []
-        for account_plan in accounts.plans(account):
-            result = run_account_plan(
-                account_plan=account_plan,
-                account=owner,
-                catalog=live,
-                previous=previous,
-                usage=self.usage,
-                now=now,
-                counts=self.counts,
-            )
-            out.extend(result.bills)
-            for reason in result.skipped:
-                log.debug("bill run %s: %s", account, reason)
-        return out
+        plans = accounts.plans(account)
+        # Credits are consumed across the account's bills in order: with several account
+        # plans, a bill of one may change what is left for an earlier-run bill of another,
+        # so the plans run again (on the fresh versions) until nothing changes.
+        ledger = dict(previous)
+        out: dict[str, Bill] = {}
+        for _ in range(MAX_CREDIT_PASSES if len(plans) > 1 else 1):
+            changed = False
+            for account_plan in plans:
+                result = run_account_plan(
+                    account_plan=account_plan,
+                    account=owner,
+                    catalog=live,
+                    previous=previous,
+                    usage=self.usage,
+                    now=now,
+                    counts=self.counts,
+                    grants=self.grants,
+                    ledger=ledger,
+                )
+                for bill in result.bills:
+                    changed |= out.get(bill.id) != bill
+                    out[bill.id] = bill
+                for reason in result.skipped:
+                    log.debug("bill run %s: %s", account, reason)
+            if not changed:
+                break
+        return list(out.values())
+
+    def grants(self, account: str) -> Sequence[BalanceGrant]:
+        balances = self.context.balances
+        return () if balances is None else balances.grants(account)
 
     def tick(self, partition: int, now: datetime) -> list[Bill]:
         settings = self.context.settings

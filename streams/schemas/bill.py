@@ -33,6 +33,14 @@ class LineItemType(StrEnum):
     COUNTER_ADJUSTMENT_DEBIT = "COUNTER_ADJUSTMENT_DEBIT"
     # an adjustment that lowered it: a negative subtotal
     COUNTER_ADJUSTMENT_CREDIT = "COUNTER_ADJUSTMENT_CREDIT"
+    # a commitment's fee (up front or an instalment) due in the period
+    COMMITMENT_FEE = "COMMITMENT_FEE"
+    # usage beyond the commitment: the plan's overagePricingBands, else its normal pricing
+    OVERAGE_USAGE = "OVERAGE_USAGE"
+    # what the commitment paid of the period's charges: a negative subtotal
+    COMMITMENT_CONSUMED = "COMMITMENT_CONSUMED"
+    # what one credit grant paid of the period's charges: a negative subtotal
+    BALANCE_CONSUMED = "BALANCE_CONSUMED"
 
 
 class BillReason(StrEnum):
@@ -61,6 +69,19 @@ class BillLine(Frozen):
     aggregationCode: str | None = None
     compoundAggregationCode: str | None = None
     counterCode: str | None = None
+    commitmentCode: str | None = Field(
+        default=None, description="COMMITMENT_FEE and COMMITMENT_CONSUMED: the commitment"
+    )
+    balanceId: str | None = Field(
+        default=None, description="BALANCE_CONSUMED: the credit grant's id (its uid)"
+    )
+    creditAmount: Decimal | None = Field(
+        default=None, description="COMMITMENT_CONSUMED, BALANCE_CONSUMED: the amount granted"
+    )
+    creditRemaining: Decimal | None = Field(
+        default=None,
+        description="COMMITMENT_CONSUMED, BALANCE_CONSUMED: what is left of it after this bill",
+    )
     quantity: Decimal | None = Field(
         default=None,
         description="Aggregated value before quantityPerUnit and rounding; for a counter "

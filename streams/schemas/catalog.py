@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +27,7 @@ from pydantic import (
 )
 
 from streams.expressions import Expression, ExpressionError, compile_expression
+from streams.money import round_money
 from streams.schemas.errors import error_lines, indexed
 
 CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,79}$"
@@ -201,8 +204,19 @@ class Pricing(Frozen):
     pricingBands: Bands = Field(min_length=1)
     cumulative: bool = True
     description: str | None = None
+    overagePricingBands: Bands | None = Field(
+        default=None,
+        min_length=1,
+        description="Price of the units beyond an account's commitment (OVERAGE_USAGE lines), "
+        "from 0 overage units up; null: the normal bands go on pricing them",
+    )
 
     _bands = field_validator("pricingBands")(_checked_bands)
+
+    @field_validator("overagePricingBands")
+    @classmethod
+    def _overage_bands(cls, bands: Bands | None) -> Bands | None:
+        return None if bands is None else _checked_bands(bands)
 
     @model_validator(mode="after")
     def _prices_one_thing(self) -> Pricing:
@@ -237,6 +251,19 @@ class CounterPricing(Frozen):
 
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
+CreditSource = Literal["COMMITMENT", "BALANCE"]
+
+
+class ChargeType(StrEnum):
+    """The bill line types a commitment or a credit grant can pay (`LineItemType`'s charges)."""
+
+    STANDING_CHARGE = "STANDING_CHARGE"
+    USAGE = "USAGE"
+    MINIMUM_SPEND = "MINIMUM_SPEND"
+    COUNTER_RUNNING_TOTAL_CHARGE = "COUNTER_RUNNING_TOTAL_CHARGE"
+    COUNTER_ADJUSTMENT_DEBIT = "COUNTER_ADJUSTMENT_DEBIT"
+    COMMITMENT_FEE = "COMMITMENT_FEE"
+    OVERAGE_USAGE = "OVERAGE_USAGE"
 
 
 class Plan(Frozen):
@@ -255,6 +282,18 @@ class Plan(Frozen):
         default=None,
         description="A counter of this plan set from the Stripe subscription item's quantity",
     )
+    creditApplicationOrder: tuple[CreditSource, ...] = Field(
+        default=("COMMITMENT", "BALANCE"),
+        description="Which pays a bill's charges first: the account's commitment or its "
+        "balances (credit grants); both, once each",
+    )
+
+    @field_validator("creditApplicationOrder")
+    @classmethod
+    def _both_once(cls, order: tuple[str, ...]) -> tuple[str, ...]:
+        if sorted(order) != ["BALANCE", "COMMITMENT"]:
+            raise ValueError("must name COMMITMENT and BALANCE, each once")
+        return order
 
     @field_validator("currency", mode="before")
     @classmethod
@@ -293,9 +332,72 @@ class PlanMapping(Frozen):
         return self
 
 
+class FeeSchedule(StrEnum):
+    UP_FRONT = "UP_FRONT"  # the whole amount on the bill of the commitment's start
+    INSTALMENTS = "INSTALMENTS"  # `feeDates`: each amount on the bill of its date
+
+
+class CommitmentFee(Frozen):
+    date: AwareDatetime = Field(description="The bill whose period contains it charges it")
+    amount: Decimal = Field(gt=0)
+
+
+class Commitment(Frozen):
+    """A prepayment (m3ter's Commitment) of one account on one plan: `amount` paid by the
+    fee schedule (COMMITMENT_FEE lines) and drawn down by the charges of `lineItemTypes`
+    of the bills whose period starts in [startDate, endDate), in order, until used up
+    (`streams.billing.credits`)."""
+
+    code: Code
+    account: str = Field(min_length=1, max_length=200, description="Code of the account")
+    plan: Code = Field(description="The account's bills on this plan draw it down")
+    amount: Decimal = Field(gt=0, description="In the plan's currency, whole minor units")
+    startDate: AwareDatetime
+    endDate: AwareDatetime
+    feeSchedule: FeeSchedule = FeeSchedule.UP_FRONT
+    feeDates: tuple[CommitmentFee, ...] = Field(
+        default=(), description="INSTALMENTS only: the amounts add up to `amount`"
+    )
+    lineItemTypes: tuple[ChargeType, ...] = Field(
+        default=(ChargeType.USAGE,), min_length=1, description="The charges that draw it down"
+    )
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Commitment:
+        if self.endDate <= self.startDate:
+            raise ValueError("endDate must be after startDate")
+        if ChargeType.COMMITMENT_FEE in self.lineItemTypes:
+            raise ValueError("lineItemTypes: a commitment's own fee cannot draw it down")
+        if self.feeSchedule is FeeSchedule.UP_FRONT and self.feeDates:
+            raise ValueError("feeDates: only for feeSchedule INSTALMENTS")
+        if self.feeSchedule is FeeSchedule.INSTALMENTS:
+            if not self.feeDates:
+                raise ValueError("feeDates: required for feeSchedule INSTALMENTS")
+            total = sum((fee.amount for fee in self.feeDates), Decimal(0))
+            if total != self.amount:
+                raise ValueError(f"feeDates: the amounts add up to {total}, not {self.amount}")
+        return self
+
+    @property
+    def fees(self) -> tuple[CommitmentFee, ...]:
+        if self.feeSchedule is FeeSchedule.UP_FRONT:
+            return (CommitmentFee(date=self.startDate, amount=self.amount),)
+        return self.feeDates
+
+
 class AlertMeasure(StrEnum):
     AGGREGATION = "AGGREGATION"  # an aggregation's value over the billing period
     BILL_TOTAL = "BILL_TOTAL"  # the total of the period's bill, in the plan's currency
+    # percent of the account's commitment consumed up to the period's bill (inclusive)
+    COMMITMENT_CONSUMED_PERCENT = "COMMITMENT_CONSUMED_PERCENT"
+    # percent of the account's credit grants in the period's currency consumed so far
+    BALANCE_CONSUMED_PERCENT = "BALANCE_CONSUMED_PERCENT"
+
+
+PERCENT_MEASURES = frozenset(
+    {AlertMeasure.COMMITMENT_CONSUMED_PERCENT, AlertMeasure.BALANCE_CONSUMED_PERCENT}
+)
 
 
 class AlertRule(Frozen):
@@ -311,7 +413,9 @@ class AlertRule(Frozen):
         description="The aggregation measured (AGGREGATION rules only)",
     )
     threshold: Decimal = Field(
-        gt=0, description="Fires when the value reaches it: usage, or money for BILL_TOTAL"
+        gt=0,
+        description="Fires when the value reaches it: usage, money for BILL_TOTAL, a "
+        "percent (at most 100) for the _PERCENT measures",
     )
     plans: tuple[Code, ...] = Field(
         default=(), description="Only accounts on these plans; every plan when empty"
@@ -323,13 +427,26 @@ class AlertRule(Frozen):
         measure = info.data.get("measure")
         if measure is AlertMeasure.AGGREGATION and code is None:
             raise ValueError("required when measure is AGGREGATION")
-        if measure is AlertMeasure.BILL_TOTAL and code is not None:
-            raise ValueError("only for measure AGGREGATION, not BILL_TOTAL")
+        if measure is not AlertMeasure.AGGREGATION and code is not None:
+            raise ValueError(f"only for measure AGGREGATION, not {measure}")
         return code
+
+    @model_validator(mode="after")
+    def _percent_at_most_100(self) -> AlertRule:
+        if self.measure in PERCENT_MEASURES and self.threshold > 100:
+            raise ValueError(f"threshold: a percent, at most 100 for {self.measure}")
+        return self
 
 
 Kind = Literal[
-    "meter", "aggregation", "compoundAggregation", "counter", "plan", "planMapping", "alertRule"
+    "meter",
+    "aggregation",
+    "compoundAggregation",
+    "counter",
+    "plan",
+    "planMapping",
+    "alertRule",
+    "commitment",
 ]
 KIND_MODELS: dict[str, type[Frozen]] = {
     "meter": Meter,
@@ -339,6 +456,7 @@ KIND_MODELS: dict[str, type[Frozen]] = {
     "plan": Plan,
     "planMapping": PlanMapping,
     "alertRule": AlertRule,
+    "commitment": Commitment,
 }
 # The YAML file's top-level sections, in the order they are validated and published.
 SECTIONS: dict[str, Kind] = {
@@ -349,10 +467,12 @@ SECTIONS: dict[str, Kind] = {
     "plans": "plan",
     "planMappings": "planMapping",
     "alertRules": "alertRule",
+    "commitments": "commitment",
 }
 STRING_AGGREGATABLE = frozenset({AggregationFunction.COUNT, AggregationFunction.UNIQUE})
 _KEY = re.compile(
-    r"^(meter|aggregation|compoundAggregation|counter|plan|planMapping|alertRule):(.+)$"
+    r"^(meter|aggregation|compoundAggregation|counter|plan|planMapping|alertRule|commitment)"
+    r":(.+)$"
 )
 
 
@@ -385,6 +505,7 @@ class Catalog(Frozen):
     plans: Mapping[str, Plan] = Field(default_factory=dict)
     planMappings: Mapping[str, PlanMapping] = Field(default_factory=dict)
     alertRules: Mapping[str, AlertRule] = Field(default_factory=dict)
+    commitments: Mapping[str, Commitment] = Field(default_factory=dict)
 
     @classmethod
     def from_documents(cls, document: Mapping[str, Any]) -> Catalog:
@@ -485,7 +606,46 @@ class Catalog(Frozen):
             if mapping.plan not in self.plans:
                 errors.append(f"planMappings[{code}].plan: unknown plan {mapping.plan!r}")
         errors.extend(self._alert_rule_errors())
+        errors.extend(self._commitment_errors())
         return errors
+
+    def _commitment_errors(self) -> list[str]:
+        errors: list[str] = []
+        seen: dict[tuple[str, str], list[Commitment]] = {}
+        for code, commitment in sorted(self.commitments.items()):
+            where = f"commitments[{code}]"
+            plan = self.plans.get(commitment.plan)
+            if plan is None:
+                errors.append(f"{where}.plan: unknown plan {commitment.plan!r}")
+                continue
+            amounts = [("amount", commitment.amount)] + [
+                (f"feeDates[{i}].amount", fee.amount) for i, fee in enumerate(commitment.feeDates)
+            ]
+            for name, amount in amounts:
+                if round_money(amount, plan.currency) != amount:
+                    errors.append(
+                        f"{where}.{name}: {amount} is not a whole number of {plan.currency} "
+                        "minor units"
+                    )
+            for other in seen.setdefault((commitment.account, commitment.plan), []):
+                if commitment.startDate < other.endDate and other.startDate < commitment.endDate:
+                    errors.append(
+                        f"{where}.startDate: overlaps commitment {other.code!r} of account "
+                        f"{commitment.account!r} on plan {commitment.plan!r}"
+                    )
+            seen[(commitment.account, commitment.plan)].append(commitment)
+        return errors
+
+    def commitment_of(self, account: str, plan: str, at: datetime) -> Commitment | None:
+        """The commitment of `account` on `plan` whose dates contain `at`, if any."""
+        for commitment in self.commitments.values():
+            if (
+                commitment.account == account
+                and commitment.plan == plan
+                and commitment.startDate <= at < commitment.endDate
+            ):
+                return commitment
+        return None
 
     def _alert_rule_errors(self) -> list[str]:
         errors: list[str] = []

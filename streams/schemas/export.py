@@ -13,10 +13,12 @@ from pydantic import BaseModel
 
 from streams.schemas.accounts import Account, AccountPlan
 from streams.schemas.alerts import Alert
+from streams.schemas.balances import Balance, BalanceGrant
 from streams.schemas.bill import Bill
 from streams.schemas.catalog import (
     Aggregation,
     AlertRule,
+    Commitment,
     CompoundAggregation,
     Counter,
     Meter,
@@ -43,6 +45,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "counter-adjustment": CounterAdjustment,
     "alert-rule": AlertRule,
     "alert": Alert,
+    "commitment": Commitment,
+    "balance-grant": BalanceGrant,
+    "balance": Balance,
 }
 
 

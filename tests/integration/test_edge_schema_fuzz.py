@@ -78,6 +78,8 @@ OPERATIONS = (
     "PUT /organizations/{orgId}/bills/{bill_id}/lock",
     "POST /organizations/{orgId}/counteradjustments",
     "GET /organizations/{orgId}/bills/preview",
+    "POST /organizations/{orgId}/balances",
+    "GET /organizations/{orgId}/balances",
     # the console's read routes
     "GET /organizations/{orgId}/accounts",
     "GET /organizations/{orgId}/aggregations",
@@ -91,12 +93,14 @@ UPLOAD = "POST /organizations/{orgId}/fileuploads/measurements"
 BILL_JOBS = "POST /organizations/{orgId}/billjobs"
 WEBHOOK = "POST /webhooks/stripe"
 ADJUSTMENTS = "POST /organizations/{orgId}/counteradjustments"
+GRANTS = "POST /organizations/{orgId}/balances"
 WRITERS = {
     MEASUREMENTS,
     UPLOAD,
     BILL_JOBS,
     WEBHOOK,
     ADJUSTMENTS,
+    GRANTS,
 }  # what writes to Kafka when accepted
 
 
@@ -108,6 +112,7 @@ class Ledger:
     routes: Counter[str] = field(default_factory=Counter)
     accepted_measurements: int = 0
     accepted_adjustments: int = 0
+    accepted_grants: set[tuple[str, str]] = field(default_factory=set)  # (account, uid)
     published_events: list[bytes] = field(default_factory=list)
     bill_commands: dict[str, int] = field(default_factory=dict)  # job id -> commands sent
     problems: list[str] = field(default_factory=list)
@@ -123,6 +128,8 @@ class Ledger:
             self.accepted_measurements += len(orjson.loads(body or b"")["measurements"])
         elif label == ADJUSTMENTS:
             self.accepted_adjustments += 1
+        elif label == GRANTS:  # a uid sent again is answered as recorded, published once
+            self.accepted_grants.add((answer["account"], answer["uid"]))
         elif label == UPLOAD:
             self.accepted_measurements += int(answer["accepted"])
         elif label == WEBHOOK and answer == {"received": True}:
@@ -541,6 +548,8 @@ def test_kafka_holds_exactly_what_was_accepted_and_nothing_of_what_was_refused(
     assert from_the_edge == Counter(LEDGER.bill_commands)
     adjustments = read_topic(stack, stack.topics.counter_adjustments)
     assert len(adjustments) == LEDGER.accepted_adjustments
+    grants = [orjson.loads(value) for value in read_topic(stack, stack.topics.balances)]
+    assert {(g["account"], g["uid"]) for g in grants} == LEDGER.accepted_grants
     refusals = {status: n for status, n in sorted(LEDGER.statuses.items()) if status >= 400}
     with capsys.disabled():
         print(
@@ -548,6 +557,6 @@ def test_kafka_holds_exactly_what_was_accepted_and_nothing_of_what_was_refused(
             f"routes; answers by status {dict(sorted(LEDGER.statuses.items()))}; refusals "
             f"{sum(refusals.values())} {refusals}; Kafka: {len(measurements)} measurements, "
             f"{len(events)} Stripe events, {sum(from_the_edge.values())} bill commands, "
-            f"{len(adjustments)} counter adjustments, all "
+            f"{len(adjustments)} counter adjustments, {len(grants)} credit grants, all "
             "from accepted requests"
         )

@@ -73,6 +73,7 @@ class StubWorker:
     aggregations: dict[str, Aggregation] = field(default_factory=example_aggregations)
     usage: dict[str, bytes] = field(default_factory=dict)
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    balances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # /balances data
     down: bool = False
     status: int | None = None  # answer this status to every request instead
     asked: list[tuple[str, Any]] = field(default_factory=list)
@@ -137,6 +138,10 @@ class StubWorker:
             return httpx.Response(
                 200, json={"data": self.accounts[preview.account].get("preview", [])}
             )
+        if path == pages.BALANCES:
+            account = pages.parse_account(query)
+            self.asked.append((path, account))
+            return httpx.Response(200, json={"data": self.balances.get(account, [])})
         return httpx.Response(404, json={"error": f"no page {path}"})
 
 

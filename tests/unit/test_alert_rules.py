@@ -132,7 +132,8 @@ def test_an_alert_is_one_per_rule_account_plan_and_period() -> None:
         ),
         (
             {"measure": "PERCENT", "threshold": "1"},
-            "alertRules[0].measure: Input should be 'AGGREGATION' or 'BILL_TOTAL'",
+            "alertRules[0].measure: Input should be 'AGGREGATION', 'BILL_TOTAL', "
+            "'COMMITMENT_CONSUMED_PERCENT' or 'BALANCE_CONSUMED_PERCENT'",
         ),
         (
             {"measure": "AGGREGATION", "aggregation": "nope", "threshold": "1"},

@@ -59,6 +59,14 @@ QUERY = {
     "accountIds": ["acme"],
     "aggregations": ["api_calls"],
 }
+GRANT = {
+    "uid": "g-1",
+    "account": "acme",
+    "currency": "USD",
+    "amount": "25.00",
+    "startDate": "2024-04-01",
+    "reason": "outage credit",
+}
 
 
 def write(path: Path, document: Any) -> None:
@@ -108,6 +116,8 @@ async def statuses(client: httpx.AsyncClient, key: str) -> dict[str, int]:
         "approve": await client.put(
             f"{API}/bills/nope/status", json={"status": "APPROVED"}, headers=auth
         ),
+        "grant": await client.post(f"{API}/balances", json=GRANT, headers=auth),
+        "balances": await client.get(f"{API}/balances?account=acme", headers=auth),
     }
     return {name: answer.status_code for name, answer in answers.items()}
 
@@ -121,6 +131,8 @@ async def test_an_ingest_key_submits_measurements_and_nothing_else(
         "bills": 403,
         "billjob": 403,
         "approve": 403,
+        "grant": 403,
+        "balances": 403,
     }
     assert [sent.topic for sent in producer.sent] == ["unit.measurements"]
 
@@ -134,6 +146,8 @@ async def test_a_read_key_reads_and_writes_nothing(
         "bills": 200,
         "billjob": 403,
         "approve": 403,
+        "grant": 403,
+        "balances": 200,
     }
     assert producer.sent == []
 
@@ -148,8 +162,10 @@ async def test_an_admin_key_runs_and_approves_bills_and_reads_but_does_not_inges
         "bills": 200,
         "billjob": 202,
         "approve": 404,
+        "grant": 200,
+        "balances": 200,
     }
-    assert {sent.topic for sent in producer.sent} == {"unit.bill.commands"}
+    assert {sent.topic for sent in producer.sent} == {"unit.bill.commands", "unit.balances"}
 
 
 @pytest.mark.parametrize("key", [LEGACY, KEYS["unscoped"]])
@@ -160,6 +176,8 @@ async def test_a_key_without_scopes_keeps_every_right(client: httpx.AsyncClient,
         "bills": 200,
         "billjob": 202,
         "approve": 404,
+        "grant": 200,
+        "balances": 200,
     }
 
 
