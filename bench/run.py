@@ -167,7 +167,9 @@ def worker_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) -
     envelopes: list[dict[str, Any]] = []
     singles: list[dict[str, Any]] = []
     grouped: list[dict[str, Any]] = []
-    count = 100_000 if quick else 300_000
+    # Large enough that a worker folding 100k+ measurements/s spends seconds on it: the
+    # figure is timed from ready to committed, and commits come once a second.
+    count = 500_000 if quick else 1_500_000
     for i in range(args.repeat):
         attempt(
             f"worker, envelopes of 100 ({i + 1}/{args.repeat})",
@@ -181,7 +183,7 @@ def worker_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) -
             f"worker, single-measurement messages ({i + 1}/{args.repeat})",
             lambda: bench_worker.run(
                 broker,
-                count=20_000 if quick else 100_000,
+                count=100_000 if quick else 300_000,
                 batch=1,
                 accounts=10_000,
                 timeout=120,
@@ -193,7 +195,7 @@ def worker_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) -
         "worker, envelopes of one account each",
         lambda: bench_worker.run(
             broker,
-            count=50_000 if quick else 500_000,
+            count=200_000 if quick else 500_000,
             batch=100,
             accounts=10_000,
             grouped=True,
@@ -208,7 +210,7 @@ def worker_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) -
             f"worker, realistic: ts ≈ now, 10 hot accounts ({i + 1}/{args.repeat})",
             lambda: bench_worker.run(
                 broker,
-                count=50_000 if quick else count,
+                count=200_000 if quick else count,
                 batch=100,
                 accounts=10_000,
                 realistic=True,

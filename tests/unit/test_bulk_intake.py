@@ -1,0 +1,149 @@
+"""The bulk intake of `measurements`: whole fetches in, batches out in order, fetching
+paused while too much waits, and a rebalance drops what waits and waits for what is in
+flight; the consumer commits only offsets of batches marked done."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka.structs import TopicPartition
+from faust.types import TP
+
+from streams.app import create_app
+from streams.commits import InOrderConsumer
+from streams.settings import Settings
+from streams.usage.intake import BulkIntake
+
+TOPIC = "measurements"
+P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
+
+
+@dataclass
+class FakeRecord:
+    offset: int
+    key: bytes | None = b"acme"
+    value: bytes | None = b"{}"
+
+
+def records(*offsets: int) -> list[FakeRecord]:
+    return [FakeRecord(offset) for offset in offsets]
+
+
+def intake(**kwargs: Any) -> BulkIntake:
+    return BulkIntake(TOPIC, high=kwargs.pop("high", 100), low=kwargs.pop("low", 50), **kwargs)
+
+
+async def test_batches_come_out_in_fetch_order_and_a_large_fetch_is_split() -> None:
+    waiting = intake()
+    waiting.put(P0, records(0, 1, 2))
+    waiting.put(P1, records(10, 11))
+    waiting.put(P0, records(3, 4, 5, 6))
+    first = await waiting.take(4)
+    assert [(p.tp, [r.offset for r in p.records]) for p in first.parts] == [
+        (P0, [0, 1, 2]),
+        (P1, [10]),
+    ]
+    assert first.ends() == {P0: 3, P1: 11}
+    second = await waiting.take(100)
+    assert [(p.tp, [r.offset for r in p.records]) for p in second.parts] == [
+        (P1, [11]),
+        (P0, [3, 4, 5, 6]),
+    ]
+    assert waiting.waiting == 0
+
+
+async def test_take_waits_for_records() -> None:
+    waiting = intake()
+    taking = asyncio.ensure_future(waiting.take(10))
+    await asyncio.sleep(0.01)
+    assert not taking.done()
+    waiting.put(P0, records(7))
+    taken = await asyncio.wait_for(taking, 1)
+    assert taken.ends() == {P0: 8}
+
+
+async def test_fetching_pauses_above_high_and_resumes_below_low() -> None:
+    paused: list[TP] = []
+    resumed: list[TP] = []
+    waiting = intake(high=4, low=2, pause=paused.append, resume=resumed.append)
+    waiting.put(P0, records(0, 1, 2))
+    assert paused == []
+    waiting.put(P0, records(3, 4))
+    waiting.put(P1, records(0))
+    assert paused == [P0, P1]
+    await waiting.take(3)  # 3 left: not below low yet
+    assert resumed == []
+    await waiting.take(2)
+    assert sorted(resumed) == [P0, P1]
+
+
+async def test_a_revocation_drops_what_waits_starts_an_epoch_and_waits_for_batches_in_flight() -> (
+    None
+):
+    in_flight = asyncio.get_running_loop().create_future()
+    drained: list[bool] = []
+
+    async def drain() -> None:
+        await in_flight
+        drained.append(True)
+
+    waiting = intake(drain=drain)
+    waiting.put(P0, records(0, 1))
+    taken = await waiting.take(1)
+    waiting.put(P1, records(5))
+    revoking = asyncio.ensure_future(waiting.revoke({P0, P1}))
+    await asyncio.sleep(0.01)
+    assert not revoking.done()  # the batch in flight lands first
+    in_flight.set_result(None)
+    await asyncio.wait_for(revoking, 1)
+    assert drained == [True]
+    assert waiting.waiting == 0 and not waiting.parts
+    assert not waiting.current(taken)  # taken before: dropped by the usage loop
+
+
+@pytest.fixture
+def consumer() -> Iterator[InOrderConsumer]:
+    app = create_app(Settings(partitions=2))
+    made = app.consumer
+    assert isinstance(made, InOrderConsumer)
+    assert made.intake is not None and made.intake.topic == TOPIC
+    yield made
+
+
+def committable(consumer: InOrderConsumer, tp: TP) -> int | None:
+    return consumer._filter_committable_offsets([tp]).get(tp)
+
+
+def test_the_consumer_commits_what_a_batch_marked_done_and_nothing_before(
+    consumer: InOrderConsumer,
+) -> None:
+    consumer._committed_offset[P0] = 10
+    assert committable(consumer, P0) is None  # fetched, not done: nothing to commit
+    consumer.intake_done({P0: 15})
+    assert committable(consumer, P0) == 15
+    consumer._committed_offset[P0] = 15
+    consumer.intake_done({P0: 12})  # never backwards
+    assert committable(consumer, P0) is None
+
+
+async def test_the_consumer_hands_measurements_records_to_the_intake_and_keeps_the_rest(
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = TopicPartition("stripe.events", 0)
+    fetched = {TopicPartition(TOPIC, 1): records(3, 4), other: records(9)}
+
+    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
+        return fetched, set()
+
+    monkeypatch.setattr(InOrderConsumer.__mro__[1], "_wait_next_records", fetch)
+    monkeypatch.setattr(InOrderConsumer, "flow_active", True, raising=False)
+    rest, _ = await consumer._wait_next_records(1.0)
+    assert list(rest) == [other]
+    assert consumer.intake is not None
+    taken = await consumer.intake.take(10)
+    assert taken.ends() == {P1: 5}
+    assert isinstance(next(iter(taken.ends())), TP)  # faust's key, not aiokafka's
