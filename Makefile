@@ -52,11 +52,8 @@ test: install kafka-fetch browser ## Run every test (the native engine's cargo t
 	@if command -v $(CARGO) >/dev/null 2>&1; then \
 		CARGO_TARGET_DIR=$(NATIVE_TARGET) $(CARGO) test --quiet --manifest-path native/Cargo.toml; \
 	fi
-	$(BIN)/pytest -m "not durability" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Kept out of `make test` for now: they fail intermittently (a worker that stops
-# catching up, once 2 measurements missing after a broker SIGKILL): the open defect of
-# the usage engine's issue, to be fixed, not hidden.
 durability: install kafka-fetch ## Run the usage durability tests (worker SIGKILLs, broker restarts under full load)
 	$(BIN)/pytest -m durability tests/integration/test_usage_durability.py $(PYTEST_ARGS)
 
