@@ -110,8 +110,9 @@ class UsageQuery(BaseModel):
         start = info.data.get("startDate")
         if start is None:  # refused on its own already
             return end
-        if end <= start:
-            raise ValueError("endDate must be after startDate")
+        # usage is kept to the millisecond: a range shorter than that is empty
+        if epoch_ms(end) <= epoch_ms(start):
+            raise ValueError("endDate must be after startDate, by at least a millisecond")
         if (end - start).days > MAX_RANGE_DAYS:
             raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
         return end

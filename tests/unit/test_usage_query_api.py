@@ -103,6 +103,19 @@ async def test_an_end_before_the_start_is_a_400_naming_endDate(client: httpx.Asy
     assert "endDate must be after startDate" in response.json()["message"]
 
 
+async def test_a_range_shorter_than_a_millisecond_is_a_400_naming_endDate_not_a_502(
+    client: httpx.AsyncClient, worker: StubWorker
+) -> None:
+    # found by the edge fuzz test: usage is kept to the millisecond, so this range was
+    # empty for the worker, which refused it, and the edge answered 502
+    response = await post(
+        client, startDate="2026-03-01T00:00:00Z", endDate="2026-03-01T00:00:00.000001+00:00"
+    )
+    assert refused_field(response) == "endDate"
+    assert "by at least a millisecond" in response.json()["message"]
+    assert worker.asked == []
+
+
 async def test_usage_query_with_empty_account_id_is_a_400_naming_the_field(
     client: httpx.AsyncClient, worker: StubWorker
 ) -> None:
