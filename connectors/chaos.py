@@ -85,7 +85,7 @@ class ChaosOptions:
     rate_429: float = 0.10
     rate_500: float = 0.08
     rate_timeout_after_apply: float = 0.08  # of mutating calls, after applying them
-    settle_timeout_s: float = 300.0
+    settle_timeout_s: float = 180.0
     seed: int = 17
     report: Path | None = None  # default: <data_dir>/chaos/report.txt
     broker_port: int | None = None  # default: a free port
@@ -113,6 +113,7 @@ class Figures:
     accounts_counted: int = 0
     measurements_acknowledged: int = 0  # distinct uids
     measurements_counted: int = 0
+    acknowledged_not_on_kafka: int | None = None  # looked for when usage differs
     settle_s: float = 0.0
 
     def fault_share(self) -> float:
@@ -526,7 +527,24 @@ class Chaos:
 
     def check(self) -> list[str]:
         """Every deficit found now (empty: everything agrees)."""
-        return self.usage_deficits() + self.bill_deficits() + self.webhook_deficits()
+        usage = self.usage_deficits()
+        if usage:  # where they went missing: before Kafka (the edge) or after (the worker)
+            usage += self.kafka_deficits()
+        return usage + self.bill_deficits() + self.webhook_deficits()
+
+    def kafka_deficits(self) -> list[str]:
+        """Acknowledged measurements that are not on `measurements` (the edge lost them)."""
+        on_kafka: set[str] = set()
+        for message in read_to_end(self.stack.bootstrap(), self.topics.measurements, 60):
+            document = orjson.loads(message.value() or b"{}")
+            batch = document.get("measurements", [document])
+            on_kafka.update(str(m.get("uid")) for m in batch if isinstance(m, dict))
+        with self.ledger.lock:
+            missing = sorted(set(self.ledger.acknowledged) - on_kafka)
+        self.figures.acknowledged_not_on_kafka = len(missing)
+        if missing:
+            return [f"{len(missing)} acknowledged measurements not on Kafka: {missing[:5]}"]
+        return ["every acknowledged measurement is on Kafka: the workers did not count some"]
 
     def usage_deficits(self) -> list[str]:
         expected = self.ledger.expected()
@@ -629,6 +647,10 @@ class Chaos:
             ("duplicate uids posted", f"{f.duplicates_sent:,}"),
             ("measurements acknowledged (distinct uids)", f"{f.measurements_acknowledged:,}"),
             ("measurements counted (usage query)", f"{f.measurements_counted:,}"),
+            (
+                "acknowledged, not on Kafka",
+                "-" if f.acknowledged_not_on_kafka is None else str(f.acknowledged_not_on_kafka),
+            ),
             ("subscriptions (webhooks)", str(f.subscriptions)),
             (
                 "webhooks acknowledged / given up",
