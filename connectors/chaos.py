@@ -66,6 +66,7 @@ PLANS = (("starter_monthly", "usd", 1000), ("pro_monthly", "usd", 4900))
 POLL_S = 0.5
 StripeItems = dict[str, dict[str, list[dict[str, Any]]]]  # bill id -> line id -> items
 UNHEALTHY_RESTART_S = 60.0
+COMMIT_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class ChaosOptions:
 class Figures:
     kills: Counter[str] = field(default_factory=Counter)
     supervisor_restarts: Counter[str] = field(default_factory=Counter)
+    exits: Counter[str] = field(default_factory=Counter)  # exited by themselves, restarted
     broker_restarts: int = 0
     ingest_requests: int = 0
     ingest_refusals: Counter[str] = field(default_factory=Counter)  # why a batch went again
@@ -168,6 +170,7 @@ class Chaos:
         # Children die with the thread that started them (PR_SET_PDEATHSIG): the killer
         # thread, which restarts them, lives until the stack is stopped.
         self.finished = threading.Event()
+        self.killing = threading.Lock()
         self.chaos_started = time.monotonic()
         self.deficits: list[str] = []
         self.findings: list[str] = []  # what went wrong but was not a loss
@@ -378,11 +381,25 @@ class Chaos:
                 victims = roster[:]
                 self.rng.shuffle(victims)
             victim = victims.pop()
-            self.stack.kill(victim)
-            self.figures.kills[victim.name.rsplit("-", 1)[0]] += 1
-            self.note(f"SIGKILL {victim.name}")
-            time.sleep(self.rng.uniform(0.5, 3.0))  # how long it stays down
-            self.stack.start(victim)
+            with self.killing:  # the supervisor does not restart it meanwhile
+                self.stack.kill(victim)
+                self.figures.kills[victim.name.rsplit("-", 1)[0]] += 1
+                self.note(f"SIGKILL {victim.name}")
+                time.sleep(self.rng.uniform(0.5, 3.0))  # how long it stays down
+                self.stack.start(victim)
+
+    def supervisor(self) -> None:
+        """Start again a process that exited by itself (an edge or sink that could not
+        reach the restarted broker, say), as a restart policy would; each is a finding."""
+        while not self.stop.wait(3.0):
+            with self.killing:
+                for child in self.stack.children:
+                    if child.process is not None and child.process.poll() is not None:
+                        code = child.process.returncode
+                        self.figures.exits[child.name.rsplit("-", 1)[0]] += 1
+                        self.note(f"{child.name} exited by itself ({code}): started again")
+                        self.stack.start(child)
+        self.finished.wait()  # the children it started die with this thread
 
     def broker_bounces(self) -> None:
         """SIGKILL the broker and start it again, at evenly spread moments."""
@@ -429,6 +446,7 @@ class Chaos:
                 ("bill-jobs", self.bill_jobs),
                 ("late-subscriptions", self.late_subscriptions),
                 ("broker-bounces", self.broker_bounces),
+                ("supervisor", self.supervisor),
                 ("killer", self.killer),
             )
         ]
@@ -437,7 +455,7 @@ class Chaos:
         with self.console.status(f"chaos for {o.duration_s:.0f}s…"):
             self.stop.wait(o.duration_s)
             self.stop.set()
-            for thread in threads[:-1]:  # the killer lives on (`finished`)
+            for thread in threads[:-2]:  # the supervisor and killer live on (`finished`)
                 thread.join(180)
         self.console.print(f"chaos over: {sum(self.figures.kills.values())} kills")
         self.settle()
@@ -508,18 +526,26 @@ class Chaos:
         )
         partitions = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
 
+        behind: dict[int, tuple[int, int]] = {}  # partition -> (committed, end)
+
         def caught_up() -> bool:
             try:
                 committed = consumer.committed(partitions, timeout=10)
                 ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
             except KafkaException:
                 return False
-            return all(c.offset >= e for c, e in zip(committed, ends, strict=True))
+            behind.clear()
+            for c, end in zip(committed, ends, strict=True):
+                if c.offset < end:
+                    behind[c.partition] = (c.offset, end)
+            return not behind
 
         try:
-            eventually(caught_up, max(1.0, deadline - time.monotonic()), POLL_S, topic)
-        except TimeoutError:
-            self.deficits.append(f"the workers did not commit every message of {topic}")
+            wait = min(COMMIT_WAIT_S, max(1.0, deadline - time.monotonic()))
+            eventually(caught_up, wait, POLL_S, topic)
+        except TimeoutError:  # a finding: what they did not commit they process again
+            where = ", ".join(f"[{p}] {c} of {e}" for p, (c, e) in sorted(behind.items()))
+            self.findings.append(f"the workers did not commit all of {topic}: {where}")
         finally:
             consumer.close()
 
@@ -631,6 +657,7 @@ class Chaos:
             ("processes", f"{o.workers} workers, {o.sinks} sinks, {o.edges} edges, simulator"),
             ("SIGKILLs", f"{sum(f.kills.values())} ({_counts(f.kills)})"),
             ("broker restarts (SIGKILL)", str(f.broker_restarts)),
+            ("exits by themselves (restarted)", f"{sum(f.exits.values())} ({_counts(f.exits)})"),
             (
                 "restarts of processes unhealthy after the chaos",
                 f"{sum(f.supervisor_restarts.values())} ({_counts(f.supervisor_restarts)})",
@@ -683,6 +710,7 @@ class Chaos:
             "kills": dict(f.kills),
             "ingest_refusals": dict(f.ingest_refusals),
             "supervisor_restarts": dict(f.supervisor_restarts),
+            "exits": dict(f.exits),
             "fault_share": round(f.fault_share(), 4),
         }
         return {
