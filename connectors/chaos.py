@@ -14,7 +14,8 @@ accounts and plans); then, for the run's duration:
   broker is SIGKILLed and restarted;
 - the simulator answers a share of Stripe calls with 429, 500, or drops the connection
   after applying the write.
-At the end (faults off, every process up) it runs bills once more, waits for the sinks,
+At the end (every process up, Stripe still failing calls) it runs bills once more,
+waits for the sinks,
 and checks: usage query totals = distinct-uid totals of the acknowledged measurements;
 each bill's latest version in Stripe with exactly one item per line and equal totals,
 synced by the ledger at that version; no Stripe item of an unknown bill or line; every
@@ -42,7 +43,6 @@ from typing import Any
 
 import httpx
 import orjson
-import stripe
 import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
@@ -159,9 +159,6 @@ class Chaos:
         self.edges: list[Child] = []
         self.edge_urls: list[str] = []
         self.sim_url = f"http://127.0.0.1:{free_port()}"
-        self.stripe = stripe.StripeClient(
-            CHAOS_STRIPE_KEY, base_addresses={"api": self.sim_url}, max_network_retries=5
-        )
         self.http = httpx.Client(headers={"Authorization": f"Bearer {CHAOS_KEY}"}, timeout=15)
         self.prices: dict[str, str] = {}
         self.customers: list[str] = []
@@ -240,17 +237,18 @@ class Chaos:
         """`count` customers through Stripe Checkout; their webhooks create the accounts."""
         if not self.prices:
             for lookup, currency, amount in PLANS:
-                product = self.stripe.products.create({"name": lookup})
-                price = self.stripe.prices.create(
+                product = self.stripe_post("/v1/products", {"name": lookup})
+                price = self.stripe_post(
+                    "/v1/prices",
                     {
-                        "product": product.id,
+                        "product": product["id"],
                         "currency": currency,
-                        "unit_amount": amount,
-                        "recurring": {"interval": "month"},
+                        "unit_amount": str(amount),
+                        "recurring[interval]": "month",
                         "lookup_key": lookup,
-                    }
+                    },
                 )
-                self.prices[lookup] = price.id
+                self.prices[lookup] = price["id"]
         created = []
         for _ in range(count):
             lookup = PLANS[len(self.customers) % len(PLANS)][0]
@@ -264,6 +262,14 @@ class Chaos:
             created.append(session["customer"])
             self.figures.subscriptions += 1
         return created
+
+    def stripe_post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        """A Stripe API call to the simulator (before any fault is injected)."""
+        headers = {"Authorization": f"Bearer {CHAOS_STRIPE_KEY}"}
+        answer = httpx.post(f"{self.sim_url}{path}", data=form, headers=headers, timeout=30)
+        answer.raise_for_status()
+        document: dict[str, Any] = answer.json()
+        return document
 
     def wait_plans(self, customers: list[str], timeout: float) -> None:
         def ready() -> bool:
@@ -279,21 +285,23 @@ class Chaos:
                     return any(p.get("planCode") for p in answer.json().get("data", []))
         return False
 
-    def set_faults(self, on: bool) -> None:
+    def start_faults(self) -> None:
+        """From now to the end (the final bill run included), Stripe fails calls."""
         o = self.options
-        rates = (o.rate_429, o.rate_500, o.rate_timeout_after_apply) if on else (0.0, 0.0, 0.0)
-        faults = dict(zip(("rate_429", "rate_500", "rate_timeout_after_apply"), rates, strict=True))
-        answer = httpx.post(
-            f"{self.sim_url}/_sim/faults",
-            json=faults | {"timeout_mode": "drop", "seed": o.seed},
-            timeout=10,
-        )
-        answer.raise_for_status()
+        faults = {
+            "rate_429": o.rate_429,
+            "rate_500": o.rate_500,
+            "rate_timeout_after_apply": o.rate_timeout_after_apply,
+            "timeout_mode": "drop",
+            "seed": o.seed,
+        }
+        httpx.post(f"{self.sim_url}/_sim/faults", json=faults, timeout=10).raise_for_status()
 
     # -- the load ---------------------------------------------------------------------
 
     def post(self, path: str, body: dict[str, Any], ok: Callable[[int], bool]) -> str | None:
-        """POST to the edges in turn until one answers `ok`; None, or why the last failed."""
+        """POST to one edge (at random): None if it answered `ok`, else why not. A refusal
+        that a retry cannot mend (a 4xx other than 429) is a deficit."""
         edge = self.rng.randrange(len(self.edge_urls))
         try:
             answer = self.http.post(f"{self.edge_urls[edge]}{path}", json=body)
@@ -339,8 +347,8 @@ class Chaos:
                 }
                 batch.append(measurement)
             self.send_until_acknowledged(batch)
-            recent = (recent + [m for m in batch])[-2000:]
-            next_at += interval
+            recent = (recent + batch)[-2000:]
+            next_at = max(next_at + interval, time.monotonic() - 1.0)  # no catch-up burst
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
     def bill_jobs(self) -> None:
@@ -437,7 +445,7 @@ class Chaos:
         accounts = list(self.customers)
         self.console.print(f"{len(accounts)} customers subscribed; their accounts exist")
         httpx.delete(f"{self.sim_url}/_sim/stats", timeout=10)
-        self.set_faults(True)
+        self.start_faults()
         self.chaos_started = time.monotonic()
         threads = [
             threading.Thread(target=target, name=name, daemon=True)
@@ -461,12 +469,9 @@ class Chaos:
         self.settle()
 
     def settle(self) -> None:
-        """Faults off, every process up; the workers catch up, bills run once more, and
-        the checks pass (or the deadline comes)."""
+        """Every process up (Stripe still failing calls); the workers catch up, bills run
+        once more, and the checks pass (or the deadline comes)."""
         started = time.monotonic()
-        stats = httpx.get(f"{self.sim_url}/_sim/stats", timeout=10).json()
-        self.figures.stripe_calls, self.figures.faults = stats["total"], stats["faults"]
-        self.set_faults(False)
         for child in self.stack.children:
             if child.process is None or child.process.poll() is not None:
                 self.stack.start(child)
@@ -486,6 +491,8 @@ class Chaos:
             )
         self.deficits += self.check()
         self.figures.settle_s = time.monotonic() - started
+        stats = httpx.get(f"{self.sim_url}/_sim/stats", timeout=10).json()
+        self.figures.stripe_calls, self.figures.faults = stats["total"], stats["faults"]
 
     def supervise(self, deadline: float) -> None:
         """Wait until every process is healthy; one still unhealthy after
@@ -789,6 +796,7 @@ def run_chaos(settings: Settings, options: ChaosOptions, console: Console | None
         chaos.stop.set()
         chaos.stack.stop()
         chaos.finished.set()
+        chaos.http.close()
     chaos.report()
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(console.export_text(clear=False) if console.record else "")

@@ -195,7 +195,8 @@ class DevStack:
         colour = COLOURS.get(name, "white")
         width = max(len(c.name) for c in self.children)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "ab") as log_file:
+        # The pipe is closed at its end: a child started again gets a new one.
+        with stream, open(self.log_dir / f"{name}.log", "ab") as log_file:
             for raw in iter(stream.readline, b""):
                 log_file.write(raw)
                 log_file.flush()
