@@ -218,8 +218,10 @@ class Chaos:
             url = f"http://127.0.0.1:{web}/healthz"
             self.workers.append(stack.add(f"worker-{n}", ["worker"], url, env))
         for n, http_port in enumerate(edge_ports, 1):
-            worker = worker_ports[(n - 1) % len(worker_ports)]
-            env = setting_variables(http_port=http_port, worker_url=f"http://127.0.0.1:{worker}")
+            first = (n - 1) % len(worker_ports)  # each edge asks its own worker first
+            order = worker_ports[first:] + worker_ports[:first]
+            workers = ",".join(f"http://127.0.0.1:{port}" for port in order)
+            env = setting_variables(http_port=http_port, worker_url=workers)
             url = f"http://127.0.0.1:{http_port}"
             self.edges.append(stack.add(f"http-{n}", ["http"], f"{url}/healthz", env))
             self.edge_urls.append(f"{url}/organizations/{self.settings.org_id}")

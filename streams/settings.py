@@ -169,7 +169,8 @@ class Settings(BaseSettings):
         default=None,
         pattern=r"^https?://",
         description="Where the HTTP edge reaches a worker for reads (faust routes to the "
-        "owner); default http://<worker_web_host>:<worker_web_port>.",
+        "owner); several, comma-separated, are tried in turn when one refuses the "
+        "connection; default http://<worker_web_host>:<worker_web_port>.",
     )
     worker_stall_timeout_s: float = Field(
         default=120.0,
