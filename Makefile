@@ -7,6 +7,8 @@ DEMO_PORT ?= 9092
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEMO_ARGS ?=
+CHAOS_SECONDS ?= 300
+CHAOS_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
@@ -45,6 +47,9 @@ kafka-fetch: install ## Fetch the Apache Kafka broker jars with Maven (cached)
 demo: install kafka-fetch ## The main job on a local Kafka and the Stripe simulator (DEMO_ARGS=--keep keeps it up)
 	$(BIN)/meterline demo --port $(DEMO_PORT) $(DEMO_ARGS)
 
+chaos: install kafka-fetch ## Kill workers, sinks, edges and the broker under load for CHAOS_SECONDS (300), then check nothing was lost or charged twice; report in .meterline/chaos/
+	$(BIN)/meterline chaos --duration $(CHAOS_SECONDS) $(CHAOS_ARGS)
+
 browser: ## Install Debian's chromium (the console's browser test) when it is missing
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; }
 
@@ -78,4 +83,4 @@ dev: install kafka-fetch ## Start Kafka, topics and every process; Ctrl-C stops 
 clean: ## Remove local state (broker data, worker data); keeps the Kafka jar cache
 	rm -rf .meterline
 
-.PHONY: help install kafka-fetch browser demo test durability unit check format bench dev clean
+.PHONY: help install kafka-fetch browser demo chaos test durability unit check format bench dev clean

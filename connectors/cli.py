@@ -421,6 +421,9 @@ def stripe_sim(
     faults: Annotated[
         str, typer.Option(help='Fault injection, JSON: {"rate_429": 0.2, "rate_500": 0.1}.')
     ] = "{}",
+    webhook_max_attempts: Annotated[
+        int, typer.Option(help="Deliveries of one event before giving up.", min=1)
+    ] = 5,
 ) -> None:
     """Run the stateful Stripe simulator (what the sink and the demo use without STRIPE_API_KEY)."""
     import json
@@ -437,6 +440,7 @@ def stripe_sim(
             webhook_url=webhook_url,
             webhook_secret=secret,
             faults=FaultConfig().merged(json.loads(faults)),
+            webhook_max_attempts=webhook_max_attempts,
         )
     except ValueError as exc:
         fail(str(exc), 2)
@@ -514,6 +518,43 @@ def demo(
         keep=keep,
     )
     raise typer.Exit(run_demo(settings(), options))
+
+
+@app.command()
+def chaos(
+    duration: Annotated[
+        float, typer.Option(help="Seconds of chaos (start-up and checks come on top).", min=10)
+    ] = 300.0,
+    kills: Annotated[int, typer.Option(help="SIGKILLs of workers, sinks and edges.", min=0)] = 24,
+    broker_restarts: Annotated[
+        int, typer.Option(help="SIGKILLs and restarts of the broker.", min=0)
+    ] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 3,
+    sinks: Annotated[int, typer.Option(help="Stripe sink processes.", min=1)] = 2,
+    edges: Annotated[int, typer.Option(help="HTTP edge processes.", min=1)] = 2,
+    rate: Annotated[
+        float, typer.Option(help="Measurements per second through the edges.", min=1)
+    ] = 200.0,
+    report: Annotated[Path | None, typer.Option(help="Report file (text; JSON beside it).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 17,
+) -> None:
+    """Run the whole stack under load while processes are SIGKILLed, the broker restarts
+    and the Stripe simulator fails calls; then check nothing was lost, counted twice or
+    charged twice. Prints and writes a report; exits 1 on any deficit."""
+    from connectors.chaos import ChaosOptions, run_chaos
+
+    options = ChaosOptions(
+        duration_s=duration,
+        kills=kills,
+        broker_restarts=broker_restarts,
+        workers=workers,
+        sinks=sinks,
+        edges=edges,
+        rate=rate,
+        report=report,
+        seed=seed,
+    )
+    raise typer.Exit(run_chaos(settings(), options))
 
 
 def main() -> None:

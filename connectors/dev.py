@@ -55,6 +55,7 @@ class Child:
     name: str
     argv: list[str]
     health_url: str
+    env: dict[str, str] = field(default_factory=dict)  # this child's own settings
     process: subprocess.Popen[bytes] | None = None
     healthy: bool = False
     problem: str | None = None  # why it is not healthy, once it was
@@ -127,9 +128,13 @@ class DevStack:
         self.extra_env = simulated | self.extra_env  # what is set already stays
         return url
 
-    def add(self, name: str, command: list[str], health_url: str) -> None:
+    def add(
+        self, name: str, command: list[str], health_url: str, env: dict[str, str] | None = None
+    ) -> Child:
         argv = [sys.executable, "-m", "connectors.cli", *command]
-        self.children.append(Child(name, argv, health_url))
+        child = Child(name, argv, health_url, dict(env or {}))
+        self.children.append(child)
+        return child
 
     def add_defaults(self) -> None:
         """The worker, the HTTP edge and the sink; the simulator when Stripe is not set."""
@@ -149,22 +154,37 @@ class DevStack:
         return env
 
     def spawn(self) -> None:
-        env = self.child_env()
         for child in self.children:
-            child.process = subprocess.Popen(
-                child.argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-            assert child.process.stdout is not None
-            threading.Thread(
-                target=self._pump, args=(child.name, child.process.stdout), daemon=True
-            ).start()
+            self.start(child)
+
+    def start(self, child: Child) -> None:
+        """Start (or start again) one child, its output pumped to its log. It dies with
+        the thread that calls this (PR_SET_PDEATHSIG): call it from one that lives on."""
+        child.healthy, child.problem = False, None
+        child.process = subprocess.Popen(
+            child.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.child_env() | child.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        assert child.process.stdout is not None
+        threading.Thread(
+            target=self._pump, args=(child.name, child.process.stdout), daemon=True
+        ).start()
+        if not self.quiet:
             self.console.print(f"started {child.name} (pid {child.process.pid})")
+
+    def kill(self, child: Child) -> None:
+        """SIGKILL the child's process group (no clean stop) and reap it."""
+        if child.process is None or child.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.process.pid, signal.SIGKILL)
+        child.process.wait()
+        child.healthy = False
 
     @property
     def log_dir(self) -> Path:
@@ -175,7 +195,8 @@ class DevStack:
         colour = COLOURS.get(name, "white")
         width = max(len(c.name) for c in self.children)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "ab") as log_file:
+        # The pipe is closed at its end: a child started again gets a new one.
+        with stream, open(self.log_dir / f"{name}.log", "ab") as log_file:
             for raw in iter(stream.readline, b""):
                 log_file.write(raw)
                 log_file.flush()

@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
         "web_bind": settings.worker_web_host,
         "stream_recovery_delay": 0.0,
         "table_cleanup_interval": 60.0,
+        "table_standby_replicas": settings.standby_replicas,
         "broker_commit_every": 10_000,
         "broker_commit_interval": 1.0,
         # An exception inside an agent would ack the event: agents catch per event
@@ -83,6 +84,14 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
     _register_health(app)
     register_all(app, context)
     return app
+
+
+def table_sizes(app: MeterlineApp) -> dict[str, int]:
+    """Keys held per table, standby partitions included (what standbys cost in memory);
+    only for the memory store (counting a rocksdb table reads all of it)."""
+    if app.conf.store.scheme != "memory":
+        return {}
+    return {table.name: len(table.data) for table in app.tables.values()}
 
 
 def _register_health(app: MeterlineApp) -> None:
@@ -110,6 +119,10 @@ def _register_health(app: MeterlineApp) -> None:
                     "stalls": [stall.as_dict() for stall in stalls],
                     "assigned": assigned,
                     "catalogItems": len(catalog.entries()) if catalog else 0,
+                    "standbys": sorted(
+                        f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_standbys()
+                    ),
+                    "tables": table_sizes(app),
                     "usageEngine": app.context.usage_engine,
                     "stats": dict(app.context.stats),
                 },

@@ -157,11 +157,20 @@ class Settings(BaseSettings):
         default=6066, ge=1, le=65535, description="faust worker web port (read API, health)."
     )
     worker_web_host: str = Field(default="127.0.0.1", description="faust worker web address.")
+    standby_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="Standby copies of each table partition kept warm on other workers "
+        "(faust's table_standby_replicas): faster fail-over, at the memory of each copy "
+        "(counted in /healthz `tables`).",
+    )
     worker_url: str | None = Field(
         default=None,
         pattern=r"^https?://",
         description="Where the HTTP edge reaches a worker for reads (faust routes to the "
-        "owner); default http://<worker_web_host>:<worker_web_port>.",
+        "owner); several, comma-separated, are tried in turn when one refuses the "
+        "connection; default http://<worker_web_host>:<worker_web_port>.",
     )
     worker_stall_timeout_s: float = Field(
         default=120.0,

@@ -324,7 +324,8 @@ def dead_letter(record: Record) -> dict[str, Any]:
 
 
 async def process_health(settings: Settings) -> list[dict[str, Any]]:
-    """The edge itself (Kafka reachable), the worker and the Stripe sink (their /healthz)."""
+    """The edge itself (Kafka reachable), every worker it asks and the Stripe sink (their
+    /healthz)."""
     kafka = await asyncio.to_thread(metadata_ok, settings.kafka, 2.0)
     edge = {
         "name": "http edge",
@@ -332,10 +333,12 @@ async def process_health(settings: Settings) -> list[dict[str, Any]]:
         "ok": kafka,
         "status": "ok" if kafka else "Kafka unreachable",
     }
+    workers = [url.strip().rstrip("/") for url in settings.worker_base_url.split(",")]
     others = [
-        ("worker", f"{settings.worker_base_url.rstrip('/')}/healthz"),
-        ("stripe sink", f"http://127.0.0.1:{settings.sink_port}/healthz"),
+        ("worker" if len(workers) == 1 else f"worker {n}", f"{url}/healthz")
+        for n, url in enumerate(workers, 1)
     ]
+    others.append(("stripe sink", f"http://127.0.0.1:{settings.sink_port}/healthz"))
     async with httpx.AsyncClient(timeout=PROCESS_TIMEOUT_S) as client:
         answers = await asyncio.gather(*(_probe(client, name, url) for name, url in others))
     return [edge, *answers]

@@ -70,7 +70,11 @@ def create_app(
     async def healthz() -> JSONResponse:
         reachable = await asyncio.to_thread(metadata_ok, settings.kafka, 2.0)
         metrics.kafka_up.set(1 if reachable else 0)
-        body = {"status": "ok" if reachable else "degraded", "kafka": reachable}
+        body = {
+            "status": "ok" if reachable else "degraded",
+            "kafka": reachable,
+            "billView": bill_view.size(),  # bounded: see connectors.bill_view
+        }
         return JSONResponse(body, status_code=200 if reachable else 503)
 
     @app.get("/metrics")

@@ -72,7 +72,7 @@ def plainly_valid(measurement: object) -> bool:
         return False
     for name, values in measurement.items():
         if name in _NUMBER_MAPS:
-            if type(values) is not dict:
+            if type(values) is not dict or "" in values:
                 return False
             for value in values.values():
                 if type(value) is int:
@@ -81,7 +81,7 @@ def plainly_valid(measurement: object) -> bool:
                 elif isinstance(exact_number(value), str):
                     return False
         elif name in _STRING_MAPS:
-            if type(values) is not dict:
+            if type(values) is not dict or "" in values:
                 return False
             for value in values.values():
                 if type(value) is not str:

@@ -3,7 +3,9 @@ the worker cannot: 503 with Retry-After when no worker answers or the owner is n
 available (rebalancing, recovering its tables), 502 when a worker answers with an error.
 
 The edge asks one worker (`settings.worker_base_url`); faust forwards the request to the
-worker that owns the account. Values go as encoded query parameters (`streams.pages`).
+worker that owns the account. With several workers, `METERLINE_WORKER_URL` may list them
+(comma-separated): a worker that does not take the connection (killed, restarting) is
+skipped for the next one. Values go as encoded query parameters (`streams.pages`).
 """
 
 from __future__ import annotations
@@ -27,15 +29,14 @@ class Worker:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        self.base_url = ", ".join(self.base_urls)
         self.timeout_s = timeout_s
         self.transport = transport
 
     def client(self) -> httpx.AsyncClient:
         """A client for the requests of one API call (close it: `async with`)."""
-        return httpx.AsyncClient(
-            base_url=self.base_url, timeout=self.timeout_s, transport=self.transport
-        )
+        return httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport)
 
     async def get(
         self, client: httpx.AsyncClient, page: str, params: Params, *, subject: str
@@ -44,14 +45,7 @@ class Worker:
 
         `subject` names what was asked for in the messages (e.g. "account 'acme'").
         """
-        try:
-            answer = await client.get(page, params=tuple(params))
-        except httpx.TimeoutException:
-            raise unavailable(
-                f"no worker answered at {self.base_url} within {self.timeout_s} s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise unavailable(f"no worker answered at {self.base_url}: {exc!r}") from None
+        answer = await self._first_answer(client, page, params)
         if answer.status_code in (200, 404):
             return answer
         if answer.status_code == 503:
@@ -59,6 +53,23 @@ class Worker:
         raise bad_gateway(
             f"the worker answered {answer.status_code} for {subject}: {answer.text[:200]}"
         )
+
+    async def _first_answer(
+        self, client: httpx.AsyncClient, page: str, params: Params
+    ) -> httpx.Response:
+        """The answer of the first worker that takes the connection; 503 if none does, or
+        if the one that took it did not answer in time."""
+        refused = []
+        for base in self.base_urls:
+            try:
+                return await client.get(f"{base}{page}", params=tuple(params))
+            except httpx.TimeoutException:
+                raise unavailable(
+                    f"no worker answered at {base} within {self.timeout_s} s"
+                ) from None
+            except httpx.HTTPError as exc:
+                refused.append(f"{base}: {exc!r}")
+        raise unavailable("no worker answered at " + "; ".join(refused))
 
 
 def read_document(answer: httpx.Response, shape: Callable[[Any], Any]) -> Any:

@@ -112,7 +112,11 @@ async def _serve(
                 api_key, key, Stored(matched[0].endpoint, print_, status, body, sim.now())
             )
     response = Response(body, status, headers, media_type="application/json")
-    if method in _MUTATING and targeted and faults.roll(faults.config.rate_timeout_after_apply):
+    if (
+        method in _MUTATING
+        and targeted
+        and faults.roll(faults.config.rate_timeout_after_apply, "timeout_after_apply")
+    ):
         if faults.config.timeout_mode == "drop":
             return _Dropped(body, status, headers, media_type="application/json")
         await asyncio.sleep(faults.config.timeout_hold_ms / 1000)
@@ -129,9 +133,9 @@ async def _refusal(
     if faults.targets(path):
         if faults.config.latency_ms:
             await asyncio.sleep(faults.config.latency_ms / 1000)
-        if faults.roll(faults.config.rate_429):
+        if faults.roll(faults.config.rate_429, "429"):
             return _rate_limited()
-        if faults.roll(faults.config.rate_500):
+        if faults.roll(faults.config.rate_500, "500"):
             return StripeError(
                 500, "Injected server error; nothing was applied.", type_="api_error"
             )
@@ -254,10 +258,11 @@ async def _advance(request: Request) -> Response:
 
 
 async def _stats(request: Request) -> Response:
-    stats = _sim(request).stats
+    sim = _sim(request)
     if request.method == "DELETE":
-        stats.reset()
-    return _json(stats.as_json())
+        sim.stats.reset()
+        sim.faults.injected.clear()
+    return _json(sim.stats.as_json() | {"faults": dict(sim.faults.injected)})
 
 
 async def _checkout(request: Request) -> Response:

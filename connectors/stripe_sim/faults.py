@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -61,11 +62,13 @@ class FaultConfig:
 
 
 class FaultInjector:
-    """The faults in force and the seeded random source that decides them."""
+    """The faults in force, the seeded random source that decides them, and how many of
+    each kind were injected (`injected`: "429", "500", "timeout_after_apply")."""
 
     def __init__(self, config: FaultConfig) -> None:
         self.config = config
         self._random = random.Random(config.seed)
+        self.injected: Counter[str] = Counter()
 
     def configure(self, changes: Mapping[str, Any]) -> FaultConfig:
         self.config = self.config.merged(changes)
@@ -77,5 +80,9 @@ class FaultInjector:
         prefixes = self.config.paths
         return not prefixes or any(path.startswith(prefix) for prefix in prefixes)
 
-    def roll(self, rate: float) -> bool:
-        return rate > 0.0 and self._random.random() < rate
+    def roll(self, rate: float, kind: str) -> bool:
+        """Whether this request gets the fault `kind` (counted when it does)."""
+        hit = rate > 0.0 and self._random.random() < rate
+        if hit:
+            self.injected[kind] += 1
+        return hit

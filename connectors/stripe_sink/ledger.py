@@ -5,6 +5,11 @@ The topic is keyed by bill id while `bills` is keyed by account code, so a bill'
 can sit on any ledger partition: the sink reads the whole topic at start-up and catches
 up to its end on every assignment (another process may have written entries for the
 partitions it just received). Its own entries it applies once Kafka acknowledged them.
+
+Bounded by the assignment: a sink keeps only the entries of bills whose account lives
+on a `bills` partition it owns (`Ledger.own`); entries of a partition it loses are
+dropped, and when it receives a partition it did not own, it reads the ledger from the
+beginning again (`LedgerReader.rewind`), keeping that partition's entries.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pydantic import Field, ValidationError
 from connectors.kafka.readiness import watermark_offsets
 from connectors.stripe_sink.policy import Mode
 from streams.kafka_access import Kafka, client_config
+from streams.partitioning import partition_for
 from streams.schemas.bill import BillStatus
 from streams.schemas.catalog import Frozen
 from streams.schemas.errors import error_text
@@ -65,16 +71,37 @@ class LedgerEntry(Frozen):
 
 
 class Ledger:
-    """The latest entry per bill, in memory."""
+    """The latest entry per bill, in memory: of every bill, or once `own` was called,
+    of the bills on the owned `bills` partitions (of `partitions`) only."""
 
-    def __init__(self) -> None:
+    def __init__(self, partitions: int | None = None) -> None:
         self.entries: dict[str, LedgerEntry] = {}
+        self.partitions = partitions
+        self.owned: frozenset[int] | None = None  # None: every bill
+
+    def own(self, owned: set[int]) -> set[int]:
+        """Keep only the bills of the `owned` partitions from now on; drop the others.
+        Returns the partitions newly owned (their entries must be read again); none the
+        first time, when every entry was kept."""
+        before = self.owned if self.owned is not None else frozenset(owned)
+        self.owned = frozenset(owned)
+        for bill_id in [b for b, e in self.entries.items() if not self.keeps(e)]:
+            del self.entries[bill_id]
+        return set(owned) - before
+
+    def keeps(self, entry: LedgerEntry) -> bool:
+        if self.owned is None or self.partitions is None:
+            return True
+        return partition_for(entry.accountCode, self.partitions) in self.owned
 
     def get(self, bill_id: str) -> LedgerEntry | None:
         return self.entries.get(bill_id)
 
     def apply(self, entry: LedgerEntry) -> None:
-        """Keep `entry` unless a later version of the bill is already known."""
+        """Keep `entry` unless a later version of the bill is already known, or its bill
+        is not on an owned partition."""
+        if not self.keeps(entry):
+            return
         known = self.entries.get(entry.billId)
         if known is None or entry.version >= known.version:
             self.entries[entry.billId] = entry
@@ -131,6 +158,14 @@ class LedgerReader:
             read += self._take(message, behind)
         self.records += read
         return read
+
+    def rewind(self) -> None:
+        """Read from the beginning again at the next `catch_up`."""
+        if self.assigned:
+            partitions = self.consumer.assignment()
+            self.consumer.assign(
+                [TopicPartition(self.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions]
+            )
 
     def _behind(self, deadline: float) -> dict[int, int]:
         """Partitions whose position is before their end → that end (high watermark)."""

@@ -103,7 +103,7 @@ class StripeSink:
             settings.stripe_retry_max_attempts,
         )
         self.workers = workers
-        self.ledger = Ledger()
+        self.ledger = Ledger(settings.partitions)  # bounded by the assignment
         self.assigned: list[TopicPartition] = []
         self.paused: dict[PartitionKey, float] = {}  # → monotonic time it resumes
         self.rewound: dict[PartitionKey, int] = {}  # → offset the next message must have
@@ -400,7 +400,11 @@ class StripeSink:
     def _assigned(
         self, consumer: Consumer, partitions: list[TopicPartition], reader: LedgerReader
     ) -> None:
-        # Another process may have synced bills of these partitions: read its ledger records.
+        # Another process may have synced bills of these partitions: read its ledger records
+        # (from the beginning for a partition this sink did not own: it kept none of them).
+        owned = {tp.partition for tp in self.assigned} | {tp.partition for tp in partitions}
+        if self.ledger.own(owned):
+            reader.rewind()
         read = reader.catch_up()
         consumer.resume(partitions)
         self._forget(partitions)
@@ -416,6 +420,7 @@ class StripeSink:
         self._forget(partitions)
         gone = {(p.topic, p.partition) for p in partitions}
         self.assigned = [tp for tp in self.assigned if (tp.topic, tp.partition) not in gone]
+        self.ledger.own({tp.partition for tp in self.assigned})  # drops the bills it lost
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         for p in partitions:

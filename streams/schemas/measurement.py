@@ -90,6 +90,13 @@ class Measurement(BaseModel):
     income: dict[str, Number] = Field(default_factory=dict)
     cost: dict[str, Number] = Field(default_factory=dict)
 
+    @field_validator(*STRING_MAPS, *NUMBER_MAPS)
+    @classmethod
+    def _field_names_not_empty(cls, values: dict[str, object]) -> dict[str, object]:
+        if "" in values:
+            raise ValueError("a field name must not be empty")
+        return values
+
     @field_validator("ets")
     @classmethod
     def _ets_not_before_ts(cls, ets: datetime | None, info: ValidationInfo) -> datetime | None:

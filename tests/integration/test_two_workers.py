@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from connectors.kafka.broker import free_port
+from connectors.kafka.consumer import read_to_end
 from connectors.kafka.measurements import MeasurementProducer
 from streams.partitioning import partition_for
 from tests.fixtures.stack import StackOptions
-from tests.stack import Stack
+from tests.integration.test_billing_flow import subscribe
+from tests.stack import Stack, now_s
 from tests.support import Process, eventually, try_get_json
 
 pytestmark = pytest.mark.integration
@@ -94,6 +97,38 @@ def test_a_usage_query_without_accounts_sees_every_workers_accounts(
         f"{url}/usage-accounts", params={"start": start, "end": end, "local": "true"}
     ).json()["accounts"]
     assert 0 < len(alone) < len(ACCOUNTS)  # its own partitions only, when asked so
+
+
+def test_a_bill_run_of_every_account_bills_each_account_once_whichever_worker_owns_it(
+    stack: Stack, second: Process
+) -> None:
+    """One job for all accounts is one tick per partition: each worker runs the ticks of
+    its own partitions, so every account gets exactly one bill, published once."""
+    period = (now_s() - 86_400, now_s() + 29 * 86_400)
+    for account in ACCOUNTS:
+        subscribe(stack, account, "starter_monthly", period)
+
+    def planned(account: str) -> bool:
+        with stack.client() as client:
+            answer = client.get(f"{stack.api}/accountplans", params={"account": account})
+        return answer.status_code == 200 and bool(answer.json()["data"])
+
+    eventually(lambda: all(planned(a) for a in ACCOUNTS), timeout=90, interval=0.5)
+    with stack.client() as client:
+        assert client.post(f"{stack.api}/billjobs", json={}).status_code == 202
+
+    def published() -> dict[str, int] | None:
+        counts: dict[str, int] = {}
+        for message in read_to_end(stack.bootstrap, stack.topics.bills):
+            account = orjson.loads(message.value() or b"{}")["accountCode"]
+            counts[account] = counts.get(account, 0) + 1
+        return counts if set(counts) >= set(ACCOUNTS) else None
+
+    counts = eventually(published, timeout=90, interval=0.5)
+    urls = (stack.worker_url, second.url)  # type: ignore[attr-defined]
+    owners = [assigned(url, stack.topics.bill_commands) for url in urls]
+    assert all(owners), f"both workers own bill.commands partitions: {owners}"
+    assert counts == dict.fromkeys(ACCOUNTS, 1)
 
 
 def test_the_listing_refuses_with_503_when_another_worker_does_not_answer(

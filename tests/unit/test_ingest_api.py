@@ -284,6 +284,19 @@ async def test_invalid_measurements_are_listed_by_index_and_field_and_nothing_is
     assert producer.sent == []
 
 
+async def test_a_measurement_with_an_empty_field_name_is_400_naming_the_map_and_the_rule(
+    client: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    sent = [measurement(0, measure={"": 1}), measurement(1, who={"": "ann"})]
+    response = await client.post(MEASUREMENTS, content=body(*sent), headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"index": 0, "field": "measure", "reason": "a field name must not be empty"},
+        {"index": 1, "field": "who", "reason": "a field name must not be empty"},
+    ]
+    assert producer.sent == []
+
+
 async def test_a_failed_delivery_is_503_and_says_a_retry_is_safe(settings: Settings) -> None:
     app = with_edge(create_app(settings), settings, FakeProducer(refuse="Local: Message timed out"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:

@@ -462,6 +462,18 @@ def test_a_dropped_connection_after_apply_leaves_the_write_applied(url: str) -> 
     assert len(sdk(url).v1.customers.list().data) == 1
 
 
+def test_the_stats_count_every_injected_fault_by_kind(url: str) -> None:
+    set_faults(url, rate_500=1.0, paths=["/v1/customers"])
+    with httpx.Client(headers={"Authorization": "Bearer sk_test_sim"}) as http:
+        for _ in range(3):
+            http.get(f"{url}/v1/customers")
+        set_faults(url, rate_500=0.0, rate_timeout_after_apply=1.0, timeout_mode="drop")
+        with pytest.raises(httpx.HTTPError):
+            http.post(f"{url}/v1/customers", data={"email": "a@example.com"})
+    assert httpx.get(f"{url}/_sim/stats").json()["faults"] == {"500": 3, "timeout_after_apply": 1}
+    assert httpx.delete(f"{url}/_sim/stats").json()["faults"] == {}
+
+
 def test_bad_fault_settings_are_refused_with_the_reason(url: str) -> None:
     answer = httpx.post(f"{url}/_sim/faults", json={"rate_429": 2})
     assert answer.status_code == 400 and "rate_429" in answer.json()["error"]

@@ -18,6 +18,7 @@ from connectors.stripe_sink.keys import Operation, idempotency_key
 from connectors.stripe_sink.ledger import Ledger, LedgerEntry, LedgerItem
 from connectors.stripe_sink.limiter import TokenBucket, limiter_for
 from connectors.stripe_sink.policy import Mode, SyncPolicy, Trigger
+from streams.partitioning import partition_for
 from streams.schemas.bill import Bill, BillStatus
 from streams.settings import load_settings
 
@@ -438,3 +439,22 @@ def test_an_unreadable_ledger_record_is_skipped_not_fatal() -> None:
     ledger = Ledger()
     ledger.apply_record(b"bill_1", b'{"billId": 1}', "stripe.sync[0]@0")
     assert ledger.entries == {}
+
+
+def account_on(partition: int, partitions: int = 4) -> str:
+    return next(
+        f"cus_{n}" for n in range(1000) if partition_for(f"cus_{n}", partitions) == partition
+    )
+
+
+def test_the_ledger_keeps_only_the_bills_of_the_partitions_the_sink_owns() -> None:
+    ledger = Ledger(partitions=4)
+    for n in range(40):
+        ledger.apply(entry(1, billId=f"bill_{n}", accountCode=account_on(n % 4)))
+    assert ledger.own({0, 1}) == set()  # it held every bill until now
+    assert len(ledger.entries) == 20
+    assert {partition_for(e.accountCode, 4) for e in ledger.entries.values()} == {0, 1}
+    ledger.apply(entry(1, billId="bill_x", accountCode=account_on(3)))  # not its partition
+    assert ledger.get("bill_x") is None and len(ledger.entries) == 20
+    assert ledger.own({1, 2}) == {2}  # partition 2's entries must be read again
+    assert {partition_for(e.accountCode, 4) for e in ledger.entries.values()} == {1}
