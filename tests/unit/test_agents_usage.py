@@ -5,6 +5,8 @@ holds both."""
 
 from __future__ import annotations
 
+import logging
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -164,8 +166,8 @@ async def test_a_failure_between_folding_a_batch_and_acking_it_stops_the_worker(
         exits.append(code)
         raise Exited
 
-    monkeypatch.setattr(usage_agent.os, "_exit", exit_)
-    monkeypatch.setattr(usage_agent.logging, "shutdown", lambda: None)
+    monkeypatch.setattr(os, "_exit", exit_)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
 
     def broken(*_: Any) -> Any:
         raise RuntimeError("a bug after the fold")

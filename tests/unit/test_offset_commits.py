@@ -4,6 +4,7 @@ not acked (a lost or unfinished batch is read again after a restart, not skipped
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from faust.types import TP, Message
@@ -12,21 +13,22 @@ from streams.app import create_app
 from streams.commits import InOrderConsumer
 from streams.settings import Settings
 
-TOPIC = "measurements"
+TOPIC = "bill.commands"  # a topic faust streams to an agent (measurements go in bulk)
 PARTITION = TP(TOPIC, 0)
 
 
 @pytest.fixture
 def consumer() -> Iterator[InOrderConsumer]:
     app = create_app(Settings(partitions=1))
-    app.topics._acking_topics.add(TOPIC)  # what faust does when an agent subscribes
+    conductor: Any = app.topics
+    conductor._acking_topics.add(TOPIC)  # what faust does when an agent subscribes
     made = app.consumer
     assert isinstance(made, InOrderConsumer)
     yield made
 
 
 def delivered(consumer: InOrderConsumer, *offsets: int) -> dict[int, Message]:
-    """Messages of `measurements[0]` handed to a stream, by offset."""
+    """Messages of partition 0 handed to a stream, by offset."""
     messages = {}
     for offset in offsets:
         message = Message(TOPIC, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=PARTITION)
