@@ -7,6 +7,7 @@ app is built by a factory (tests build a fresh one) and nothing connects at impo
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -94,6 +95,17 @@ def table_sizes(app: MeterlineApp) -> dict[str, int]:
     return {table.name: len(table.data) for table in app.tables.values()}
 
 
+def resident_bytes() -> int | None:
+    """The worker process's resident memory (Linux), standby state and the usage
+    engine's memory included; None where /proc is not there."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def _register_health(app: MeterlineApp) -> None:
     """`/healthz`: 503 while the worker rebalances or recovers its tables (its read pages
     answer 503 then too) or while an agent or a send is stalled (`streams.watchdog`).
@@ -123,6 +135,7 @@ def _register_health(app: MeterlineApp) -> None:
                         f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_standbys()
                     ),
                     "tables": table_sizes(app),
+                    "residentBytes": resident_bytes(),
                     "usageEngine": app.context.usage_engine,
                     "stats": dict(app.context.stats),
                 },
