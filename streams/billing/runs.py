@@ -5,6 +5,7 @@ Pure functions; the billing agent reads the tables, calls these and writes the r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,16 @@ from streams.schemas.catalog import Catalog
 MICROSECOND = timedelta(microseconds=1)
 UsageReader = Callable[[str, Mapping[str, object], int, int], Mapping[str, Decimal | None]]
 CountReader = Callable[[str, str], Sequence[CountChange]]  # (account, counter) → history
+# (account, functions, start, end) → the value per (aggregation, segment id) with usage
+SegmentReader = Callable[
+    [str, Mapping[str, object], int, int], Mapping[tuple[str, str], Decimal | None]
+]
+
+
+def no_segments(
+    account: str, functions: Mapping[str, object], start: int, end: int
+) -> Mapping[tuple[str, str], Decimal | None]:
+    return {}
 
 
 def no_counts(account: str, counter: str) -> Sequence[CountChange]:
@@ -86,6 +97,7 @@ def run_account_plan(
     usage: UsageReader,
     now: datetime,
     counts: CountReader = no_counts,
+    segments: SegmentReader = no_segments,
 ) -> RunResult:
     """New bill versions for every period of the account plan that needs one."""
     bills: list[Bill] = []
@@ -115,6 +127,13 @@ def run_account_plan(
         values = usage(
             account_plan.accountCode, functions, epoch_ms(window.start), epoch_ms(window.end)
         )
+        segmented = {code: functions[code] for code in functions if aggregations[code].segmented}
+        if segmented:
+            start_ms, end_ms = epoch_ms(window.start), epoch_ms(window.end)
+            by_segment = segments(account_plan.accountCode, segmented, start_ms, end_ms)
+            period_extras = dataclasses.replace(extras, segments=by_segment)
+        else:
+            period_extras = extras
         existing = previous.get(bill_id(account_plan.id, period.start))
         try:
             bill = build_bill(
@@ -126,7 +145,7 @@ def run_account_plan(
                 previous=existing,
                 now=now,
                 account=account,
-                extras=extras,
+                extras=period_extras,
             )
         except BillLocked:
             skipped.append(f"{existing.id if existing else '?'} is locked")

@@ -83,6 +83,13 @@ class Billing:
             raise RuntimeError("the usage agent must be registered before bills run")
         return self.context.usage.period_values(account, functions, start, end)
 
+    def segment_usage(
+        self, account: str, functions: Mapping[str, Any], start: int, end: int
+    ) -> Mapping[tuple[str, str], Decimal | None]:
+        if self.context.usage is None:
+            raise RuntimeError("the usage agent must be registered before bills run")
+        return self.context.usage.period_segment_values(account, functions, start, end)
+
     def counts(self, account: str, counter: str) -> Sequence[CountChange]:
         counters = self.context.counters
         return () if counters is None else counters.history(account, counter)
@@ -107,6 +114,7 @@ class Billing:
                 usage=self.usage,
                 now=now,
                 counts=self.counts,
+                segments=self.segment_usage,
             )
             out.extend(result.bills)
             for reason in result.skipped:

@@ -61,6 +61,11 @@ class BillLine(Frozen):
     aggregationCode: str | None = None
     compoundAggregationCode: str | None = None
     counterCode: str | None = None
+    segment: dict[str, str] | None = Field(
+        default=None,
+        description="The segment of a segmented aggregation this line prices ({} the default "
+        "segment); null for an unsegmented one",
+    )
     quantity: Decimal | None = Field(
         default=None,
         description="Aggregated value before quantityPerUnit and rounding; for a counter "

@@ -128,6 +128,15 @@ class UsageBook:
     ) -> Mapping[str, Decimal | None]:
         return self.engine.period_values(account, functions, start_ms, end_ms)
 
+    def period_segment_values(
+        self,
+        account: str,
+        functions: Mapping[str, AggregationFunction],
+        start_ms: int,
+        end_ms: int,
+    ) -> Mapping[tuple[str, str], Decimal | None]:
+        return self.engine.period_segment_values(account, functions, start_ms, end_ms)
+
     def page(self, known: Mapping[str, Aggregation], ask: pages.UsageRequest) -> dict[str, Any]:
         return usage_page(self.engine, known, ask)
 
