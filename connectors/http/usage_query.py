@@ -13,10 +13,10 @@ faust by the account's partition) for mergeable hourly states, merges them per r
 group and answers each aggregation's value (exact decimals as strings). Without
 `accountIds` (or with none in it) it asks the worker at `worker_base_url` which accounts
 have usage in the range; with several workers, pass `accountIds` (the listing covers that
-worker's partitions). A repeated account or aggregation counts once. With `groupBySegment`, a segmented
-aggregation answers a row per segment with usage, each with its `segment` (`{}` the
-default segment, null for an aggregation without segments); without it, one row over all
-its segments.
+worker's partitions). A repeated account or aggregation counts once. With
+`groupBySegment`, a segmented aggregation answers a row per segment with usage, each with
+its `segment` (`{}` the default segment, null for an aggregation without segments);
+without it, one row over all its segments.
 
 Bad input is a 400 naming the field before any worker is asked: dates need a timezone
 and must lie in 1970..9999 UTC; account ids are 1 to 200 characters of anything (`.`,
