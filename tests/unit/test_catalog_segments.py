@@ -3,9 +3,12 @@ pricings: every error with its path."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from streams.schemas.catalog import Catalog, CatalogError
 
@@ -154,3 +157,16 @@ def test_a_segmented_aggregation_may_be_priced_per_segment_default_and_the_rest(
         }
     )
     assert [p.segment for p in catalog.plans["p"].pricings] == [{"region": "eu"}, {}, None]
+
+
+@pytest.mark.parametrize("section", ["### Meter filters", "### Segmented aggregations"])
+def test_the_readme_examples_of_filters_and_segments_are_valid_catalogs(section: str) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"```yaml\n(.*?)```", readme[readme.index(section) :], re.S)
+    assert found is not None
+    document = yaml.safe_load(found.group(1))
+    strings = [{"category": "WHAT", "code": code} for code in ("status", "tier")]
+    strings += [{"category": "WHERE", "code": code} for code in ("region", "provider")]
+    meter = {"code": "api", "dataFields": [*strings, {"category": "MEASURE", "code": "calls"}]}
+    catalog = Catalog.from_documents({**document, "meters": [meter]})
+    assert catalog.aggregations
