@@ -64,9 +64,13 @@ def test_successful_calls_are_billed_per_region_segment_and_queried_per_segment(
     # tokyo: 0.3 JPY a call in Japan, 0.4 in Europe, 0.5 elsewhere; JPY has no minor unit
     found = [(line["id"], line["segment"], Decimal(line["subtotal"])) for line in lines]
     assert found == [
-        ('USAGE:regional_calls:{"region":"ap-northeast"}', {"region": "ap-northeast"}, 150),
-        ('USAGE:regional_calls:{"region":"eu-west"}', {"region": "eu-west"}, 8),
-        ("USAGE:regional_calls:{}", {}, 2),  # 3 x 0.5 = 1.5, half up
+        (
+            'USAGE:regional_calls:{"region":"ap-northeast"}',
+            {"region": "ap-northeast"},
+            Decimal(150),
+        ),
+        ('USAGE:regional_calls:{"region":"eu-west"}', {"region": "eu-west"}, Decimal(8)),
+        ("USAGE:regional_calls:{}", {}, Decimal(2)),  # 3 x 0.5 = 1.5, half up
     ]
 
     with stack.client() as client:
