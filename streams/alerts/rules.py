@@ -78,7 +78,7 @@ def measured(rule: AlertRule, bill: Bill, catalog: Catalog, usage: UsageReader) 
         return bill.total
     code = rule.aggregation or ""
     for line in bill.lines:
-        if line.aggregationCode == code:
+        if line.aggregationCode == code and line.segment is None:  # a segment: not the total
             return line.quantity
     aggregation = catalog.aggregations.get(code)
     if aggregation is None:

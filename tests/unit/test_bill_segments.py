@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from streams.alerts.rules import measured
 from streams.billing.bills import Extras, build_bill, usage_line_id
 from streams.billing.periods import Period
 from streams.billing.runs import run_account_plan
 from streams.schemas.accounts import AccountPlan
 from streams.schemas.bill import Bill
-from streams.schemas.catalog import Catalog
+from streams.schemas.catalog import AlertMeasure, AlertRule, Catalog
 
 D = Decimal
 APRIL = Period(datetime(2024, 4, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC))
@@ -208,3 +209,12 @@ def test_a_bill_run_reads_usage_per_segment_for_segmented_aggregations_only() ->
         ({}, D("3.00")),
     ]
     assert asked and all(set(functions) == {"calls"} for functions in asked)
+
+
+def test_an_alert_on_a_segmented_aggregation_measures_all_its_segments_not_one_line() -> None:
+    bill = bill_of([EU_PRICE, REST_PRICE], {EU: D(2500), US: D(1)})
+    rule = AlertRule(
+        code="r", measure=AlertMeasure.AGGREGATION, aggregation="calls", threshold=D(1)
+    )
+    totals = {"calls": D(2501)}
+    assert measured(rule, bill, catalog([]), lambda *_: totals) == D(2501)
