@@ -7,9 +7,10 @@ starter account → usage through the ingest API (duplicates and late measuremen
 included) → bill runs mid-period (each account's bill preview must equal its bill) and
 at period end → approval → the Stripe sink writes invoices. A usage alert rule fires once
 per account. It ends with a summary that checks usage, bills (the pro plan's compound
-aggregation, the seat counters' running totals, debits and credits, the commitment's fee,
-consumption and overage, the grant's consumption), alerts and what Stripe holds agree, and
-exits 0 only if they do.
+aggregation, the tokyo plan's price per region of successful calls only: a segmented,
+filtered aggregation, the seat counters' running totals, debits and credits, the
+commitment's fee, consumption and overage, the grant's consumption), alerts and what
+Stripe holds agree, and exits 0 only if they do.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ PLANS = (
     ("tokyo_monthly", "jpy", 1000),
 )
 REGIONS = ("eu-west", "us-east", "ap-northeast")
+SEGMENTED_REGIONS = ("ap-northeast", "eu-west")  # regional_calls' segments in the catalog
+STATUSES = ("success",) * 9 + ("error",)
 # Crossed by every account's first call: one alert per account and period, never more.
 ALERT_RULES = [
     {
@@ -105,6 +108,10 @@ class Expected:
         default_factory=lambda: defaultdict(list)
     )
     seats: dict[str, tuple[int, int]] = field(default_factory=dict)  # account -> (start, then)
+    # (ts ms, region, calls) of every counted successful call: regional_calls' usage
+    successes: dict[str, list[tuple[int, str, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     sent: int = 0
     duplicates: int = 0
     late: int = 0
@@ -115,6 +122,20 @@ class Expected:
         self.users[account].add(record["who"]["user"])
         ts = epoch_ms(datetime.fromisoformat(record["ts"]))
         self.records[account].append((ts, measure["calls"], measure["bytes"]))
+        if record["what"]["status"] == "success":
+            region = record["where"]["region"]
+            self.successes[account].append((ts, region, measure["calls"]))
+
+    def regional_calls(self, account: str, start: datetime, end: datetime) -> dict[str, int]:
+        """The tokyo plan's segmented, filtered aggregation over [start, end): successful
+        calls per segment (the listed regions, the default segment {} for the others)."""
+        lo, hi = epoch_ms(start), epoch_ms(end)
+        by_segment: dict[str, int] = defaultdict(int)
+        for ts, region, calls in self.successes[account]:
+            if lo <= ts < hi:
+                segment = region if region in SEGMENTED_REGIONS else ""
+                by_segment[segment] += calls
+        return by_segment
 
     def api_units(self, account: str, start: datetime, end: datetime) -> Decimal:
         """The pro plan's compound aggregation over [start, end): calls / 1000 + GB x 10,
@@ -362,6 +383,7 @@ class Demo:
             "account": account,
             "ts": ts.isoformat(),
             "who": {"user": f"user-{random.randrange(40)}"},
+            "what": {"status": random.choice(STATUSES)},
             "where": {"region": random.choice(REGIONS)},
             "measure": {"calls": random.randrange(1, 5), "bytes": random.randrange(1, 2_000_000)},
         }
@@ -625,9 +647,12 @@ class Demo:
             wanted = self.expected.api_units(account, *service)
             value = Decimal(line["quantity"])
             return value == wanted, f"API units {value.normalize():f}: {line['subtotal']}"
+        regions_ok, regions = True, ""
+        if self.accounts[account] == "tokyo_monthly":
+            regions_ok, regions = self.regions_priced(bill)
         seats = self.expected.seats.get(account)
         if seats is None:
-            return True, "-"
+            return regions_ok, regions or "-"
         before, after = seats
         lines = [x for x in bill["lines"] if x["lineItemType"].startswith("COUNTER_")]
         change = "DEBIT" if after > before else "CREDIT"
@@ -637,7 +662,26 @@ class Demo:
             and Decimal(lines[0]["quantity"]) == before
             and Decimal(lines[1]["quantity"]) == after - before
         )
-        return ok, f"seats {before}→{after}: " + " ".join(x["subtotal"] for x in lines)
+        shown = f"seats {before}→{after}: " + " ".join(x["subtotal"] for x in lines)
+        return ok and regions_ok, f"{regions} {shown}".strip()
+
+    def regions_priced(self, bill: dict[str, Any]) -> tuple[bool, str]:
+        """Whether the tokyo bill has a line per region segment with the successful calls
+        the demo sent there (the filtered, segmented regional_calls)."""
+        lines = [x for x in bill["lines"] if x.get("segment") is not None]
+        if not lines:
+            return False, "no region lines"
+        service = (
+            datetime.fromisoformat(lines[0]["servicePeriodStartDate"]),
+            datetime.fromisoformat(lines[0]["servicePeriodEndDate"]),
+        )
+        wanted = self.expected.regional_calls(bill["accountCode"], *service)
+        found = {x["segment"].get("region", ""): Decimal(x["quantity"]) for x in lines}
+        ok = set(found) == {*SEGMENTED_REGIONS, ""} and all(
+            found[region] == wanted.get(region, 0) for region in found
+        )
+        shown = " ".join(f"{x['segment'].get('region', 'other')} {x['subtotal']}" for x in lines)
+        return ok, f"regions: {shown};"
 
     def summary(self) -> bool:
         ok = True
@@ -649,7 +693,7 @@ class Demo:
             "users",
             "bill",
             "lines",
-            "compound / seats",
+            "compound / regions / seats",
             "credits",
             "total",
             "Stripe",

@@ -57,6 +57,14 @@ class UsageView(Protocol):
         end_ms: int,
     ) -> Mapping[str, Decimal | None]: ...
 
+    def period_segment_values(
+        self,
+        account: str,
+        functions: Mapping[str, AggregationFunction],
+        start_ms: int,
+        end_ms: int,
+    ) -> Mapping[tuple[str, str], Decimal | None]: ...
+
 
 class CountersView(Protocol):
     """Counter adjustments of this worker's accounts (the counters agent's)."""

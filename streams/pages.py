@@ -70,17 +70,20 @@ class UsageRequest:
     end: int
     aggregations: tuple[str, ...]
     group_by: GroupBy | None = None
+    segments: bool = False  # states per segment too (rows carry their segment id)
 
     def params(self) -> Params:
         params = [("account", self.account), *_range_params(self.start, self.end)]
         params += [("aggregation", code) for code in self.aggregations]
         if self.group_by is not None:
             params.append(("groupBy", self.group_by))
+        if self.segments:
+            params.append(("segments", "true"))
         return params
 
     @classmethod
     def parse(cls, pairs: Iterable[tuple[str, str]]) -> UsageRequest:
-        query = _Query(pairs, {"account", "start", "end", "aggregation", "groupBy"})
+        query = _Query(pairs, {"account", "start", "end", "aggregation", "groupBy", "segments"})
         start, end = _range(query)
         codes = query.all("aggregation")
         if not 0 < len(codes) <= MAX_AGGREGATIONS:
@@ -88,7 +91,17 @@ class UsageRequest:
         group_by = query.one("groupBy", required=False) or None
         if group_by is not None and group_by not in get_args(GroupBy):
             raise BadPageRequest("groupBy", "must be HOUR or DAY")
-        return cls(_account(query), start, end, tuple(codes), group_by)  # type: ignore[arg-type]
+        segments = query.one("segments", required=False) or "false"
+        if segments not in ("true", "false"):
+            raise BadPageRequest("segments", "must be true or false")
+        return cls(
+            _account(query),
+            start,
+            end,
+            tuple(codes),
+            group_by,  # type: ignore[arg-type]
+            segments == "true",
+        )
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,18 @@
      "accountIds": ["acme", ...],                            # optional
      "aggregations": ["api_calls", ...],
      "timeGroup": "HOUR" | "DAY" | null,                     # optional
-     "groupByAccount": true}                                 # default true
+     "groupByAccount": true,                                 # default true
+     "groupBySegment": false}                                # default false
 
 The edge asks the worker owning each account (`streams.pages.UsageRequest`, routed by
 faust by the account's partition) for mergeable hourly states, merges them per requested
 group and answers each aggregation's value (exact decimals as strings). Without
 `accountIds` (or with none in it) it asks the worker at `worker_base_url` which accounts
 have usage in the range; with several workers, pass `accountIds` (the listing covers that
-worker's partitions). A repeated account or aggregation counts once.
+worker's partitions). A repeated account or aggregation counts once. With
+`groupBySegment`, a segmented aggregation answers a row per segment with usage, each with
+its `segment` (`{}` the default segment, null for an aggregation without segments);
+without it, one row over all its segments.
 
 Bad input is a 400 naming the field before any worker is asked: dates need a timezone
 and must lie in 1970..9999 UTC; account ids are 1 to 200 characters of anything (`.`,
@@ -28,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import (
     AwareDatetime,
@@ -92,6 +97,11 @@ class UsageQuery(BaseModel):
     )
     timeGroup: GroupBy | None = None
     groupByAccount: bool = True
+    groupBySegment: bool = Field(
+        default=False,
+        description="One row per segment of a segmented aggregation, with its `segment` "
+        "({} the default segment; null for an aggregation without segments)",
+    )
 
     @field_validator("startDate", "endDate")
     @classmethod
@@ -189,12 +199,17 @@ class AccountStates:
     """A worker's answer for one account: aggregation functions, states per bucket."""
 
     functions: dict[str, AggregationFunction]
-    rows: list[tuple[str, int, UsageState]]
+    rows: list[tuple[str, str, int, UsageState]]  # (aggregation, segment id, bucket, state)
 
     @classmethod
     def of(cls, document: dict[str, Any]) -> AccountStates:
         rows = [
-            (str(row["aggregation"]), _bucket(row["bucket"]), from_document(row["state"]))
+            (
+                str(row["aggregation"]),
+                _segment(row.get("segment", "")),
+                _bucket(row["bucket"]),
+                from_document(row["state"]),
+            )
             for row in document["rows"]
         ]
         functions = {
@@ -207,6 +222,16 @@ def _bucket(raw: Any) -> int:
     if type(raw) is not int or not 0 <= raw <= epoch_ms(LAST):
         raise ValueError(f"bucket {raw!r} is not epoch milliseconds")
     return raw
+
+
+def _segment(raw: Any) -> str:
+    """A segment id as the worker wrote it: "" (unsegmented) or a JSON object of strings."""
+    if raw == "":
+        return ""
+    parsed = orjson.loads(raw) if isinstance(raw, str) else None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise ValueError(f"segment {raw!r} is not a segment id")
+    return str(raw)
 
 
 def _account_list(document: dict[str, Any]) -> list[str]:
@@ -233,7 +258,9 @@ async def _account_states(
     start: int,
     end: int,
 ) -> AccountStates:
-    ask = UsageRequest(account, start, end, query.aggregations, query.timeGroup)
+    ask = UsageRequest(
+        account, start, end, query.aggregations, query.timeGroup, query.groupBySegment
+    )
     subject = f"the usage of account {account!r}"
     answer = await worker.get(client, USAGE, ask.params(), subject=subject)
     if answer.status_code != 200:
@@ -263,14 +290,15 @@ def _merge(
                 {"field": "aggregations", "reason": f"unknown aggregation {c!r}"} for c in unknown
             ],
         )
-    groups: dict[tuple[str | None, str, int], list[UsageState]] = {}
+    groups: dict[tuple[str | None, str, str, int], list[UsageState]] = {}
     for account, answer in zip(accounts, answers, strict=True):
         owner = account if query.groupByAccount else None
-        for code, bucket, state in answer.rows:
+        for code, segment, bucket, state in answer.rows:
             if code in functions:
-                groups.setdefault((owner, code, bucket), []).append(state)
+                groups.setdefault((owner, code, segment, bucket), []).append(state)
     data = []
-    for (owner, code, bucket), states in sorted(groups.items(), key=lambda item: str(item[0])):
+    ordered = sorted(groups.items(), key=lambda item: str(item[0]))
+    for (owner, code, segment, bucket), states in ordered:
         merged = merge_all(states)
         amount = value(merged, functions[code])
         row: dict[str, Any] = {
@@ -281,6 +309,8 @@ def _merge(
         }
         if owner is not None:
             row["accountId"] = owner
+        if query.groupBySegment:
+            row["segment"] = orjson.loads(segment) if segment else None
         if query.timeGroup:
             row["timestamp"] = iso(bucket)
         data.append(row)

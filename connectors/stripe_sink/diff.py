@@ -15,6 +15,7 @@ from datetime import datetime
 from connectors.stripe_sink.ledger import LedgerItem
 from streams.money import THREE_DECIMAL, MoneyError, to_stripe_amount
 from streams.schemas.bill import Bill
+from streams.schemas.catalog import segment_id
 
 
 class BillRejected(Exception):
@@ -36,6 +37,7 @@ class Desired:
     description: str
     period_start: int
     period_end: int
+    segment: str | None = None  # a segment line's segment id, kept in the item's metadata
 
     def matches(self, item: LedgerItem) -> bool:
         return (
@@ -70,6 +72,7 @@ def desired_items(bill: Bill) -> dict[str, Desired]:
             description=line.description or line.id,
             period_start=_unix(line.servicePeriodStartDate),
             period_end=_unix(line.servicePeriodEndDate),
+            segment=None if line.segment is None else segment_id(line.segment),
         )
     return wanted
 

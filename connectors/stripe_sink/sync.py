@@ -296,16 +296,19 @@ class Syncer:
 
 
 def _item_fields(bill: Bill, desired: Desired) -> dict[str, Any]:
+    metadata = {
+        "bill_id": bill.id,
+        "line_id": desired.line_id,
+        "version": str(bill.version),
+        "account": bill.accountCode,
+    }
+    if desired.segment is not None:  # Stripe keeps metadata values up to 500 characters
+        metadata["segment"] = desired.segment[:500]
     return {
         "amount": desired.amount,
         "description": desired.description,
         "period": {"start": desired.period_start, "end": desired.period_end},
-        "metadata": {
-            "bill_id": bill.id,
-            "line_id": desired.line_id,
-            "version": str(bill.version),
-            "account": bill.accountCode,
-        },
+        "metadata": metadata,
     }
 
 

@@ -5,8 +5,9 @@
 use crate::decode::{parse, Json};
 use crate::dedup::{FastMap, FastSet};
 use crate::expressions::compile;
-use crate::fold::{Plan, Target};
+use crate::fold::{Plan, Route, Target};
 use crate::validate::{MeterRules, NUMBER_MAPS, STRING_MAPS};
+use std::sync::Arc;
 
 fn text(value: Option<&Json>, what: &str) -> Result<String, String> {
     value
@@ -103,7 +104,11 @@ pub fn read(spec: &[u8]) -> Result<(FastMap<String, MeterRules>, Plan), String> 
                     text(parts.first(), "cell code")?.into(),
                     text(parts.get(1), "segment")?.into(),
                 );
-                cells.push((key, kind as u8));
+                let route = match parts.get(3) {
+                    None | Some(Json::Null) => None,
+                    Some(route) => Some(Arc::new(read_route(route)?)),
+                };
+                cells.push((key, kind as u8, route));
             }
             targets.push(Target {
                 field: text(target.get("field"), "field")?,
@@ -115,4 +120,53 @@ pub fn read(spec: &[u8]) -> Result<(FastMap<String, MeterRules>, Plan), String> 
         plan.insert(code, targets);
     }
     Ok((meters, plan))
+}
+
+fn texts(value: Option<&Json>, what: &str) -> Result<Vec<String>, String> {
+    list(value, what)?
+        .iter()
+        .map(|item| text(Some(item), what))
+        .collect()
+}
+
+/// A cell's route: `{"filters": [[field, keep, [values]]], "segments": [[id, [[field,
+/// value or null]]]], "default": id}`.
+fn read_route(route: &Json) -> Result<Route, String> {
+    let mut filters = Vec::new();
+    for filter in list(route.get("filters"), "route filters")? {
+        let Json::Arr(parts) = filter else {
+            return Err("catalog: route filter".into());
+        };
+        filters.push((
+            text(parts.first(), "filter field")?,
+            matches!(parts.get(1), Some(Json::Bool(true))),
+            texts(parts.get(2), "filter values")?,
+        ));
+    }
+    let mut segments = Vec::new();
+    for segment in list(route.get("segments"), "route segments")? {
+        let Json::Arr(parts) = segment else {
+            return Err("catalog: route segment".into());
+        };
+        let mut conditions = Vec::new();
+        for condition in list(parts.get(1), "segment conditions")? {
+            let Json::Arr(pair) = condition else {
+                return Err("catalog: segment condition".into());
+            };
+            let wanted = match pair.get(1) {
+                Some(Json::Null) => None,
+                other => Some(text(other, "segment value")?),
+            };
+            conditions.push((text(pair.first(), "segment field")?, wanted));
+        }
+        segments.push((
+            Arc::from(text(parts.first(), "segment id")?.as_str()),
+            conditions,
+        ));
+    }
+    Ok(Route {
+        filters,
+        segments,
+        default: Arc::from(text(route.get("default"), "route default")?.as_str()),
+    })
 }

@@ -242,12 +242,70 @@ impl<'a> IntoIterator for &'a Cells {
 }
 pub type WindowCells = BTreeMap<i64, Cells>;
 
+/// Which measurements an aggregation with filters or segments folds, and into which
+/// segment (`streams.usage.engine.fold.Route`).
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// (field, keep, values): keep a measurement whose value is among `values` (keep
+    /// true) or not among them (keep false; a missing field is not among them)
+    pub filters: Vec<(String, bool, Vec<String>)>,
+    /// (segment id, (field, value or None for the wildcard)) in the catalog's order
+    pub segments: Vec<(Arc<str>, Vec<(String, Option<String>)>)>,
+    pub default: Arc<str>,
+}
+
+fn string_of<'a>(strings: &[(&str, &'a str)], field: &str) -> Option<&'a str> {
+    strings
+        .iter()
+        .find(|(code, _)| *code == field)
+        .map(|(_, text)| *text)
+}
+
+impl Route {
+    /// The segment a measurement with these string fields goes to, None if a filter
+    /// leaves it out.
+    pub fn segment(&self, strings: &[(&str, &str)]) -> Option<&Arc<str>> {
+        for (field, keep, values) in &self.filters {
+            let found =
+                string_of(strings, field).is_some_and(|text| values.iter().any(|v| v == text));
+            if found != *keep {
+                return None;
+            }
+        }
+        for (segment, conditions) in &self.segments {
+            let matches = conditions.iter().all(|(field, wanted)| {
+                match (string_of(strings, field), wanted) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(text), Some(wanted)) => text == wanted,
+                }
+            });
+            if matches {
+                return Some(segment);
+            }
+        }
+        Some(&self.default)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Target {
     pub field: String,
     pub numeric: bool,
     pub distinct: bool,
-    pub cells: Vec<(CellKey, u8)>,
+    /// (cell key, kind, route): with a route, the key's segment is the route's answer
+    pub cells: Vec<(CellKey, u8, Option<Arc<Route>>)>,
+}
+
+/// The key of a cell a measurement feeds: `key` itself, or with the segment its route
+/// gives (None: the route's filters leave the measurement out).
+fn routed(key: &CellKey, route: &Option<Arc<Route>>, values: &Values) -> Option<CellKey> {
+    match route {
+        None => Some(key.clone()),
+        Some(route) => route
+            .segment(values.strings)
+            .map(|segment| (key.0.clone(), segment.clone())),
+    }
 }
 
 /// meter code -> its targets (`compile_plan`, computed by Python and handed in).
@@ -354,10 +412,13 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
             } else {
                 String::new()
             };
-            for (key, kind) in &target.cells {
-                match cells.get_mut(key) {
+            for (key, kind, route) in &target.cells {
+                let Some(key) = routed(key, route, values) else {
+                    continue;
+                };
+                match cells.get_mut(&key) {
                     None => {
-                        cells.insert(key.clone(), first(*kind, number, values.ts, &distinct));
+                        cells.insert(key, first(*kind, number, values.ts, &distinct));
                     }
                     Some(cell) => added(*kind, cell, number, values.ts, &distinct),
                 }
@@ -375,15 +436,18 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
             } else {
                 String::new()
             };
-            for (key, kind) in &target.cells {
-                match cells.get_mut(key) {
+            for (key, kind, route) in &target.cells {
+                let Some(key) = routed(key, route, values) else {
+                    continue;
+                };
+                match cells.get_mut(&key) {
                     None => {
                         let part = if *kind == UNIQUE {
                             Part::Unique(Distinct::one(&distinct))
                         } else {
                             Part::Nothing
                         };
-                        cells.insert(key.clone(), Cell { count: 1, part });
+                        cells.insert(key, Cell { count: 1, part });
                     }
                     Some(cell) if *kind == UNIQUE => counted(cell, &distinct),
                     Some(cell) => {

@@ -27,6 +27,7 @@ fn guarded<T>(body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
 type DeltaTuple<'py> = (i64, i64, i64, i64, Bound<'py, PyBytes>, Bound<'py, PyBytes>);
 type CellTuple = (
     String,
+    String,
     i64,
     i64,
     Option<String>,
@@ -56,7 +57,7 @@ fn delta_tuples<'py>(
         .collect()
 }
 
-fn cell_tuple(code: String, bucket: i64, cell: Cell) -> CellTuple {
+fn cell_tuple(code: String, segment: String, bucket: i64, cell: Cell) -> CellTuple {
     let text = |n: Option<crate::dec::Dec>| n.map(|n| n.canonical_text());
     let count = cell.count;
     let parts = cell.parts();
@@ -66,6 +67,7 @@ fn cell_tuple(code: String, bucket: i64, cell: Cell) -> CellTuple {
     };
     (
         code,
+        segment,
         bucket,
         count,
         text(parts.sum),
@@ -308,7 +310,7 @@ impl PyEngine {
         self.engine.revoke(partition)
     }
 
-    #[pyo3(signature = (account, codes, start, end, bucket_ms=None))]
+    #[pyo3(signature = (account, codes, start, end, bucket_ms=None, by_segment=false))]
     fn query(
         &self,
         account: &str,
@@ -316,13 +318,14 @@ impl PyEngine {
         start: i64,
         end: i64,
         bucket_ms: Option<i64>,
+        by_segment: bool,
     ) -> PyResult<Vec<CellTuple>> {
         guarded(|| {
             Ok(self
                 .engine
-                .query(account, &codes, start, end, bucket_ms)
+                .query(account, &codes, start, end, bucket_ms, by_segment)
                 .into_iter()
-                .map(|(code, bucket, cell)| cell_tuple(code, bucket, cell))
+                .map(|(code, segment, bucket, cell)| cell_tuple(code, segment, bucket, cell))
                 .collect())
         })
     }

@@ -13,7 +13,8 @@ impl Engine {
         start: i64,
         end: i64,
         bucket_ms: Option<i64>,
-    ) -> Vec<(String, i64, Cell)> {
+        by_segment: bool,
+    ) -> Vec<(String, String, i64, Cell)> {
         let Some(usage) = self
             .states
             .get(&self.partition_of(account))
@@ -25,16 +26,23 @@ impl Engine {
             return Vec::new();
         }
         let wanted: HashSet<&str> = codes.iter().map(String::as_str).collect();
-        let mut merged: BTreeMap<(String, i64), Cell> = BTreeMap::new();
+        // (aggregation, segment or "" for all of them, bucket)
+        let mut merged: BTreeMap<(String, String, i64), Cell> = BTreeMap::new();
         for (window, cells) in usage.range(start..end) {
             let bucket = bucket_ms.map_or(0, |size| window - window.rem_euclid(size));
             for ((code, segment), cell) in cells {
-                if !segment.is_empty() || !wanted.contains(&**code) {
+                if !wanted.contains(&**code) {
                     continue;
                 }
-                match merged.get_mut(&(code.to_string(), bucket)) {
+                let segment = if by_segment {
+                    segment.to_string()
+                } else {
+                    String::new()
+                };
+                let key = (code.to_string(), segment, bucket);
+                match merged.get_mut(&key) {
                     None => {
-                        merged.insert((code.to_string(), bucket), cell.clone());
+                        merged.insert(key, cell.clone());
                     }
                     Some(total) => merge_cells(total, cell.clone()),
                 }
@@ -42,7 +50,7 @@ impl Engine {
         }
         merged
             .into_iter()
-            .map(|((code, bucket), cell)| (code, bucket, cell))
+            .map(|((code, segment, bucket), cell)| (code, segment, bucket, cell))
             .collect()
     }
 

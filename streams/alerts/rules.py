@@ -93,7 +93,7 @@ def measured(rule: AlertRule, bill: Bill, catalog: Catalog, usage: UsageReader) 
         return consumed_percent(bill, _CREDIT_LINE[rule.measure])
     code = rule.aggregation or ""
     for line in bill.lines:
-        if line.aggregationCode == code:
+        if line.aggregationCode == code and line.segment is None:  # a segment: not the total
             return line.quantity
     aggregation = catalog.aggregations.get(code)
     if aggregation is None:

@@ -41,7 +41,15 @@ from streams.billing.pricing import price, quantity
 from streams.money import prorate, round_money
 from streams.schemas.accounts import Account, AccountPlan
 from streams.schemas.bill import Bill, BillLine, BillReason, BillStatus, LineItemType
-from streams.schemas.catalog import Aggregation, CompoundAggregation, Counter, Plan
+from streams.schemas.catalog import (
+    DEFAULT_SEGMENT,
+    Aggregation,
+    CompoundAggregation,
+    Counter,
+    Plan,
+    Pricing,
+    segment_id,
+)
 
 STANDING_CHARGE_LINE = "STANDING_CHARGE"
 MINIMUM_SPEND_LINE = "MINIMUM_SPEND"
@@ -85,8 +93,14 @@ def bill_id(account_plan_id: str, period_start: datetime) -> str:
     return "bill_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def usage_line_id(aggregation_code: str) -> str:
-    return f"{LineItemType.USAGE}:{aggregation_code}"
+def usage_line_id(aggregation_code: str, segment: str | None = None) -> str:
+    """`USAGE:<code>`, and for a segment `USAGE:<code>:<segment id>` (a segment id longer
+    than 200 characters is replaced by `#` and its sha256, to fit Stripe's metadata)."""
+    if segment is None:
+        return f"{LineItemType.USAGE}:{aggregation_code}"
+    if len(segment) > 200:
+        segment = "#" + hashlib.sha256(segment.encode()).hexdigest()[:24]
+    return f"{LineItemType.USAGE}:{aggregation_code}:{segment}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,8 @@ class Extras:
     compounds: Mapping[str, CompoundAggregation] = field(default_factory=dict)
     counters: Mapping[str, Counter] = field(default_factory=dict)
     counts: Mapping[str, Sequence[CountChange]] = field(default_factory=dict)
+    # the period's value per (segmented aggregation, segment id) with usage
+    segments: Mapping[tuple[str, str], Decimal | None] = field(default_factory=dict)
 
 
 NO_EXTRAS = Extras()
@@ -308,6 +324,9 @@ def _usage_lines(
             raise ValueError(
                 f"plans[{plan.code}].pricings: aggregation {code!r} is not in the catalog"
             )
+        if isinstance(priced_thing, Aggregation) and priced_thing.segmented:
+            lines.extend(segment_lines(plan, pricing, priced_thing, extras.segments, service))
+            continue
         raw = values.get(code)
         priced = price(pricing, quantity(raw, priced_thing))
         default = priced_thing.defaultValue if isinstance(priced_thing, Aggregation) else None
@@ -319,6 +338,53 @@ def _usage_lines(
                 aggregationCode=pricing.aggregation,
                 compoundAggregationCode=pricing.compoundAggregation,
                 quantity=default if raw is None else raw,
+                units=priced.units,
+                unitPrice=priced.unit_price,
+                subtotal=round_money(priced.total, plan.currency),
+                usagePerPricingBand=priced.bands,
+                servicePeriodStartDate=service.start,
+                servicePeriodEndDate=service.end,
+            )
+        )
+    return lines
+
+
+def segment_lines(
+    plan: Plan,
+    pricing: Pricing,
+    aggregation: Aggregation,
+    values: Mapping[tuple[str, str], Decimal | None],
+    service: Period,
+) -> list[BillLine]:
+    """The USAGE lines of a pricing of a segmented aggregation: one for the segment it
+    names, or, without one, one per segment no other pricing of the plan names (the
+    listed segments in order, then the default one), each even at zero usage."""
+    code = aggregation.code
+    segments: list[Mapping[str, str]]
+    if pricing.segment is not None:
+        segments = [pricing.segment]
+    else:
+        named = {p.segment_key for p in plan.pricings if p.aggregation == code}
+        segments = [
+            segment
+            for segment in (*aggregation.segments, DEFAULT_SEGMENT)
+            if segment_id(segment) not in named
+        ]
+    lines = []
+    for segment in segments:
+        key = segment_id(segment)
+        raw = values.get((code, key))
+        priced = price(pricing, quantity(raw, aggregation))
+        described = ", ".join(f"{field}: {value}" for field, value in segment.items())
+        lines.append(
+            BillLine(
+                id=usage_line_id(code, key),
+                lineItemType=LineItemType.USAGE,
+                description=f"{pricing.description or aggregation.name or code} "
+                f"({described or 'other'})",
+                aggregationCode=code,
+                segment=dict(segment),
+                quantity=aggregation.defaultValue if raw is None else raw,
                 units=priced.units,
                 unitPrice=priced.unit_price,
                 subtotal=round_money(priced.total, plan.currency),

@@ -5,6 +5,7 @@ Pure functions; the billing agent reads the tables, calls these and writes the r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,18 @@ GrantReader = Callable[[str], Sequence[BalanceGrant]]  # account → its credit 
 
 def no_grants(account: str) -> Sequence[BalanceGrant]:
     return ()
+
+
+# (account, functions, start, end) → the value per (aggregation, segment id) with usage
+SegmentReader = Callable[
+    [str, Mapping[str, object], int, int], Mapping[tuple[str, str], Decimal | None]
+]
+
+
+def no_segments(
+    account: str, functions: Mapping[str, object], start: int, end: int
+) -> Mapping[tuple[str, str], Decimal | None]:
+    return {}
 
 
 def no_counts(account: str, counter: str) -> Sequence[CountChange]:
@@ -95,6 +108,7 @@ def run_account_plan(
     counts: CountReader = no_counts,
     grants: GrantReader = no_grants,
     ledger: dict[str, Bill] | None = None,
+    segments: SegmentReader = no_segments,
 ) -> RunResult:
     """New bill versions for every period of the account plan that needs one.
 
@@ -136,6 +150,13 @@ def run_account_plan(
         values = usage(
             account_plan.accountCode, functions, epoch_ms(window.start), epoch_ms(window.end)
         )
+        segmented = {code: functions[code] for code in functions if aggregations[code].segmented}
+        if segmented:
+            start_ms, end_ms = epoch_ms(window.start), epoch_ms(window.end)
+            by_segment = segments(account_plan.accountCode, segmented, start_ms, end_ms)
+            period_extras = dataclasses.replace(extras, segments=by_segment)
+        else:
+            period_extras = extras
         this_id = bill_id(account_plan.id, period.start)
         existing = previous.get(this_id)
         credits = credits_for(
@@ -158,7 +179,7 @@ def run_account_plan(
                 previous=existing,
                 now=now,
                 account=account,
-                extras=extras,
+                extras=period_extras,
                 credits=credits,
             )
         except BillLocked:

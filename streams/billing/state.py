@@ -85,6 +85,13 @@ class Billing:
             raise RuntimeError("the usage agent must be registered before bills run")
         return self.context.usage.period_values(account, functions, start, end)
 
+    def segment_usage(
+        self, account: str, functions: Mapping[str, Any], start: int, end: int
+    ) -> Mapping[tuple[str, str], Decimal | None]:
+        if self.context.usage is None:
+            raise RuntimeError("the usage agent must be registered before bills run")
+        return self.context.usage.period_segment_values(account, functions, start, end)
+
     def counts(self, account: str, counter: str) -> Sequence[CountChange]:
         counters = self.context.counters
         return () if counters is None else counters.history(account, counter)
@@ -118,6 +125,7 @@ class Billing:
                     counts=self.counts,
                     grants=self.grants,
                     ledger=ledger,
+                    segments=self.segment_usage,
                 )
                 for bill in result.bills:
                     changed |= out.get(bill.id) != bill

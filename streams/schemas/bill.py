@@ -82,6 +82,11 @@ class BillLine(Frozen):
         default=None,
         description="COMMITMENT_CONSUMED, BALANCE_CONSUMED: what is left of it after this bill",
     )
+    segment: dict[str, str] | None = Field(
+        default=None,
+        description="The segment of a segmented aggregation this line prices ({} the default "
+        "segment); null for an unsegmented one",
+    )
     quantity: Decimal | None = Field(
         default=None,
         description="Aggregated value before quantityPerUnit and rounding; for a counter "

@@ -8,6 +8,7 @@ checks the references between kinds and reports every error with its path at onc
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
@@ -131,6 +132,44 @@ class Rounding(StrEnum):
     NONE = "NONE"
 
 
+class FilterOperator(StrEnum):
+    EQUALS = "EQUALS"  # the field's value is the one value given
+    IN = "IN"  # the field's value is one of the values given
+    NOT_IN = "NOT_IN"  # the field has no value, or a value not among those given
+
+
+class AggregationFilter(Frozen):
+    """A condition on a string field of the aggregation's meter: a measurement that does
+    not meet every filter of an aggregation is not folded into it (nor refused)."""
+
+    field: Code
+    operator: FilterOperator = FilterOperator.EQUALS
+    values: tuple[str, ...] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_value_for_equals(self) -> AggregationFilter:
+        if self.operator is FilterOperator.EQUALS and len(self.values) != 1:
+            raise ValueError("EQUALS takes exactly one value")
+        return self
+
+    def passes(self, strings: Mapping[str, str]) -> bool:
+        found = strings.get(self.field)
+        if self.operator is FilterOperator.NOT_IN:
+            return found is None or found not in self.values
+        return found is not None and found in self.values
+
+
+WILDCARD = "*"  # a segment's value that matches any value of its field
+DEFAULT_SEGMENT: Mapping[str, str] = {}  # where measurements that match no segment go
+Segment = Mapping[str, str]
+
+
+def segment_id(segment: Segment) -> str:
+    """A segment's id in the usage state, bill line ids and Stripe: its compact JSON with
+    sorted keys (`{"region":"eu"}`; the default segment is `{}`)."""
+    return json.dumps(dict(segment), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 class Aggregation(Frozen):
     code: Code
     name: str | None = None
@@ -141,6 +180,50 @@ class Aggregation(Frozen):
     rounding: Rounding = Rounding.NONE
     unit: str | None = None
     defaultValue: Decimal = Decimal(0)
+    filters: tuple[AggregationFilter, ...] = Field(
+        default=(), description="Only measurements that meet every filter are folded"
+    )
+    segmentedFields: tuple[Code, ...] = Field(
+        default=(), max_length=5, description="String fields whose values split the usage"
+    )
+    segments: tuple[dict[str, str], ...] = Field(
+        default=(),
+        max_length=200,
+        description='Segments as {field: value} maps ("*" matches any value); a measurement '
+        "goes to the first it matches, or to the default segment {}",
+    )
+
+    @model_validator(mode="after")
+    def _segments_name_their_fields(self) -> Aggregation:
+        fields = self.segmentedFields
+        if len(set(fields)) != len(fields):
+            raise ValueError("segmentedFields: a field is named twice")
+        if fields and not self.segments:
+            raise ValueError("segments: at least one segment is needed with segmentedFields")
+        if self.segments and not fields:
+            raise ValueError("segments: name the segmentedFields they are made of")
+        seen: set[str] = set()
+        for index, segment in enumerate(self.segments):
+            if set(segment) != set(fields):
+                raise ValueError(
+                    f"segments[{index}]: must give a value for each of the segmentedFields "
+                    f"({', '.join(fields)}) and nothing else"
+                )
+            if any(not value for value in segment.values()):
+                raise ValueError(f"segments[{index}]: a value may not be empty")
+            key = segment_id(segment)
+            if key in seen:
+                raise ValueError(f"segments[{index}]: {key} is listed twice")
+            seen.add(key)
+        return self
+
+    @property
+    def segmented(self) -> bool:
+        return bool(self.segmentedFields)
+
+    def segment_ids(self) -> list[str]:
+        """Every segment's id, the listed ones in order and then the default one."""
+        return [*(segment_id(segment) for segment in self.segments), segment_id(DEFAULT_SEGMENT)]
 
 
 class CompoundAggregation(Frozen):
@@ -210,6 +293,11 @@ class Pricing(Frozen):
         description="Price of the units beyond an account's commitment (OVERAGE_USAGE lines), "
         "from 0 overage units up; null: the normal bands go on pricing them",
     )
+    segment: dict[str, str] | None = Field(
+        default=None,
+        description="The segment of a segmented aggregation this pricing prices ({} the "
+        "default segment); without it, every segment no other pricing names",
+    )
 
     _bands = field_validator("pricingBands")(_checked_bands)
 
@@ -222,12 +310,19 @@ class Pricing(Frozen):
     def _prices_one_thing(self) -> Pricing:
         if (self.aggregation is None) == (self.compoundAggregation is None):
             raise ValueError("set exactly one of aggregation, compoundAggregation")
+        if self.segment is not None and self.aggregation is None:
+            raise ValueError("segment: only a pricing of an aggregation has segments")
         return self
 
     @property
     def priced(self) -> str:
         """The code of the aggregation or compound aggregation priced."""
         return self.aggregation or self.compoundAggregation or ""
+
+    @property
+    def segment_key(self) -> str | None:
+        """The id of the segment priced, None for every segment no other pricing names."""
+        return None if self.segment is None else segment_id(self.segment)
 
 
 class CounterPricing(Frozen):
@@ -303,13 +398,18 @@ class Plan(Frozen):
     @model_validator(mode="after")
     def _one_pricing_per_aggregation(self) -> Plan:
         for what, codes in (
-            ("aggregation", [pricing.priced for pricing in self.pricings]),
+            ("aggregation", [_priced_name(pricing) for pricing in self.pricings]),
             ("counter", [pricing.counter for pricing in self.counterPricings]),
         ):
             duplicates = sorted({code for code in codes if codes.count(code) > 1})
             if duplicates:
                 raise ValueError(f"{what} priced more than once: {', '.join(duplicates)}")
         return self
+
+
+def _priced_name(pricing: Pricing) -> str:
+    segment = pricing.segment_key
+    return pricing.priced if segment is None else f"{pricing.priced} segment {segment}"
 
 
 class PlanMapping(Frozen):
@@ -599,6 +699,7 @@ class Catalog(Frozen):
                     f"{where}.aggregation: {agg.aggregation} needs a numeric field, "
                     f"{agg.targetField!r} is {target.category}"
                 )
+            errors.extend(_string_field_errors(meter, agg, where))
         errors.extend(compound_errors(self))
         for code, plan in self.plans.items():
             errors.extend(self._plan_errors(code, plan))
@@ -647,6 +748,19 @@ class Catalog(Frozen):
                 return commitment
         return None
 
+    def _pricing_segment_errors(self, where: str, pricing: Pricing) -> list[str]:
+        aggregation = self.aggregations.get(pricing.aggregation or "")
+        if aggregation is None or pricing.segment is None:
+            return []
+        if not aggregation.segmented:
+            return [f"{where}.segment: aggregation {aggregation.code!r} has no segmentedFields"]
+        if pricing.segment_key not in aggregation.segment_ids():
+            return [
+                f"{where}.segment: {pricing.segment_key} is not a segment of aggregation "
+                f"{aggregation.code!r} (its segments, or {{}} for the default one)"
+            ]
+        return []
+
     def _alert_rule_errors(self) -> list[str]:
         errors: list[str] = []
         for code, rule in self.alertRules.items():
@@ -669,6 +783,7 @@ class Catalog(Frozen):
                     f"plans[{code}].pricings[{index}].aggregation: "
                     f"unknown aggregation {pricing.aggregation!r}"
                 )
+            errors.extend(self._pricing_segment_errors(f"plans[{code}].pricings[{index}]", pricing))
             compound = pricing.compoundAggregation
             if compound is not None and compound not in self.compoundAggregations:
                 errors.append(
@@ -691,6 +806,28 @@ class Catalog(Frozen):
 
     def aggregations_of_meter(self, meter: str) -> list[Aggregation]:
         return [agg for agg in self.aggregations.values() if agg.meter == meter]
+
+
+def _string_field_errors(meter: Meter, aggregation: Aggregation, where: str) -> list[str]:
+    """Filters and segmentedFields that name a field the meter lacks or a number field."""
+    named = [
+        *(
+            (f"{where}.filters[{index}].field", condition.field)
+            for index, condition in enumerate(aggregation.filters)
+        ),
+        *(
+            (f"{where}.segmentedFields[{index}]", field)
+            for index, field in enumerate(aggregation.segmentedFields)
+        ),
+    ]
+    errors: list[str] = []
+    for path, code in named:
+        field = meter.field(code)
+        if field is None:
+            errors.append(f"{path}: meter {meter.code!r} has no field {code!r}")
+        elif field.category.is_numeric:
+            errors.append(f"{path}: {code!r} is {field.category}, a string field is needed")
+    return errors
 
 
 class LenientCatalog(NamedTuple):

@@ -46,20 +46,37 @@ class Queryable(Protocol):
         bucket_ms: int | None = None,
     ) -> dict[tuple[str, int], UsageState]: ...
 
+    def query_segments(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, str, int], UsageState]: ...
+
 
 def usage_page(
     engine: Queryable, known: Mapping[str, Aggregation], ask: pages.UsageRequest
 ) -> dict[str, Any]:
     """The `/usage` page's answer: the functions of the known aggregations asked for, and
-    the mergeable state of each (aggregation, bucket) with usage."""
+    the mergeable state of each (aggregation, bucket) with usage; with `segments`, of each
+    (aggregation, segment, bucket), rows carrying the segment id ("" unsegmented)."""
     codes = ask.aggregations
     functions = {code: known[code].aggregation.value for code in codes if code in known}
     bucket = BUCKETS[ask.group_by] if ask.group_by else None
-    states = engine.query(ask.account, codes, ask.start, ask.end, bucket)
-    rows = [
-        {"aggregation": code, "bucket": group, "state": to_document(state)}
-        for (code, group), state in sorted(states.items())
-    ]
+    if ask.segments:
+        by_segment = engine.query_segments(ask.account, codes, ask.start, ask.end, bucket)
+        rows = [
+            {"aggregation": code, "segment": segment, "bucket": group, "state": to_document(state)}
+            for (code, segment, group), state in sorted(by_segment.items())
+        ]
+    else:
+        states = engine.query(ask.account, codes, ask.start, ask.end, bucket)
+        rows = [
+            {"aggregation": code, "bucket": group, "state": to_document(state)}
+            for (code, group), state in sorted(states.items())
+        ]
     return {"account": ask.account, "functions": functions, "rows": rows}
 
 
@@ -127,6 +144,15 @@ class UsageBook:
         end_ms: int,
     ) -> Mapping[str, Decimal | None]:
         return self.engine.period_values(account, functions, start_ms, end_ms)
+
+    def period_segment_values(
+        self,
+        account: str,
+        functions: Mapping[str, AggregationFunction],
+        start_ms: int,
+        end_ms: int,
+    ) -> Mapping[tuple[str, str], Decimal | None]:
+        return self.engine.period_segment_values(account, functions, start_ms, end_ms)
 
     def page(self, known: Mapping[str, Aggregation], ask: pages.UsageRequest) -> dict[str, Any]:
         return usage_page(self.engine, known, ask)

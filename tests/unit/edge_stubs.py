@@ -67,6 +67,17 @@ class RecordedUsage:
         bucket = None if size is None else (lambda hour: hour - hour % size)
         return merged_states(self.usage.get, account, aggregations, start, end, bucket)
 
+    def query_segments(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, str, int], UsageState]:
+        states = self.query(account, aggregations, start, end, bucket_ms)
+        return {(code, "", bucket): state for (code, bucket), state in states.items()}
+
 
 @dataclass
 class StubWorker:

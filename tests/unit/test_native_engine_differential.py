@@ -84,6 +84,19 @@ def answers(engine: UsageEngine, codes: dict[str, AggregationFunction]) -> Any:
             for account in ACCOUNTS
             for start, end in ranges
         },
+        {
+            (account, start, bucket): engine.query_segments(
+                account, list(codes), start, end, bucket
+            )
+            for account in ACCOUNTS
+            for start, end in ranges
+            for bucket in (None, DAY_MS)
+        },
+        {
+            (account, start): engine.period_segment_values(account, codes, start, end)
+            for account in ACCOUNTS
+            for start, end in ranges
+        },
         [engine.accounts(range(PARTITIONS), start, end) for start, end in ranges],
         [engine.next_seq(partition) for partition in range(PARTITIONS)],
     )
@@ -166,6 +179,38 @@ def expressions(fields: list[str]) -> st.SearchStrategy[str]:
     return st.recursive(leaves, extend, max_leaves=6)
 
 
+SEGMENT_VALUES = ["ann", "bob", "é", "*"]
+
+
+@st.composite
+def routes(draw: st.DrawFn, strings: list[str]) -> dict[str, Any]:
+    """Filters and segments over the meter's string fields, often none."""
+    if not strings or draw(st.integers(0, 2)) == 0:
+        return {}
+    values = st.lists(st.sampled_from(["ann", "bob", "é", "x" * 70]), min_size=1, max_size=3)
+    filters = [
+        {
+            "field": field,
+            "operator": operator,
+            "values": draw(values)[:1] if operator == "EQUALS" else draw(values),
+        }
+        for field, operator in draw(
+            st.lists(
+                st.tuples(st.sampled_from(strings), st.sampled_from(["EQUALS", "IN", "NOT_IN"])),
+                max_size=2,
+            )
+        )
+    ]
+    fields = draw(st.lists(st.sampled_from(strings), max_size=2, unique=True))
+    segments: list[dict[str, str]] = []
+    if fields:
+        picks = st.fixed_dictionaries({field: st.sampled_from(SEGMENT_VALUES) for field in fields})
+        segments = draw(
+            st.lists(picks, min_size=1, max_size=4, unique_by=lambda d: tuple(sorted(d.items())))
+        )
+    return {"filters": filters, "segmentedFields": fields, "segments": segments}
+
+
 @st.composite
 def catalogs(draw: st.DrawFn) -> tuple[Catalog, dict[str, AggregationFunction], list[str]]:
     numeric = draw(st.lists(st.sampled_from(list(NUMERIC)), min_size=1, max_size=3, unique=True))
@@ -201,7 +246,11 @@ def catalogs(draw: st.DrawFn) -> tuple[Catalog, dict[str, AggregationFunction], 
         for function in draw(st.lists(st.sampled_from(allowed), max_size=3, unique=True)):
             code = f"{meter}_{field}_{function.value.lower()}".replace("-", "_")
             aggregations[code] = Aggregation(
-                code=code, meter=meter, targetField=field, aggregation=function
+                code=code,
+                meter=meter,
+                targetField=field,
+                aggregation=function,
+                **(draw(routes(strings)) if meter == "m1" else {}),
             )
             functions[code] = function
     # built directly: a calculation that does not compile makes its meter unusable

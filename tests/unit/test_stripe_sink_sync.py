@@ -318,3 +318,30 @@ def test_an_item_deleted_by_hand_is_a_conflict_and_is_not_recreated(
     assert drift.kind == "drift"
     entry: LedgerEntry = result.entry
     assert entry.items["A"].editable is False
+
+
+def test_each_segment_line_is_its_own_item_updated_in_place_with_its_segment(
+    url: str, client: stripe.StripeClient, pool: ThreadPoolExecutor
+) -> None:
+    cus = customer(client)
+    sync = syncer(client, pool)
+    eu, us = 'USAGE:calls:{"region":"eu"}', 'USAGE:calls:{"region":"us"}'
+
+    def segmented(version: int, amounts: dict[str, str]) -> Bill:
+        bill = v(version, tuple(amounts.items()), cus)
+        lines = [
+            line.model_copy(update={"segment": {"region": line.id.split('"')[3]}})
+            for line in bill.lines
+        ]
+        return bill.model_copy(update={"lines": tuple(lines)})
+
+    first = sync.sync(segmented(1, {eu: "6.00", us: "1.00"}), None, Mode.INVOICE)
+    second = segmented(2, {eu: "8.00", us: "1.00"})
+    result = sync.sync(second, first.entry, Mode.INVOICE)
+
+    items = items_of(url, second)
+    assert {line: item["amount"] for line, item in items.items()} == {eu: 800, us: 100}
+    assert items[eu]["id"] == first.entry.items[eu].itemId
+    assert items[eu]["metadata"]["segment"] == '{"region":"eu"}'
+    assert items[us]["metadata"]["segment"] == '{"region":"us"}'
+    assert result.entry.total() == 900 and result.conflicts == []

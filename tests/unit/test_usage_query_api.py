@@ -13,7 +13,12 @@ from pydantic import SecretStr
 
 from streams import pages
 from streams.settings import Settings
+from streams.usage.book import usage_page
+from streams.usage.engine import ReferenceEngine
 from tests.unit.edge_stubs import StubWorker, edge_client
+from tests.unit.test_usage_segments import CATALOG, call
+from tests.unit.usage_engine_factories import NOW, PARTITIONS, message
+from tests.unit.usage_engine_factories import T0 as ENGINE_T0
 
 ORG = "org-1"
 KEY = "key-1"
@@ -302,3 +307,58 @@ async def test_a_query_body_over_1_mib_is_a_413_naming_the_body(
     assert response.status_code == 413
     assert response.json()["field"] == "body"
     assert worker.asked == []
+
+
+# --- segments ---------------------------------------------------------------------------
+
+
+async def test_a_query_grouped_by_segment_answers_a_row_per_segment_with_its_segment() -> None:
+    engine = ReferenceEngine(PARTITIONS, CATALOG)
+    engine.process(
+        [
+            message(
+                0,
+                call("a", 1, region="eu", provider="aws"),
+                call("b", 10, region="eu", provider="gcp"),
+                call("c", 100, region="apac"),
+            )
+        ],
+        NOW,
+    )
+
+    def segmented(request: httpx.Request) -> httpx.Response:
+        ask = pages.UsageRequest.parse(request.url.params.multi_items())
+        return httpx.Response(200, json=usage_page(engine, CATALOG.aggregations, ask))
+
+    settings = Settings(org_id=ORG, api_keys=(SecretStr(KEY),), topic_prefix="unit.")
+    worker = StubWorker()
+    worker.handle = segmented  # type: ignore[method-assign]
+    day = {
+        "startDate": iso_ms(ENGINE_T0),
+        "endDate": iso_ms(ENGINE_T0 + 86_400_000),
+        "accountIds": ["acme"],
+    }
+    ask = {**day, "aggregations": ["regional_calls", "calls"]}
+    async with edge_client(settings, worker) as edge:
+        grouped = await edge.post(QUERY, json={**ask, "groupBySegment": True}, headers=AUTH)
+        total = await edge.post(QUERY, json=ask, headers=AUTH)
+    assert grouped.status_code == 200, grouped.text
+    rows = [(row["aggregation"], row["segment"], row["value"]) for row in grouped.json()["data"]]
+    assert sorted(rows, key=str) == sorted(
+        [
+            ("calls", None, "111"),
+            ("regional_calls", {"provider": "aws", "region": "eu"}, "1"),
+            ("regional_calls", {"provider": "*", "region": "eu"}, "10"),
+            ("regional_calls", {}, "100"),
+        ],
+        key=str,
+    )
+    assert [(row["aggregation"], row["value"]) for row in total.json()["data"]] == [
+        ("calls", "111"),
+        ("regional_calls", "111"),
+    ]
+    assert all("segment" not in row for row in total.json()["data"])
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")

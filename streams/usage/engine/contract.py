@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 
 from streams.schemas.catalog import AggregationFunction, Catalog
 from streams.usage.metering import Message, Rejected
-from streams.usage.state import UsageState
+from streams.usage.state import UsageState, value
 from streams.usage.store import MAX_RECORD_BYTES, MAX_UIDS_PER_RECORD
 
 # One delta message: under the broker's default max.message.bytes (1 MiB), less room for
@@ -209,5 +209,38 @@ class UsageEngine(Protocol):
     ) -> dict[str, Decimal | None]:
         """The raw value of each aggregation over [start, end); None when no usage."""
 
+    def query_segments(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, str, int], UsageState]:
+        """Like `query`, per segment too: merged state per (aggregation, segment id,
+        bucket); an aggregation without segmentedFields has the one segment ""."""
+
+    def period_segment_values(
+        self,
+        account: str,
+        aggregations: Mapping[str, AggregationFunction],
+        start: int,
+        end: int,
+    ) -> dict[tuple[str, str], Decimal | None]:
+        """The raw value of each (aggregation, segment id) with usage over [start, end).
+        `period_values` gives a segmented aggregation's value over all its segments."""
+
     def accounts(self, partitions: Iterable[int], start: int, end: int) -> list[str]:
         """Accounts of `partitions` with a window starting in [start, end), sorted."""
+
+
+def segment_values(
+    states: Mapping[tuple[str, str, int], UsageState],
+    aggregations: Mapping[str, AggregationFunction],
+) -> dict[tuple[str, str], Decimal | None]:
+    """`period_segment_values` from `query_segments`' answer over one bucket."""
+    return {
+        (code, segment): value(state, aggregations[code])
+        for (code, segment, _), state in sorted(states.items())
+        if code in aggregations
+    }

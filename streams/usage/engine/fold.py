@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from sys import intern
 
-from streams.schemas.catalog import AggregationFunction, Catalog
+from streams.schemas.catalog import (
+    DEFAULT_SEGMENT,
+    WILDCARD,
+    Aggregation,
+    AggregationFunction,
+    Catalog,
+    FilterOperator,
+    segment_id,
+)
 from streams.schemas.numbers import EXACT
 from streams.usage.engine.state import UNSEGMENTED, Cell, CellKey, Cells
 from streams.usage.state import distinct_key
@@ -34,24 +42,85 @@ KIND = {
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Which measurements an aggregation with filters or segments folds, and into which
+    segment: `segment(strings)` is the segment id, or None for a measurement its filters
+    leave out.
+
+    filters   (field, keep, values): keep a measurement whose value is among `values`
+              (keep True: EQUALS, IN) or not (keep False: NOT_IN; a missing field is
+              not among them)
+    segments  (segment id, ((field, value or None for the wildcard), ...)) in the
+              catalog's order: the first whose every field the measurement has, with that
+              value (any value for the wildcard), is its segment
+    default   the segment of a measurement that matches none (UNSEGMENTED if the
+              aggregation has no segmentedFields)
+    """
+
+    filters: tuple[tuple[str, bool, frozenset[str]], ...]
+    segments: tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]
+    default: str
+
+    def segment(self, strings: dict[str, str]) -> str | None:
+        for field, keep, values in self.filters:
+            found = strings.get(field)
+            if (found is not None and found in values) is not keep:
+                return None
+        for segment, conditions in self.segments:
+            for field, wanted in conditions:
+                found = strings.get(field)
+                if found is None or (wanted is not None and found != wanted):
+                    break
+            else:
+                return segment
+        return self.default
+
+
+def route_of(aggregation: Aggregation) -> Route | None:
+    """The aggregation's route, None when it folds every measurement unsegmented."""
+    if not aggregation.filters and not aggregation.segmented:
+        return None
+    filters = tuple(
+        (f.field, f.operator is not FilterOperator.NOT_IN, frozenset(f.values))
+        for f in aggregation.filters
+    )
+    segments = tuple(
+        (
+            segment_id(segment),
+            tuple(
+                (field, None if segment[field] == WILDCARD else segment[field])
+                for field in aggregation.segmentedFields
+            ),
+        )
+        for segment in aggregation.segments
+    )
+    default = segment_id(DEFAULT_SEGMENT) if aggregation.segmented else UNSEGMENTED
+    return Route(filters, segments, default)
+
+
+# (cell key, kind, route): with a route, the key's segment is the route's answer
+PlannedCell = tuple[CellKey, int, Route | None]
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """One field of a meter and the cells (aggregation, segment) it feeds."""
 
     field: str
     numeric: bool
     distinct: bool  # some aggregation counts its distinct values
-    cells: tuple[tuple[CellKey, int], ...]  # (cell key, kind)
+    cells: tuple[PlannedCell, ...]
 
 
 Plan = dict[str, tuple[Target, ...]]  # meter code -> its targets
 
 
 def compile_plan(catalog: Catalog) -> Plan:
-    by_field: dict[tuple[str, str], list[tuple[CellKey, int]]] = {}
+    by_field: dict[tuple[str, str], list[PlannedCell]] = {}
     for code, aggregation in sorted(catalog.aggregations.items()):
         kind = KIND[aggregation.aggregation]
         key = (aggregation.meter, aggregation.targetField)
-        by_field.setdefault(key, []).append(((code, UNSEGMENTED), kind))
+        by_field.setdefault(key, []).append(((code, UNSEGMENTED), kind, route_of(aggregation)))
     plan: dict[str, list[Target]] = {}
     for (meter_code, field_code), cells in by_field.items():
         meter = catalog.meters.get(meter_code)
@@ -60,8 +129,10 @@ def compile_plan(catalog: Catalog) -> Plan:
             continue  # a dangling reference; Catalog.reference_errors reports it
         numeric = field.category.is_numeric
         if not numeric:  # a string field can only be counted (and its values told apart)
-            cells = [(key, UNIQUE if kind == UNIQUE else COUNT) for key, kind in cells]
-        distinct = any(kind == UNIQUE for _, kind in cells)
+            cells = [
+                (key, UNIQUE if kind == UNIQUE else COUNT, route) for key, kind, route in cells
+            ]
+        distinct = any(kind == UNIQUE for _, kind, _ in cells)
         plan.setdefault(meter_code, []).append(Target(field_code, numeric, distinct, tuple(cells)))
     return {meter: tuple(targets) for meter, targets in plan.items()}
 
@@ -77,7 +148,12 @@ def accumulate(targets: tuple[Target, ...], cells: Cells, measurement: ValidMeas
             if number is None:
                 continue
             distinct = distinct_key(number) if target.distinct else ""
-            for key, kind in target.cells:
+            for key, kind, route in target.cells:
+                if route is not None:
+                    segment = route.segment(strings)
+                    if segment is None:
+                        continue
+                    key = (key[0], segment)
                 cell = cells.get(key)
                 cells[key] = (
                     _first(kind, number, ts, distinct)
@@ -90,7 +166,12 @@ def accumulate(targets: tuple[Target, ...], cells: Cells, measurement: ValidMeas
                 continue
             # one object for a value however many windows hold it
             distinct = intern(distinct_key(text)) if target.distinct else ""
-            for key, kind in target.cells:
+            for key, kind, route in target.cells:
+                if route is not None:
+                    segment = route.segment(strings)
+                    if segment is None:
+                        continue
+                    key = (key[0], segment)
                 cell = cells.get(key)
                 if kind == UNIQUE:
                     cells[key] = _counted(cell, distinct)

@@ -42,8 +42,9 @@ from streams.usage.engine.contract import (
     SnapshotRound,
     Stats,
     UsageEngine,
+    segment_values,
 )
-from streams.usage.engine.fold import compile_plan
+from streams.usage.engine.fold import Route, compile_plan
 from streams.usage.engine.reference import DEFAULT_RETENTION_DAYS, _forwards
 from streams.usage.metering import Carried, Message, Rejected, measurements_of
 from streams.usage.state import UsageState, value
@@ -285,8 +286,30 @@ class NativeEngine:
     ) -> dict[tuple[str, int], UsageState]:
         if bucket_ms is not None and bucket_ms <= 0:
             raise ValueError(f"bucket_ms must be positive or None, not {bucket_ms}")
-        rows = self._core.query(account, list(aggregations), start, end, bucket_ms)
-        return {(row[0], row[1]): _state(*row[2:]) for row in rows}
+        rows = self._core.query(account, list(aggregations), start, end, bucket_ms, False)
+        return {(row[0], row[2]): _state(*row[3:]) for row in rows}
+
+    def query_segments(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, str, int], UsageState]:
+        if bucket_ms is not None and bucket_ms <= 0:
+            raise ValueError(f"bucket_ms must be positive or None, not {bucket_ms}")
+        rows = self._core.query(account, list(aggregations), start, end, bucket_ms, True)
+        return {(row[0], row[1], row[2]): _state(*row[3:]) for row in rows}
+
+    def period_segment_values(
+        self,
+        account: str,
+        aggregations: Mapping[str, AggregationFunction],
+        start: int,
+        end: int,
+    ) -> dict[tuple[str, str], Decimal | None]:
+        return segment_values(self.query_segments(account, aggregations, start, end), aggregations)
 
     def period_values(
         self,
@@ -337,7 +360,10 @@ def _catalog_spec(catalog: Catalog, rules: CatalogRules) -> bytes:
                     "field": target.field,
                     "numeric": target.numeric,
                     "distinct": target.distinct,
-                    "cells": [[key[0], key[1], kind] for key, kind in target.cells],
+                    "cells": [
+                        [key[0], key[1], kind, _route_spec(route)]
+                        for key, kind, route in target.cells
+                    ],
                 }
                 for target in targets
             ],
@@ -345,6 +371,18 @@ def _catalog_spec(catalog: Catalog, rules: CatalogRules) -> bytes:
         for meter, targets in compile_plan(catalog).items()
     ]
     return orjson.dumps({"meters": meters, "plan": plan})
+
+
+def _route_spec(route: Route | None) -> dict[str, Any] | None:
+    if route is None:
+        return None
+    return {
+        "filters": [[field, keep, sorted(values)] for field, keep, values in route.filters],
+        "segments": [
+            [segment, [list(c) for c in conditions]] for segment, conditions in route.segments
+        ],
+        "default": route.default,
+    }
 
 
 def _carried(

@@ -43,6 +43,7 @@ from streams.usage.engine.contract import (
     SnapshotRound,
     Stats,
     UsageEngine,
+    segment_values,
 )
 from streams.usage.engine.fold import Plan, accumulate, compile_plan
 from streams.usage.engine.state import (
@@ -50,7 +51,6 @@ from streams.usage.engine.state import (
     UNKNOWN,
     UNSEGMENTED,
     Cell,
-    CellKey,
     PartitionState,
     WindowCells,
     cell_state,
@@ -389,25 +389,49 @@ class ReferenceEngine:
         end: int,
         bucket_ms: int | None = None,
     ) -> dict[tuple[str, int], UsageState]:
+        merged = self._merged(account, aggregations, start, end, bucket_ms, False)
+        return {(code, bucket): cell_state(cell) for (code, _, bucket), cell in merged.items()}
+
+    def query_segments(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None = None,
+    ) -> dict[tuple[str, str, int], UsageState]:
+        merged = self._merged(account, aggregations, start, end, bucket_ms, True)
+        return {key: cell_state(cell) for key, cell in merged.items()}
+
+    def _merged(
+        self,
+        account: str,
+        aggregations: Iterable[str],
+        start: int,
+        end: int,
+        bucket_ms: int | None,
+        by_segment: bool,
+    ) -> dict[tuple[str, str, int], Cell]:
+        """Cells merged per (aggregation, segment or UNSEGMENTED for all, bucket)."""
         if bucket_ms is not None and bucket_ms <= 0:
             raise ValueError(f"bucket_ms must be positive or None, not {bucket_ms}")
         state = self._states.get(partition_for(account, self.partitions))
         usage = None if state is None else state.accounts.get(account)
         if usage is None:
             return {}
-        wanted: dict[CellKey, str] = {(code, UNSEGMENTED): code for code in aggregations}
-        merged: dict[tuple[str, int], Cell] = {}
+        wanted = set(aggregations)
+        merged: dict[tuple[str, str, int], Cell] = {}
         for window, cells in usage.between(start, end):
             bucket = 0 if bucket_ms is None else window - window % bucket_ms
-            for key, cell in cells.items():
-                code = wanted.get(key)
-                if code is None:
+            for (code, segment), cell in cells.items():
+                if code not in wanted:
                     continue
-                total = merged.get((code, bucket))
-                merged[(code, bucket)] = (
+                key = (code, segment if by_segment else UNSEGMENTED, bucket)
+                total = merged.get(key)
+                merged[key] = (
                     copy_cell(cell) if total is None else merge_cells(total, copy_cell(cell))
                 )
-        return {key: cell_state(cell) for key, cell in merged.items()}
+        return merged
 
     def period_values(
         self,
@@ -418,6 +442,15 @@ class ReferenceEngine:
     ) -> dict[str, Decimal | None]:
         states = self.query(account, aggregations, start, end)
         return {code: value(states.get((code, 0)), fn) for code, fn in aggregations.items()}
+
+    def period_segment_values(
+        self,
+        account: str,
+        aggregations: Mapping[str, AggregationFunction],
+        start: int,
+        end: int,
+    ) -> dict[tuple[str, str], Decimal | None]:
+        return segment_values(self.query_segments(account, aggregations, start, end), aggregations)
 
     def accounts(self, partitions: Iterable[int], start: int, end: int) -> list[str]:
         found: set[str] = set()
