@@ -22,6 +22,8 @@ advance while the partition has lag.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +33,8 @@ from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP, AppT, Message
 
 from streams.usage.intake import BulkIntake
+
+log = logging.getLogger(__name__)
 
 
 def _leading_run(offsets: list[int]) -> Iterator[int]:
@@ -54,6 +58,8 @@ class InOrderConsumer(Consumer):
         self.intake: BulkIntake | None = None
         # per partition of the intake's topic: the offset after the last batch done
         self._intake_done: dict[TP, int] = {}
+        self._committing: asyncio.Task[None] | None = None
+        self._commit_again = False
 
     def use_intake(self, intake: BulkIntake) -> None:
         """Hand the records of `intake.topic` to `intake`, and commit what it marks done."""
@@ -68,6 +74,26 @@ class InOrderConsumer(Consumer):
             if end > self._intake_done.get(tp, -1):
                 self._intake_done[tp] = end
                 self._acked[tp]  # faust commits only partitions listed here
+
+    def commit_soon(self) -> None:
+        """Commit now, not at the commit timer's next tick (a bulk batch became durable),
+        so the committed position follows the usage engine within one commit round trip.
+        One commit runs at a time; a call meanwhile makes it commit once more after."""
+        if self._committing is not None and not self._committing.done():
+            self._commit_again = True
+            return
+        self._committing = asyncio.ensure_future(self._commit_while_asked())
+
+    async def _commit_while_asked(self) -> None:
+        while True:
+            self._commit_again = False
+            try:
+                await self.commit()
+            except Exception:  # the commit timer tries again within its interval
+                log.exception("committing the offsets of batches done failed")
+                return
+            if not self._commit_again:
+                return
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         generation = self.app.consumer_generation_id

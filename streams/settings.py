@@ -7,6 +7,7 @@ Environment: `METERLINE_*`, plus the conventional `KAFKA_BOOTSTRAP_SERVERS`,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -368,6 +369,15 @@ class Settings(BaseSettings):
         description=(
             "Usage engine: native (Rust) when installed, python (the reference), or auto "
             "(native when importable, else python)."
+        ),
+    )
+    engine_threads: int = Field(
+        default_factory=lambda: min(2, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description=(
+            "Threads the native usage engine folds a batch on (each holds a share of the "
+            "partitions); default: the CPU count, at most 2."
         ),
     )
 

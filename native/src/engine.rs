@@ -74,6 +74,9 @@ pub struct Processed {
     pub accepted: usize,
     pub duplicates: usize,
     pub newest: i64,
+    /// how many of `rejected` are verdicts on measurements, in message order; the rest
+    /// are pieces refused for their size, in (partition, account, hour) order
+    pub judged: usize,
 }
 
 pub enum Outcome {
@@ -323,6 +326,7 @@ impl Engine {
             }
         }
         // 3. bound the pieces, then per partition one seq of deltas, merged into the state
+        out.judged = out.rejected.len();
         let mut accepted: BTreeMap<i64, Vec<(Entry, WindowCells, i64)>> = BTreeMap::new();
         for ((partition, account, slot), piece) in pieces {
             if piece.members.is_empty() {

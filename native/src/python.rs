@@ -154,7 +154,7 @@ impl PyEngine {
     }
 
     /// ("help", [(message, index)], [message]) when Python must judge some first, else
-    /// ("done", deltas, rejected, forwards, (accepted, duplicates, newest)).
+    /// ("done", deltas, rejected, forwards, (accepted, duplicates, newest, judged)).
     fn process<'py>(
         &mut self,
         py: Python<'py>,
@@ -219,7 +219,7 @@ impl PyEngine {
                         delta_tuples(py, done.deltas),
                         rejected,
                         done.forwards,
-                        (done.accepted, done.duplicates, done.newest),
+                        (done.accepted, done.duplicates, done.newest, done.judged),
                     )
                         .into_py_any(py)
                 }

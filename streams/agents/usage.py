@@ -87,6 +87,7 @@ def new_engine(context: WorkerContext) -> tuple[UsageEngine, str]:
         horizon,
         settings.usage_retention_days,
         Limits(),
+        settings.engine_threads,
     )
 
 
@@ -253,12 +254,14 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 log.info("%s left to the partition's new owner", source_of(event.message))
         return [event for event in events if event.message.partition in open_]
 
-    def fold(messages: list[Message]) -> asyncio.Future[Any]:
+    async def fold(messages: list[Message]) -> asyncio.Future[Any]:
         """Fold a batch (the caller holds `writing`) and start its writes: deltas, dead
         letters and forwards on their way to Kafka. The batch may be acked once Kafka
         acknowledged them all (awaited by `InFlight`: faust's commit would not wait) and
-        every batch before it was acked."""
-        processed = book.process(messages, now_ms())
+        every batch before it was acked. A native engine folds on its own thread while
+        the loop goes on fetching and producing; a revocation meanwhile waits for
+        `writing` (`drain`), so the writes still go out while the partitions are ours."""
+        processed = await book.process_off_loop(messages, now_ms())
         tell_usage_seen(context, messages)
         writes = asyncio.gather(
             deliver(usage_log, _records(processed.deltas)),
@@ -299,12 +302,18 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                     for event in events
                 ]
                 async with writing:
-                    writes = fold(messages)
+                    writes = await fold(messages)
                 await in_flight.add(writes, partial(_ack, stream, events))
         except Exception as exc:
             stop_worker(exc)
         finally:
             in_flight.cancel()
+
+    async def drain() -> None:
+        """Before partitions go: the batch being folded has started its writes, and every
+        batch in flight is acknowledged and acked."""
+        async with writing:
+            await in_flight.drain()
 
     intake = None
     if settings.usage_intake == "bulk":
@@ -312,7 +321,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             source.get_topic_name(),
             high=4 * settings.usage_batch_messages,
             low=2 * settings.usage_batch_messages,
-            drain=in_flight.drain,
+            drain=drain,
         )
 
     def done(taken: Taken) -> Callable[[], Awaitable[None]]:
@@ -321,6 +330,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             consumer = app.consumer
             if isinstance(consumer, InOrderConsumer):
                 consumer.intake_done(ends)
+                consumer.commit_soon()
             for tp, end in ends.items():
                 app.watchdog.acked(tp.topic, tp.partition, end - 1)
 
@@ -344,7 +354,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                     if taken.epoch != epoch:
                         epoch, blocked = taken.epoch, set()
                     messages = intake_messages(taken, table.store.writable, blocked, context)
-                    writes = fold(messages)
+                    writes = await fold(messages)
                 await in_flight.add(writes, done(taken))
         except Exception as exc:
             stop_worker(exc)

@@ -16,8 +16,10 @@ before the batch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -97,6 +99,7 @@ class UsageBook:
         self.engine = engine
         self.context = context
         self._catalog: Catalog | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     def tell(self) -> None:
         """Tell the engine what changed since the last batch: the catalog, and the plans
@@ -120,11 +123,26 @@ class UsageBook:
                 )
         stale.clear()
 
+    async def process_off_loop(self, messages: Sequence[Message], now_ms: int) -> Processed:
+        """`process`, on the book's own thread when the engine allows it (`parallel`): the
+        event loop fetches, produces and answers meanwhile. Facts are told first, on the
+        loop, where the tables are."""
+        if not self.engine.parallel:
+            return self.process(messages, now_ms)
+        self.tell()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="usage-engine")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._process, messages, now_ms)
+
     def process(self, messages: Sequence[Message], now_ms: int) -> Processed:
         """The engine's outcome; if the engine itself fails (a bug, a panic outside a
         measurement's guard), every message of the batch is dead-lettered with the
         reason, so the batch is acknowledged as refused and the worker goes on."""
         self.tell()
+        return self._process(messages, now_ms)
+
+    def _process(self, messages: Sequence[Message], now_ms: int) -> Processed:
         try:
             return self.engine.process(messages, now_ms)
         except Exception as exc:

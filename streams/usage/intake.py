@@ -109,23 +109,37 @@ class BulkIntake:
             self.pause(tp)
 
     async def take(self, max_messages: int) -> Taken:
-        """The records waiting now, oldest first: at least one, at most `max_messages`."""
+        """Records waiting now: at least one, at most `max_messages`, an equal share of
+        each partition that has some (so a batch spreads over the partitions, which the
+        usage engine folds in parallel), each partition's in offset order."""
         while not self.parts:
             self._ready.clear()
             await self._ready.wait()
+        queues: dict[TP, deque[Fetched]] = {}
+        for part in self.parts:
+            queues.setdefault(part.tp, deque()).append(part)
         parts: list[Fetched] = []
-        count = 0
-        while self.parts and count < max_messages:
-            part = self.parts[0]
-            room = max_messages - count
-            if len(part.records) <= room:
-                parts.append(self.parts.popleft())
-                count += len(part.records)
-            else:  # a fetch larger than the batch's room: split it
-                parts.append(Fetched(part.tp, part.records[:room]))
-                self.parts[0] = Fetched(part.tp, part.records[room:])
-                count += room
-        self.waiting -= count
+        room = max_messages
+        while room > 0 and queues:
+            share = max(1, room // len(queues))
+            for tp in list(queues):
+                queue, wanted = queues[tp], min(share, room)
+                while wanted > 0 and queue:
+                    part = queue[0]
+                    if len(part.records) <= wanted:
+                        parts.append(queue.popleft())
+                        took = len(part.records)
+                    else:  # a fetch larger than the share: split it
+                        parts.append(Fetched(tp, part.records[:wanted]))
+                        queue[0] = Fetched(tp, part.records[wanted:])
+                        took = wanted
+                    wanted, room = wanted - took, room - took
+                if not queue:
+                    del queues[tp]
+                if room == 0:
+                    break
+        self.parts = deque(part for queue in queues.values() for part in queue)
+        self.waiting -= max_messages - room
         self._resume_below_low()
         return Taken(self.epoch, parts)
 

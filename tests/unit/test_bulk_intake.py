@@ -37,23 +37,43 @@ def intake(**kwargs: Any) -> BulkIntake:
     return BulkIntake(TOPIC, high=kwargs.pop("high", 100), low=kwargs.pop("low", 50), **kwargs)
 
 
-async def test_batches_come_out_in_fetch_order_and_a_large_fetch_is_split() -> None:
+async def test_a_batch_takes_an_equal_share_of_each_partition_in_offset_order() -> None:
     waiting = intake()
     waiting.put(P0, records(0, 1, 2))
     waiting.put(P1, records(10, 11))
     waiting.put(P0, records(3, 4, 5, 6))
     first = await waiting.take(4)
     assert [(p.tp, [r.offset for r in p.records]) for p in first.parts] == [
-        (P0, [0, 1, 2]),
-        (P1, [10]),
+        (P0, [0, 1]),
+        (P1, [10, 11]),
     ]
-    assert first.ends() == {P0: 3, P1: 11}
-    second = await waiting.take(100)
+    assert first.ends() == {P0: 2, P1: 12}
+    assert first.starts() == {P0: 0, P1: 10}
+    second = await waiting.take(3)
     assert [(p.tp, [r.offset for r in p.records]) for p in second.parts] == [
-        (P1, [11]),
-        (P0, [3, 4, 5, 6]),
+        (P0, [2]),
+        (P0, [3, 4]),
     ]
+    assert second.ends() == {P0: 5} and second.starts() == {P0: 2}
+    third = await waiting.take(100)
+    assert [(p.tp, [r.offset for r in p.records]) for p in third.parts] == [(P0, [5, 6])]
     assert waiting.waiting == 0
+
+
+async def test_a_partition_with_less_than_its_share_leaves_its_room_to_the_others() -> None:
+    waiting = intake()
+    waiting.put(P0, records(*range(10)))
+    waiting.put(P1, records(20))
+    taken = await waiting.take(6)
+    assert sorted((p.tp.partition, r.offset) for p in taken.parts for r in p.records) == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 4),
+        (1, 20),
+    ]
+    assert waiting.waiting == 5
 
 
 async def test_take_waits_for_records() -> None:
@@ -147,3 +167,28 @@ async def test_the_consumer_hands_measurements_records_to_the_intake_and_keeps_t
     taken = await consumer.intake.take(10)
     assert taken.ends() == {P1: 5}
     assert isinstance(next(iter(taken.ends())), TP)  # faust's key, not aiokafka's
+
+
+async def test_a_batch_done_is_committed_at_once_and_once_more_when_another_lands_meanwhile(
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits: list[int | None] = []
+    gate = asyncio.Event()
+
+    async def commit(self: Any, *args: Any, **kwargs: Any) -> bool:
+        commits.append(committable(self, P0))
+        await gate.wait()
+        return True
+
+    monkeypatch.setattr(InOrderConsumer, "commit", commit)
+    consumer._committed_offset[P0] = 0
+    consumer.intake_done({P0: 5})
+    consumer.commit_soon()  # no wait for the commit timer
+    await asyncio.sleep(0)
+    consumer.intake_done({P0: 9})
+    consumer.commit_soon()  # while the first commit runs: one more after it
+    consumer.commit_soon()
+    gate.set()
+    assert consumer._committing is not None
+    await asyncio.wait_for(consumer._committing, 1)
+    assert commits == [5, 9]

@@ -31,7 +31,7 @@ BEHAVIOURS = sorted(
 
 def native_engine(partitions: int, catalog: Catalog | None = None, **kwargs: Any) -> Any:
     kwargs.pop("pause_gc", None)  # the native engine keeps nothing for the collector to scan
-    return native.NativeEngine(partitions, catalog, **kwargs)
+    return native.NativeEngine(partitions, catalog, **kwargs, threads=2)
 
 
 @pytest.mark.parametrize("name", BEHAVIOURS)

@@ -51,12 +51,14 @@ native = pytest.importorskip("streams.usage.engine.native", reason="the native e
 NativeEngine = native.NativeEngine
 
 WIDE = (T0 - 400 * DAY_MS, T0 + 400 * DAY_MS)
+# as the worker runs it: two Rust engines, each folding its share of the partitions
+THREADS = 2
 UID_LIMIT = 3
 
 
 def pair(catalog: Catalog = CATALOG, **kwargs: Any) -> tuple[ReferenceEngine, UsageEngine]:
     return ReferenceEngine(PARTITIONS, catalog, **kwargs), NativeEngine(
-        PARTITIONS, catalog, **kwargs
+        PARTITIONS, catalog, **kwargs, threads=THREADS
     )
 
 
@@ -113,7 +115,10 @@ def same_from_here_on(
         assert ours.snapshot(partition) == expected
         log.write_round(expected)
     assert ours.expire() == reference.expire()
-    rebuilt = [log.recover(ReferenceEngine(PARTITIONS, CATALOG)), NativeEngine(PARTITIONS, CATALOG)]
+    rebuilt = [
+        log.recover(ReferenceEngine(PARTITIONS, CATALOG)),
+        NativeEngine(PARTITIONS, CATALOG, threads=THREADS),
+    ]
     for key, value in log.records:
         rebuilt[1].recover(key, value)
     assert answers(rebuilt[1], codes) == answers(rebuilt[0], codes)
@@ -498,8 +503,9 @@ def test_both_engines_write_the_same_log_and_recover_the_same_state_from_it(
 
 @pytest.mark.parametrize("stage", ["validate", "fold"])
 def test_a_panic_in_the_native_code_costs_that_measurement_not_the_batch(stage: str) -> None:
-    engine = NativeEngine(PARTITIONS, CATALOG)
-    engine._core._panic_on(stage, "boom")
+    engine = NativeEngine(PARTITIONS, CATALOG, threads=THREADS)
+    for core in engine._cores:
+        core._panic_on(stage, "boom")
     batch = [message(0, m("a"), m("boom", 5), m("b", 2)), message(1, m("c", 3, account="globex"))]
     processed = engine.process(batch, NOW)
     assert processed.stats.accepted == 3
@@ -511,18 +517,21 @@ def test_a_panic_in_the_native_code_costs_that_measurement_not_the_batch(stage: 
     wide = {"calls_sum": AggregationFunction.SUM}
     assert engine.period_values("acme", wide, *WIDE) == {"calls_sum": Decimal(3)}
     # the measurement was not remembered: sent again once the fault is gone, it counts
-    engine._core._panic_on(None, None)
+    for core in engine._cores:
+        core._panic_on(None, None)
     again = engine.process([message(2, m("boom", 5))], NOW)
     assert again.stats.accepted == 1 and again.stats.duplicates == 0
     assert engine.period_values("acme", wide, *WIDE) == {"calls_sum": Decimal(8)}
 
 
 def test_a_panic_outside_a_measurement_is_a_python_error_and_the_engine_goes_on() -> None:
-    engine = NativeEngine(PARTITIONS, CATALOG)
-    engine._core._panic_on("commit", "acme")
+    engine = NativeEngine(PARTITIONS, CATALOG, threads=THREADS)
+    for core in engine._cores:
+        core._panic_on("commit", "acme")
     with pytest.raises(RuntimeError, match=r"internal error: PanicException\('commit failed"):
         engine.process([message(0, m("a"))], NOW)
-    engine._core._panic_on(None, None)
+    for core in engine._cores:
+        core._panic_on(None, None)
     assert engine.process([message(1, m("b", account="globex"))], NOW).stats.accepted == 1
 
 

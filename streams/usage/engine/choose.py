@@ -6,8 +6,9 @@
 - `python`: the reference engine;
 - `auto` (the default): native when it can be imported, else python.
 
-`make_engine` returns the engine and its name ("native" or "python"), for the worker's
-start-up log and /healthz.
+`make_engine` returns the engine and its name ("native", "native (2 threads)" or
+"python"), for the worker's start-up log and /healthz. The native engine folds a batch on
+`threads` threads (`METERLINE_ENGINE_THREADS`), each holding a share of the partitions.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def make_engine(
     horizon: Horizon,
     retention_days: int,
     limits: Limits,
+    threads: int = 1,
 ) -> tuple[UsageEngine, str]:
     if kind not in KINDS:
         raise ValueError(f"METERLINE_ENGINE must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -45,6 +47,6 @@ def make_engine(
                     "METERLINE_ENGINE=auto (or python) to use the Python engine"
                 ) from exc
         else:
-            native = NativeEngine(partitions, catalog, horizon, retention_days, limits)
-            return native, "native"
+            native = NativeEngine(partitions, catalog, horizon, retention_days, limits, threads)
+            return native, "native" if threads == 1 else f"native ({threads} threads)"
     return ReferenceEngine(partitions, catalog, horizon, retention_days, limits), "python"

@@ -134,6 +134,11 @@ class UsageEngine(Protocol):
     messages, deltas or snapshot records for, until `revoke`.
     """
 
+    # True when `process` may run on another thread than the event loop's: the engine
+    # then serializes its calls (another call waits for the batch) and leaves the GIL
+    # to the loop while it folds. The Python reference holds the GIL: False.
+    parallel: bool
+
     # --- facts pushed in --------------------------------------------------------------
 
     def set_catalog(self, catalog: Catalog) -> None:

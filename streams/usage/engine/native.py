@@ -21,9 +21,12 @@ few things it words or judges itself:
 
 from __future__ import annotations
 
+import heapq
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import meterline_native
 import orjson
@@ -31,6 +34,7 @@ import orjson
 from streams.partitioning import partition_for
 from streams.schemas.catalog import AggregationFunction, Catalog
 from streams.schemas.numbers import decode_json, encode_json
+from streams.tables import split_key
 from streams.usage.engine import wire
 from streams.usage.engine.contract import (
     Applied,
@@ -55,8 +59,31 @@ from streams.usage.validate import DEFAULT_HORIZON, CatalogRules, Horizon, Rejec
 _WORDED = "\0"
 
 
+class _Serialized:
+    """The Rust engine with one call at a time: `process` releases the GIL while it folds
+    (so the worker's event loop fetches and produces meanwhile), and a call from another
+    thread then waits for it instead of finding the engine borrowed."""
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._core, name)
+        lock = self._lock
+
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(*args, **kwargs)
+
+        return serialized
+
+
 class NativeEngine:
     """`streams.usage.engine.contract.UsageEngine` in Rust (see the module docstring)."""
+
+    # `process` may run on a worker thread while other calls wait (see `_Serialized`)
+    parallel = True
 
     def __init__(
         self,
@@ -65,41 +92,71 @@ class NativeEngine:
         horizon: Horizon = DEFAULT_HORIZON,
         retention_days: int = DEFAULT_RETENTION_DAYS,
         limits: Limits = Limits(),
+        threads: int = 1,
     ) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
         self.partitions = partitions
         self.horizon = horizon
         self.retention_days = retention_days
         self.limits = limits
-        # untyped: the extension module has no stubs
-        self._core: Any = meterline_native.Engine(
-            partitions,
-            horizon.past_ms,
-            horizon.future_ms,
-            horizon.too_old,
-            horizon.too_new,
-            retention_days,
-            limits.max_uids_per_slot,
-            limits.max_delta_bytes,
-            limits.max_segment_bytes,
+        # One Rust engine per thread, each holding the partitions p with p % threads == its
+        # number: a batch's partitions are folded on all of them at once.
+        self._cores: list[Any] = [  # untyped: the extension module has no stubs
+            _Serialized(
+                meterline_native.Engine(
+                    partitions,
+                    horizon.past_ms,
+                    horizon.future_ms,
+                    horizon.too_old,
+                    horizon.too_new,
+                    retention_days,
+                    limits.max_uids_per_slot,
+                    limits.max_delta_bytes,
+                    limits.max_segment_bytes,
+                )
+            )
+            for _ in range(min(threads, max(partitions, 1)))
+        ]
+        self._pool = (
+            ThreadPoolExecutor(len(self._cores) - 1, thread_name_prefix="usage-engine")
+            if len(self._cores) > 1
+            else None
         )
         self._rules: CatalogRules | None = None
         if catalog is not None:
             self.set_catalog(catalog)
 
+    @property
+    def threads(self) -> int:
+        return len(self._cores)
+
+    def _core(self, partition: int) -> Any:
+        return self._cores[partition % len(self._cores)]
+
+    def _core_of(self, account: str) -> Any:
+        return self._core(partition_for(account, self.partitions))
+
+    def _each(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(core, method)(*args) for core in self._cores]
+
     # --- facts pushed in --------------------------------------------------------------
 
     def set_catalog(self, catalog: Catalog) -> None:
         rules = CatalogRules(catalog)
-        self._core.set_catalog(
-            _catalog_spec(catalog, rules), self.horizon.past_ms, self.horizon.future_ms
+        self._each(
+            "set_catalog",
+            _catalog_spec(catalog, rules),
+            self.horizon.past_ms,
+            self.horizon.future_ms,
         )
         self._rules = rules
 
     def set_boundaries(self, account: str, boundaries: Iterable[int]) -> None:
-        self._core.set_boundaries(account, sorted(set(boundaries)))
+        self._each("set_boundaries", account, sorted(set(boundaries)))
 
     def set_locked(self, account: str, periods: Iterable[LockedPeriod]) -> None:
-        self._core.set_locked(account, [(p.start, p.end, p.reason) for p in periods])
+        self._each("set_locked", account, [(p.start, p.end, p.reason) for p in periods])
 
     # --- process ---------------------------------------------------------------------
 
@@ -107,13 +164,42 @@ class NativeEngine:
         rules = self._rules
         if rules is None:
             raise RuntimeError("the engine has no catalog yet: call set_catalog() first")
+        cores = len(self._cores)
+        if cores == 1:
+            return self._merged([self._fold(0, messages, range(len(messages)), now_ms)])
+        shares: list[list[int]] = [[] for _ in range(cores)]
+        for number, message in enumerate(messages):
+            shares[message.source.partition % cores].append(number)
+        work = [(core, numbers) for core, numbers in enumerate(shares) if numbers]
+        if len(work) == 1:
+            core, numbers = work[0]
+            return self._merged([self._fold(core, messages, numbers, now_ms)])
+        assert self._pool is not None
+        others = [
+            self._pool.submit(self._fold, core, messages, numbers, now_ms)
+            for core, numbers in work[1:]
+        ]
+        try:
+            first = self._fold(work[0][0], messages, work[0][1], now_ms)
+        finally:
+            parts = [other.result() for other in others]
+        return self._merged([first, *parts])
+
+    def _fold(
+        self, core: int, batch: Sequence[Message], numbers: Sequence[int], now_ms: int
+    ) -> _Share:
+        """The messages `numbers` of the batch, processed by one Rust engine."""
+        rules = self._rules
+        assert rules is not None
+        messages = [batch[number] for number in numbers]
         values = [message.value for message in messages]
         partitions = [message.source.partition for message in messages]
         carried: dict[int, Carried | str] = {}
         decided: dict[tuple[int, int], tuple[str, str, str, int]] = {}
         replaced: dict[int, tuple[str, str, bytes]] = {}
+        engine = self._cores[core]
         while True:
-            outcome = self._core.process(values, partitions, now_ms, decided, replaced)
+            outcome = engine.process(values, partitions, now_ms, decided, replaced)
             if outcome[0] == "done":
                 break
             _, undecided, unread = outcome
@@ -123,22 +209,55 @@ class NativeEngine:
                 raw = _carried(carried, values, number)
                 assert not isinstance(raw, str)  # it was read
                 decided[(number, index)] = _judged(rules, raw.measurements[index], now_ms, self)
-        _, deltas, rejected, forwards, (accepted, duplicates, newest) = outcome
-        rejections = [self._rejected(messages, carried, values, *item) for item in rejected]
-        by_partition: dict[int, list[tuple[str, Any]]] = {}
+        _, deltas, rejected, forwards, (accepted, duplicates, newest, judged) = outcome
+        rejections = [
+            (numbers[item[0]], self._rejected(messages, carried, values, *item))
+            for item in rejected
+        ]
+        forwarded = []
         for partition, number, index, account in forwards:
             raw = _carried(carried, values, number)
             assert not isinstance(raw, str)
-            by_partition.setdefault(partition, []).append((account, raw.measurements[index]))
+            forwarded.append((numbers[number], partition, account, raw.measurements[index]))
+        return _Share(
+            [Delta(*delta) for delta in deltas],
+            rejections[:judged],
+            rejections[judged:],
+            forwarded,
+            accepted,
+            duplicates,
+            newest,
+        )
+
+    def _merged(self, shares: list[_Share]) -> Processed:
+        """One outcome, as one engine holding every partition gives it: deltas by
+        partition; verdicts in message order, then refused pieces by partition; forwards
+        in message order."""
+        if len(shares) == 1:
+            share = shares[0]
+            deltas, forwarded = share.deltas, share.forwarded
+            rejections = [r for _, r in share.judged] + [r for _, r in share.refused]
+        else:
+            deltas = sorted((d for s in shares for d in s.deltas), key=lambda d: d.partition)
+            judged = heapq.merge(*(s.judged for s in shares), key=lambda item: item[0])
+            refused = sorted(
+                (item for s in shares for item in s.refused),
+                key=lambda item: item[1].source.partition,
+            )
+            rejections = [r for _, r in judged] + [r for _, r in refused]
+            forwarded = list(heapq.merge(*(s.forwarded for s in shares), key=lambda item: item[0]))
+        by_partition: dict[int, list[tuple[str, Any]]] = {}
+        for _, partition, account, measurement in forwarded:
+            by_partition.setdefault(partition, []).append((account, measurement))
         sent = _forwards(by_partition) if by_partition else []
         stats = Stats(
-            accepted=accepted,
-            duplicates=duplicates,
+            accepted=sum(s.accepted for s in shares),
+            duplicates=sum(s.duplicates for s in shares),
             rejected=len(rejections),
             forwarded=sum(forward.count for forward in sent),
-            newest_ts=newest,
+            newest_ts=max(s.newest for s in shares),
         )
-        return Processed([Delta(*delta) for delta in deltas], rejections, sent, stats)
+        return Processed(deltas, rejections, sent, stats)
 
     def _rejected(
         self,
@@ -197,10 +316,15 @@ class NativeEngine:
 
     def expire(self, partitions: Iterable[int] | None = None) -> list[Delta]:
         chosen = None if partitions is None else list(partitions)
-        return [Delta(*delta) for delta in self._core.expire(chosen)]
+        found: list[Delta] = []
+        for core in self._cores:
+            mine = None if chosen is None else [p for p in chosen if self._core(p) is core]
+            if mine is None or mine:
+                found.extend(Delta(*delta) for delta in core.expire(mine))
+        return sorted(found, key=lambda delta: delta.partition)
 
     def snapshot(self, partition: int) -> SnapshotRound:
-        seq, records, (marker_key, marker), obsolete = self._core.snapshot(partition)
+        seq, records, (marker_key, marker), obsolete = self._core(partition).snapshot(partition)
         return SnapshotRound(
             partition,
             seq,
@@ -210,11 +334,11 @@ class NativeEngine:
         )
 
     def confirm_snapshot(self, round_: SnapshotRound) -> None:
-        self._core.confirm_snapshot(round_.partition, round_.seq, round_.obsolete)
+        self._core(round_.partition).confirm_snapshot(round_.partition, round_.seq, round_.obsolete)
 
     def recover(self, key: bytes, value: bytes | None) -> None:
         try:
-            self._core.recover(key, value)
+            self._record_core(key).recover(key, value)
         except ValueError as exc:
             if not wire.is_delta_key(key):
                 raise self._explained_record(key, value, exc) from None
@@ -225,15 +349,27 @@ class NativeEngine:
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         try:
-            self._core.restore(key, value)
+            self._record_core(key).restore(key, value)
         except ValueError as exc:
             raise self._explained_record(key, value, exc) from None
 
     def apply(self, value: bytes) -> Applied:
         try:
-            return Applied(*self._core.apply(value))
+            return Applied(*self._core(_delta_partition(value)).apply(value))
         except ValueError as exc:
             raise self._explained_delta(value, exc) from None
+
+    def _record_core(self, key: bytes) -> Any:
+        """The engine holding the partition of a usage log record (a delta, a marker or an
+        account-hour's segment); the first for a key that names none (it explains it)."""
+        try:
+            if wire.is_delta_key(key):
+                return self._core(wire.delta_partition(key))
+            if key.startswith(wire.MARKER_PREFIX):
+                return self._core(int(key[len(wire.MARKER_PREFIX) :]))
+            return self._core_of(split_key(key)[0])
+        except (ValueError, wire.WireError):
+            return self._cores[0]
 
     def _explained_delta(self, value: bytes, exc: ValueError) -> wire.WireError:
         """The reference's error for a delta the Rust reader refused."""
@@ -268,11 +404,11 @@ class NativeEngine:
         return wire.WireError("snapshot", f"the native engine cannot read it: {exc}")
 
     def next_seq(self, partition: int) -> int:
-        seq: int = self._core.next_seq(partition)
+        seq: int = self._core(partition).next_seq(partition)
         return seq
 
     def revoke(self, partition: int) -> None:
-        self._core.revoke(partition)
+        self._core(partition).revoke(partition)
 
     # --- reads -----------------------------------------------------------------------
 
@@ -286,7 +422,9 @@ class NativeEngine:
     ) -> dict[tuple[str, int], UsageState]:
         if bucket_ms is not None and bucket_ms <= 0:
             raise ValueError(f"bucket_ms must be positive or None, not {bucket_ms}")
-        rows = self._core.query(account, list(aggregations), start, end, bucket_ms, False)
+        rows = self._core_of(account).query(
+            account, list(aggregations), start, end, bucket_ms, False
+        )
         return {(row[0], row[2]): _state(*row[3:]) for row in rows}
 
     def query_segments(
@@ -299,7 +437,9 @@ class NativeEngine:
     ) -> dict[tuple[str, str, int], UsageState]:
         if bucket_ms is not None and bucket_ms <= 0:
             raise ValueError(f"bucket_ms must be positive or None, not {bucket_ms}")
-        rows = self._core.query(account, list(aggregations), start, end, bucket_ms, True)
+        rows = self._core_of(account).query(
+            account, list(aggregations), start, end, bucket_ms, True
+        )
         return {(row[0], row[1], row[2]): _state(*row[3:]) for row in rows}
 
     def period_segment_values(
@@ -322,13 +462,42 @@ class NativeEngine:
         return {code: value(states.get((code, 0)), fn) for code, fn in aggregations.items()}
 
     def accounts(self, partitions: Iterable[int], start: int, end: int) -> list[str]:
-        found: list[str] = self._core.accounts(list(partitions), start, end)
-        return found
+        chosen = list(partitions)
+        found: set[str] = set()
+        for core in self._cores:
+            mine = [p for p in chosen if self._core(p) is core]
+            if mine:
+                found.update(core.accounts(mine, start, end))
+        return sorted(found)
 
     def account_hours(self) -> int:
         """Account-hours that hold usage (for benchmarks)."""
-        hours: int = self._core.account_hours()
-        return hours
+        return sum(int(hours) for hours in self._each("account_hours"))
+
+
+class _Share(NamedTuple):
+    """What one Rust engine made of its share of a batch (message numbers of the batch)."""
+
+    deltas: list[Delta]
+    judged: list[tuple[int, Rejected]]  # in message order
+    refused: list[tuple[int, Rejected]]  # by partition
+    forwarded: list[tuple[int, int, str, Any]]  # (message, partition, account, measurement)
+    accepted: int
+    duplicates: int
+    newest: int
+
+
+_PARTITION = b'"partition":'
+
+
+def _delta_partition(value: bytes) -> int:
+    """The partition a delta message names (its last top-level member but `seq` and `v`:
+    keys are sorted); 0 when it names none readably (that engine then explains why)."""
+    at = value.rfind(_PARTITION)
+    if at < 0:
+        return 0
+    digits = value[at + len(_PARTITION) : at + len(_PARTITION) + 12].split(b",", 1)[0]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _catalog_spec(catalog: Catalog, rules: CatalogRules) -> bytes:

@@ -118,6 +118,7 @@ class ReferenceEngine:
         pause_gc: bool = True,
         uids: UidFactory = memory_uids,
     ) -> None:
+        self.parallel = False
         self.partitions = partitions
         self.pause_gc = pause_gc
         self.horizon = horizon
