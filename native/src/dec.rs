@@ -470,8 +470,19 @@ impl Dec {
                 (small.to_string(), exp)
             }
             Dec::Big(big) => {
-                let mut coeff = big.0.abs();
                 let mut exp = big.1;
+                if let Some(mut small) = big.0.magnitude().to_u128() {
+                    // 28 significant digits (a derived field) fit: no BigInt division
+                    if small == 0 {
+                        return ("0".to_string(), 0);
+                    }
+                    while small % 10 == 0 {
+                        small /= 10;
+                        exp += 1;
+                    }
+                    return (small.to_string(), exp);
+                }
+                let mut coeff = big.0.abs();
                 let ten = BigInt::from(10u32);
                 loop {
                     let (q, r) = coeff.div_rem(&ten);
@@ -612,6 +623,14 @@ mod tests {
             ),
             ("10000000000000000000000000000", "1E+28"),
             ("-1.10", "-1.1"),
+            // past i64, within u128: stripped without BigInt division
+            ("-12345678901234567890123.4500000", "-12345678901234567890123.45"),
+            ("1234567890123456789000000000000", "1.234567890123456789E+30"),
+            // past u128
+            (
+                "123456789012345678901234567890123456789000.000",
+                "1.23456789012345678901234567890123456789E+41",
+            ),
         ] {
             assert_eq!(d(text).canonical_text(), want, "{}", text);
         }
