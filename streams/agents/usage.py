@@ -411,7 +411,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
 
         async def answer(self, ask: pages.UsageRequest) -> Response:
             assert context.catalog is not None
-            document = book.page(context.catalog.current().aggregations, ask)
+            document = await book.page_off_loop(context.catalog.current().aggregations, ask)
             return self.bytes(orjson.dumps(document), content_type="application/json")
 
     @app.page(pages.USAGE_ACCOUNTS)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -34,6 +34,8 @@ from streams.usage.metering import Message, Rejected
 from streams.usage.state import UsageState, to_document
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BUCKETS: dict[str, int] = {"HOUR": HOUR_MS, "DAY": DAY_MS}
 
@@ -127,13 +129,22 @@ class UsageBook:
         """`process`, on the book's own thread when the engine allows it (`parallel`): the
         event loop fetches, produces and answers meanwhile. Facts are told first, on the
         loop, where the tables are."""
-        if not self.engine.parallel:
-            return self.process(messages, now_ms)
         self.tell()
+        return await self._off_loop(self._process, messages, now_ms)
+
+    async def page_off_loop(
+        self, known: Mapping[str, Aggregation], ask: pages.UsageRequest
+    ) -> dict[str, Any]:
+        """`page` on the book's thread (after the batch being folded, if any), so a usage
+        query never holds up the event loop while a batch is folded."""
+        return await self._off_loop(self.page, known, ask)
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
+        if not self.engine.parallel:
+            return call(*args)
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="usage-engine")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._process, messages, now_ms)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     def process(self, messages: Sequence[Message], now_ms: int) -> Processed:
         """The engine's outcome; if the engine itself fails (a bug, a panic outside a
