@@ -75,13 +75,11 @@ from streams.topics import MEASUREMENTS, Topics
 
 # Inclusive shares of the worker's samples, by frame (substring of py-spy's frame names).
 PROFILE_MARKS = (
-    "Metering.process (streams/usage/metering.py",  # the usage agent's body, all of it
-    "Metering._judge (streams/usage/metering.py",  # validate + uid de-duplication
-    "fold (streams/usage/state.py",  # the fold proper
-    "Record.to_bytes (streams/usage_store.py",  # re-serializing touched usage records
-    "Record.from_bytes (streams/usage_store.py",  # decoding records (cache misses)
-    "faust/tables",  # table writes → changelog sends
-    "aiokafka/producer",  # producing (changelog, rejections)
+    "Engine::process",  # the native engine: decode, validate, de-duplicate, fold, deltas
+    "NativeEngine._fold (streams/usage/engine/native.py",  # ... with its Python wrapper
+    "ReferenceEngine.process (streams/usage/engine/reference.py",  # the Python engine
+    "aiokafka/producer",  # producing (deltas, rejections)
+    "compress",  # lz4 of produced batches
     "aiokafka/consumer",  # fetching
     "faust/web",  # health and usage reads
     "EpollSelector.select",  # idle: waiting for I/O
@@ -242,7 +240,7 @@ def _run(
         assert seen == total_messages
         consume_s.append(elapsed)
 
-    sampler = Profile(RESULTS / f"profile-{label}.json") if profile else None
+    sampler = Profile(RESULTS / f"profile-{label}.json", native=True) if profile else None
     worker = deployment.worker(wrap=sampler.wrap() if sampler else None).start()
     trail: CommitTrail | None = None
     try:

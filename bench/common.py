@@ -565,12 +565,16 @@ class Profile:
     session when the process exits, `finish()` reads it) and so also covers start-up.
     Either way the stacks end up in `path` as collapsed stacks (JSON:
     `{"tool": ..., "collapsed": [lines]}`, covered by bench/results' ignore rule;
-    `jq -r '.collapsed[]' <path> | flamegraph.pl` draws them).
+    `jq -r '.collapsed[]' <path> | flamegraph.pl` draws them). With `native`, py-spy also
+    names the native engine's Rust frames, pausing the process for each sample: a
+    profiled run is slower than the others, so its figures are not counted.
     """
 
-    def __init__(self, path: Path, rate: int = 97) -> None:
+    def __init__(self, path: Path, rate: int = 97, native: bool = False) -> None:
         self.path = path
         self.rate = rate
+        # Rust frames too; py-spy then pauses the process for each sample (slower)
+        self.native = native
         self.binary = py_spy()
         self.tool = "py-spy" if self.binary else "pyinstrument"
         self.process: subprocess.Popen[bytes] | None = None
@@ -588,7 +592,8 @@ class Profile:
             return
         self.process = subprocess.Popen(
             [self.binary, "record", "--pid", str(pid), "--format", "raw", "--rate",
-             str(self.rate), "--nonblocking", "--output", str(self._raw)],
+             str(self.rate), *(["--native"] if self.native else ["--nonblocking"]),
+             "--output", str(self._raw)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )  # fmt: skip
