@@ -3,7 +3,6 @@
 
 use crate::dec::Dec;
 use crate::dedup::distinct_text;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const SUM: u8 = 0;
@@ -240,7 +239,82 @@ impl<'a> IntoIterator for &'a Cells {
         self.0.iter()
     }
 }
-pub type WindowCells = BTreeMap<i64, Cells>;
+/// The cells of an account-hour's windows by start, sorted: an hour has one window or a
+/// few (a vector, not a tree whose first node alone takes hundreds of bytes).
+#[derive(Clone, Debug, Default)]
+pub struct WindowCells(Vec<(i64, Cells)>);
+
+/// A window of `WindowCells::entry`, found or not.
+pub struct WindowEntry<'a> {
+    windows: &'a mut Vec<(i64, Cells)>,
+    start: i64,
+    at: Result<usize, usize>,
+}
+
+impl<'a> WindowEntry<'a> {
+    pub fn or_insert_with(self, make: impl FnOnce() -> Cells) -> &'a mut Cells {
+        let at = match self.at {
+            Ok(at) => at,
+            Err(at) => {
+                // most pieces cover one window: no room for four
+                self.windows.reserve_exact(1);
+                self.windows.insert(at, (self.start, make()));
+                at
+            }
+        };
+        &mut self.windows[at].1
+    }
+}
+
+impl WindowCells {
+    pub fn new() -> WindowCells {
+        WindowCells(Vec::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn find(&self, start: i64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&start, |(known, _)| *known)
+    }
+
+    pub fn entry(&mut self, start: i64) -> WindowEntry<'_> {
+        let at = self.find(start);
+        WindowEntry {
+            windows: &mut self.0,
+            start,
+            at,
+        }
+    }
+
+    /// Set the cells of the window starting at `start`.
+    pub fn insert(&mut self, start: i64, cells: Cells) {
+        match self.find(start) {
+            Ok(at) => self.0[at].1 = cells,
+            Err(at) => self.0.insert(at, (start, cells)),
+        }
+    }
+
+    pub fn remove(&mut self, start: &i64) {
+        if let Ok(at) = self.find(*start) {
+            self.0.remove(at);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &Cells)> + Clone {
+        self.0.iter().map(|(start, cells)| (start, cells))
+    }
+}
+
+impl IntoIterator for WindowCells {
+    type Item = (i64, Cells);
+    type IntoIter = std::vec::IntoIter<(i64, Cells)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 /// Which measurements an aggregation with filters or segments folds, and into which
 /// segment (`streams.usage.engine.fold.Route`).
@@ -519,18 +593,6 @@ fn merge_parts(a: &mut Parts, b: Parts) {
             .is_none_or(|latest| latest_newer(&b_latest, latest))
         {
             a.latest = Some(b_latest);
-        }
-    }
-}
-
-/// Merge windows of cells into `into`, taking the cells over.
-pub fn merge_windows(into: &mut WindowCells, windows: WindowCells) {
-    for (start, cells) in windows {
-        match into.get_mut(&start) {
-            None => {
-                into.insert(start, cells);
-            }
-            Some(target) => merge_cell_maps(target, cells),
         }
     }
 }

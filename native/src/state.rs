@@ -467,7 +467,9 @@ mod tests {
             ..Parts::default()
         };
         cells.insert(key, Cell::new(1, parts));
-        WindowCells::from([(start, cells)])
+        let mut windows = WindowCells::new();
+        windows.insert(start, cells);
+        windows
     }
 
     fn calls(state: &PartitionState, account: &str, slot: i64) -> Vec<(i64, String)> {
