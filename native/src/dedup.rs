@@ -37,25 +37,26 @@ impl std::hash::Hasher for UidHasher {
 }
 
 pub type Fast = std::hash::BuildHasherDefault<UidHasher>;
-/// The uid hashes of one account-hour: most hold a few (a sorted vector), a busy one
-/// many (a hash set, past `FEW`).
-#[derive(Clone, Debug)]
+/// The uid hashes of one account-hour, 16 bytes inline: most hold one (no allocation),
+/// some a few (a sorted vector), a busy one many (a hash set, past `FEW`). Removing
+/// uids shrinks it back.
+#[derive(Clone, Debug, Default)]
+#[allow(clippy::box_collection)] // a thin pointer keeps the set at 16 bytes
 pub enum UidSet {
-    Few(Vec<u64>),
-    Many(std::collections::HashSet<u64, Fast>),
+    #[default]
+    Empty,
+    One(u64),
+    Few(Box<Vec<u64>>),
+    Many(Box<std::collections::HashSet<u64, Fast>>),
 }
 
 const FEW: usize = 32;
 
-impl Default for UidSet {
-    fn default() -> UidSet {
-        UidSet::Few(Vec::with_capacity(1))
-    }
-}
-
 impl UidSet {
     pub fn contains(&self, uid: &u64) -> bool {
         match self {
+            UidSet::Empty => false,
+            UidSet::One(one) => one == uid,
             UidSet::Few(few) => few.binary_search(uid).is_ok(),
             UidSet::Many(many) => many.contains(uid),
         }
@@ -63,6 +64,13 @@ impl UidSet {
 
     pub fn insert(&mut self, uid: u64) {
         match self {
+            UidSet::Empty => *self = UidSet::One(uid),
+            UidSet::One(one) => {
+                if *one != uid {
+                    let (low, high) = if *one < uid { (*one, uid) } else { (uid, *one) };
+                    *self = UidSet::Few(Box::new(vec![low, high]));
+                }
+            }
             UidSet::Few(few) => {
                 if let Err(at) = few.binary_search(&uid) {
                     if few.len() < FEW {
@@ -71,7 +79,7 @@ impl UidSet {
                         let mut many: std::collections::HashSet<u64, Fast> =
                             few.drain(..).collect();
                         many.insert(uid);
-                        *self = UidSet::Many(many);
+                        *self = UidSet::Many(Box::new(many));
                     }
                 }
             }
@@ -83,13 +91,31 @@ impl UidSet {
 
     pub fn remove(&mut self, uid: &u64) {
         match self {
+            UidSet::Empty => {}
+            UidSet::One(one) => {
+                if one == uid {
+                    *self = UidSet::Empty;
+                }
+            }
             UidSet::Few(few) => {
                 if let Ok(at) = few.binary_search(uid) {
                     few.remove(at);
                 }
+                if few.len() == 1 {
+                    *self = UidSet::One(few[0]);
+                }
             }
             UidSet::Many(many) => {
                 many.remove(uid);
+                if many.len() <= FEW / 2 {
+                    let mut few: Vec<u64> = many.iter().copied().collect();
+                    few.sort_unstable();
+                    *self = match few.len() {
+                        0 => UidSet::Empty,
+                        1 => UidSet::One(few[0]),
+                        _ => UidSet::Few(Box::new(few)),
+                    };
+                }
             }
         }
     }
@@ -102,6 +128,8 @@ impl UidSet {
 
     pub fn len(&self) -> usize {
         match self {
+            UidSet::Empty => 0,
+            UidSet::One(_) => 1,
             UidSet::Few(few) => few.len(),
             UidSet::Many(many) => many.len(),
         }
@@ -113,7 +141,9 @@ impl UidSet {
 
     pub fn to_vec(&self) -> Vec<u64> {
         match self {
-            UidSet::Few(few) => few.clone(),
+            UidSet::Empty => Vec::new(),
+            UidSet::One(one) => vec![*one],
+            UidSet::Few(few) => few.to_vec(),
             UidSet::Many(many) => many.iter().copied().collect(),
         }
     }
@@ -212,6 +242,37 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn a_uid_set_grows_from_one_inline_uid_to_a_hash_set_and_shrinks_back() {
+        assert_eq!(std::mem::size_of::<UidSet>(), 16);
+        let mut set = UidSet::default();
+        assert!(set.is_empty() && !set.contains(&7));
+        set.insert(7);
+        set.insert(7);
+        assert!(matches!(set, UidSet::One(7)) && set.len() == 1);
+        set.insert(3);
+        assert!(matches!(set, UidSet::Few(_)));
+        assert_eq!(set.to_vec(), vec![3, 7]);
+        for uid in 100..140 {
+            set.insert(uid);
+        }
+        assert!(matches!(set, UidSet::Many(_)) && set.len() == 42);
+        assert!(set.contains(&3) && set.contains(&139) && !set.contains(&140));
+        for uid in 100..140 {
+            set.remove(&uid);
+        }
+        assert!(matches!(set, UidSet::Few(_)));
+        let mut left = set.to_vec();
+        left.sort_unstable();
+        assert_eq!(left, vec![3, 7]);
+        set.remove(&3);
+        assert!(matches!(set, UidSet::One(7)));
+        set.remove(&8);
+        assert_eq!(set.len(), 1);
+        set.remove(&7);
+        assert!(matches!(set, UidSet::Empty) && set.is_empty());
     }
 
     #[test]

@@ -624,7 +624,7 @@ pub fn segment_size(
         account,
         slot,
         seq,
-        windows.into_iter(),
+        windows.iter().map(|(start, cells)| (start, cells)),
         &mut Vec::new(),
     );
     let uids = state.hashes(account, slot).map_or(0, |h| h.len());

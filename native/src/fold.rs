@@ -3,7 +3,6 @@
 
 use crate::dec::Dec;
 use crate::dedup::distinct_text;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const SUM: u8 = 0;
@@ -240,7 +239,82 @@ impl<'a> IntoIterator for &'a Cells {
         self.0.iter()
     }
 }
-pub type WindowCells = BTreeMap<i64, Cells>;
+/// The cells of an account-hour's windows by start, sorted: an hour has one window or a
+/// few (a vector, not a tree whose first node alone takes hundreds of bytes).
+#[derive(Clone, Debug, Default)]
+pub struct WindowCells(Vec<(i64, Cells)>);
+
+/// A window of `WindowCells::entry`, found or not.
+pub struct WindowEntry<'a> {
+    windows: &'a mut Vec<(i64, Cells)>,
+    start: i64,
+    at: Result<usize, usize>,
+}
+
+impl<'a> WindowEntry<'a> {
+    pub fn or_insert_with(self, make: impl FnOnce() -> Cells) -> &'a mut Cells {
+        let at = match self.at {
+            Ok(at) => at,
+            Err(at) => {
+                // most pieces cover one window: no room for four
+                self.windows.reserve_exact(1);
+                self.windows.insert(at, (self.start, make()));
+                at
+            }
+        };
+        &mut self.windows[at].1
+    }
+}
+
+impl WindowCells {
+    pub fn new() -> WindowCells {
+        WindowCells(Vec::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn find(&self, start: i64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&start, |(known, _)| *known)
+    }
+
+    pub fn entry(&mut self, start: i64) -> WindowEntry<'_> {
+        let at = self.find(start);
+        WindowEntry {
+            windows: &mut self.0,
+            start,
+            at,
+        }
+    }
+
+    /// Set the cells of the window starting at `start`.
+    pub fn insert(&mut self, start: i64, cells: Cells) {
+        match self.find(start) {
+            Ok(at) => self.0[at].1 = cells,
+            Err(at) => self.0.insert(at, (start, cells)),
+        }
+    }
+
+    pub fn remove(&mut self, start: &i64) {
+        if let Ok(at) = self.find(*start) {
+            self.0.remove(at);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &Cells)> + Clone {
+        self.0.iter().map(|(start, cells)| (start, cells))
+    }
+}
+
+impl IntoIterator for WindowCells {
+    type Item = (i64, Cells);
+    type IntoIter = std::vec::IntoIter<(i64, Cells)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 /// Which measurements an aggregation with filters or segments folds, and into which
 /// segment (`streams.usage.engine.fold.Route`).
@@ -523,18 +597,6 @@ fn merge_parts(a: &mut Parts, b: Parts) {
     }
 }
 
-/// Merge windows of cells into `into`, taking the cells over.
-pub fn merge_windows(into: &mut WindowCells, windows: WindowCells) {
-    for (start, cells) in windows {
-        match into.get_mut(&start) {
-            None => {
-                into.insert(start, cells);
-            }
-            Some(target) => merge_cell_maps(target, cells),
-        }
-    }
-}
-
 pub fn merge_cell_maps(target: &mut Cells, cells: Cells) {
     for (key, cell) in cells {
         match target.get_mut(&key) {
@@ -543,5 +605,335 @@ pub fn merge_cell_maps(target: &mut Cells, cells: Cells) {
             }
             Some(existing) => merge_cells(existing, cell),
         }
+    }
+}
+
+// --- the compact layout of a window's cells in the state ------------------------------
+//
+// A window's cells are kept as one byte string: per cell (in key order) the id of its key
+// (`(aggregation, segment)`, interned by the partition), its count, a tag for its part and
+// the part. Integers are LEB128 varints (signed ones zigzag); a decimal is its inline
+// coefficient and exponent, or a big one's exponent and signed little-endian coefficient
+// bytes, so every value reads back exactly. A batch merges into a window by decoding it,
+// merging, and encoding it again.
+
+const NOTHING_TAG: u8 = 0;
+const SUM_TAG: u8 = 1;
+const MIN_TAG: u8 = 2;
+const MAX_TAG: u8 = 3;
+const LATEST_TAG: u8 = 4;
+const UNIQUE_TAG: u8 = 5;
+const SEVERAL_TAG: u8 = 6;
+
+fn put_unsigned(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_signed(out: &mut Vec<u8>, value: i64) {
+    put_unsigned(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+fn put_dec(out: &mut Vec<u8>, value: &Dec) {
+    match value {
+        Dec::Small(coeff, exp) => {
+            out.push(0);
+            put_signed(out, *coeff);
+            put_signed(out, *exp as i64);
+        }
+        Dec::Big(big) => {
+            out.push(1);
+            put_signed(out, big.1);
+            let bytes = big.0.to_signed_bytes_le();
+            put_unsigned(out, bytes.len() as u64);
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    put_unsigned(out, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn put_distinct(out: &mut Vec<u8>, unique: &Distinct) {
+    put_unsigned(out, unique.0.len() as u64);
+    for value in &unique.0 {
+        put_text(out, value);
+    }
+}
+
+fn put_part(out: &mut Vec<u8>, part: &Part) {
+    match part {
+        Part::Nothing => out.push(NOTHING_TAG),
+        Part::Sum(sum) => {
+            out.push(SUM_TAG);
+            put_dec(out, sum);
+        }
+        Part::Min(min) => {
+            out.push(MIN_TAG);
+            put_dec(out, min);
+        }
+        Part::Max(max) => {
+            out.push(MAX_TAG);
+            put_dec(out, max);
+        }
+        Part::Latest((ts, value)) => {
+            out.push(LATEST_TAG);
+            put_signed(out, *ts);
+            put_dec(out, value);
+        }
+        Part::Unique(unique) => {
+            out.push(UNIQUE_TAG);
+            put_distinct(out, unique);
+        }
+        Part::Several(parts) => {
+            out.push(SEVERAL_TAG);
+            let flags = parts.sum.is_some() as u8
+                | (parts.min.is_some() as u8) << 1
+                | (parts.max.is_some() as u8) << 2
+                | (parts.latest.is_some() as u8) << 3
+                | (parts.unique.is_some() as u8) << 4;
+            out.push(flags);
+            for value in [&parts.sum, &parts.min, &parts.max].into_iter().flatten() {
+                put_dec(out, value);
+            }
+            if let Some((ts, value)) = &parts.latest {
+                put_signed(out, *ts);
+                put_dec(out, value);
+            }
+            if let Some(unique) = &parts.unique {
+                put_distinct(out, unique);
+            }
+        }
+    }
+}
+
+/// The bytes of a window's cells; `id_of` interns a cell key.
+pub fn encode_cells(cells: &Cells, mut id_of: impl FnMut(&CellKey) -> u32) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(12 * cells.0.len());
+    for (key, cell) in &cells.0 {
+        put_unsigned(&mut out, id_of(key) as u64);
+        put_signed(&mut out, cell.count);
+        put_part(&mut out, &cell.part);
+    }
+    out.into_boxed_slice()
+}
+
+/// Reads what `encode_cells` wrote (only the state writes it: a short read is a bug).
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> u8 {
+        let byte = self.bytes[self.at];
+        self.at += 1;
+        byte
+    }
+
+    fn unsigned(&mut self) -> u64 {
+        let mut value = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = self.byte();
+            value |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+
+    fn signed(&mut self) -> i64 {
+        let raw = self.unsigned();
+        ((raw >> 1) as i64) ^ -((raw & 1) as i64)
+    }
+
+    fn take(&mut self, length: usize) -> &'a [u8] {
+        let bytes = &self.bytes[self.at..self.at + length];
+        self.at += length;
+        bytes
+    }
+
+    fn dec(&mut self) -> Dec {
+        if self.byte() == 0 {
+            let coeff = self.signed();
+            Dec::Small(coeff, self.signed() as i32)
+        } else {
+            let exp = self.signed();
+            let length = self.unsigned() as usize;
+            let coeff = num_bigint::BigInt::from_signed_bytes_le(self.take(length));
+            Dec::Big(Box::new((coeff, exp)))
+        }
+    }
+
+    fn distinct(&mut self) -> Distinct {
+        let count = self.unsigned() as usize;
+        let mut values = Vec::with_capacity(count);
+        for _ in 0..count {
+            let length = self.unsigned() as usize;
+            let text = std::str::from_utf8(self.take(length)).expect("text the state wrote");
+            values.push(text.to_string());
+        }
+        Distinct(values)
+    }
+
+    fn part(&mut self) -> Part {
+        match self.byte() {
+            SUM_TAG => Part::Sum(self.dec()),
+            MIN_TAG => Part::Min(self.dec()),
+            MAX_TAG => Part::Max(self.dec()),
+            LATEST_TAG => {
+                let ts = self.signed();
+                Part::Latest((ts, self.dec()))
+            }
+            UNIQUE_TAG => Part::Unique(self.distinct()),
+            SEVERAL_TAG => {
+                let flags = self.byte();
+                let mut parts = Parts::default();
+                if flags & 1 != 0 {
+                    parts.sum = Some(self.dec());
+                }
+                if flags & 2 != 0 {
+                    parts.min = Some(self.dec());
+                }
+                if flags & 4 != 0 {
+                    parts.max = Some(self.dec());
+                }
+                if flags & 8 != 0 {
+                    let ts = self.signed();
+                    parts.latest = Some((ts, self.dec()));
+                }
+                if flags & 16 != 0 {
+                    parts.unique = Some(self.distinct());
+                }
+                Part::Several(Box::new(parts))
+            }
+            _ => Part::Nothing,
+        }
+    }
+}
+
+/// The cells `encode_cells` wrote; `keys` holds the interned cell keys by id.
+pub fn decode_cells(bytes: &[u8], keys: &[CellKey]) -> Cells {
+    let mut reader = Reader { bytes, at: 0 };
+    let mut cells = Vec::with_capacity(4);
+    while reader.at < bytes.len() {
+        let key = keys[reader.unsigned() as usize].clone();
+        let count = reader.signed();
+        let part = reader.part();
+        cells.push((key, Cell { count, part }));
+    }
+    Cells(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: &str, segment: &str) -> CellKey {
+        (Arc::from(code), Arc::from(segment))
+    }
+
+    fn document(cells: &Cells) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (key, cell) in cells {
+            out.extend_from_slice(format!("{}/{}=", key.0, key.1).as_bytes());
+            crate::wire::cell_json(cell, &mut out);
+            out.push(b';');
+        }
+        out
+    }
+
+    #[test]
+    fn a_window_reads_back_exactly_with_big_decimals_and_unicode_distinct_values() {
+        let big = Dec::parse("123456789012345678901234567890.000000000000000000001").unwrap();
+        assert!(matches!(big, Dec::Big(_)));
+        let tiny = Dec::parse("-1E-999999").unwrap();
+        let mut cells = Cells::new();
+        cells.insert(
+            key("calls", ""),
+            Cell::new(
+                3,
+                Parts {
+                    sum: Some(big.clone()),
+                    ..Parts::default()
+                },
+            ),
+        );
+        cells.insert(
+            key("low", "région=é"),
+            Cell::new(
+                1,
+                Parts {
+                    min: Some(tiny),
+                    ..Parts::default()
+                },
+            ),
+        );
+        cells.insert(
+            key("high", "x"),
+            Cell::new(
+                70,
+                Parts {
+                    max: Some(Dec::from_i64(i64::MIN)),
+                    ..Parts::default()
+                },
+            ),
+        );
+        cells.insert(
+            key("last", ""),
+            Cell::new(
+                2,
+                Parts {
+                    latest: Some((-5, Dec::parse("0.5").unwrap())),
+                    ..Parts::default()
+                },
+            ),
+        );
+        let mut users = Distinct::one("ünï😀");
+        users.insert("\u{0}digest");
+        users.insert("");
+        cells.insert(
+            key("users", "日本"),
+            Cell::new(
+                300,
+                Parts {
+                    unique: Some(users.clone()),
+                    ..Parts::default()
+                },
+            ),
+        );
+        cells.insert(
+            key("several", ""),
+            Cell::new(
+                i64::MAX,
+                Parts {
+                    sum: Some(Dec::from_i64(i64::MAX)),
+                    max: Some(big),
+                    latest: Some((i64::MAX, Dec::zero())),
+                    unique: Some(users),
+                    ..Parts::default()
+                },
+            ),
+        );
+        cells.insert(key("count", ""), Cell::new(9, Parts::default()));
+        let mut keys: Vec<CellKey> = Vec::new();
+        let bytes = encode_cells(&cells, |k| match keys.iter().position(|known| known == k) {
+            Some(at) => at as u32,
+            None => {
+                keys.push(k.clone());
+                (keys.len() - 1) as u32
+            }
+        });
+        let back = decode_cells(&bytes, &keys);
+        assert_eq!(document(&back), document(&cells));
+        assert_eq!(back.iter().count(), 7);
+        assert!(decode_cells(&encode_cells(&Cells::new(), |_| 0), &keys).is_empty());
     }
 }

@@ -15,11 +15,7 @@ impl Engine {
         bucket_ms: Option<i64>,
         by_segment: bool,
     ) -> Vec<(String, String, i64, Cell)> {
-        let Some(usage) = self
-            .states
-            .get(&self.partition_of(account))
-            .and_then(|state| state.accounts.get(account))
-        else {
+        let Some(state) = self.states.get(&self.partition_of(account)) else {
             return Vec::new();
         };
         if start >= end {
@@ -28,10 +24,10 @@ impl Engine {
         let wanted: HashSet<&str> = codes.iter().map(String::as_str).collect();
         // (aggregation, segment or "" for all of them, bucket)
         let mut merged: BTreeMap<(String, String, i64), Cell> = BTreeMap::new();
-        for (window, cells) in usage.range(start..end) {
+        for (window, cells) in state.windows_in(account, start..end) {
             let bucket = bucket_ms.map_or(0, |size| window - window.rem_euclid(size));
             for ((code, segment), cell) in cells {
-                if !wanted.contains(&**code) {
+                if !wanted.contains(&*code) {
                     continue;
                 }
                 let segment = if by_segment {
@@ -42,9 +38,9 @@ impl Engine {
                 let key = (code.to_string(), segment, bucket);
                 match merged.get_mut(&key) {
                     None => {
-                        merged.insert(key, cell.clone());
+                        merged.insert(key, cell);
                     }
-                    Some(total) => merge_cells(total, cell.clone()),
+                    Some(total) => merge_cells(total, cell),
                 }
             }
         }
@@ -59,11 +55,7 @@ impl Engine {
         if start < end {
             for partition in partitions {
                 if let Some(state) = self.states.get(partition) {
-                    for (account, windows) in &state.accounts {
-                        if windows.range(start..end).next().is_some() {
-                            found.insert(account.clone());
-                        }
-                    }
+                    found.extend(state.accounts_in(start..end).map(str::to_string));
                 }
             }
         }
@@ -74,14 +66,7 @@ impl Engine {
     pub fn account_hours(&self) -> usize {
         self.states
             .values()
-            .flat_map(|state| state.accounts.values())
-            .map(|windows| {
-                windows
-                    .keys()
-                    .map(|start| start.div_euclid(crate::state::HOUR_MS))
-                    .collect::<BTreeSet<_>>()
-                    .len()
-            })
+            .map(|state| state.account_hours())
             .sum()
     }
 }

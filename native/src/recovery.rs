@@ -77,10 +77,7 @@ impl Engine {
             Snapshot::Tombstone { account, slot } => {
                 let partition = self.partition_of(&account);
                 let state = self.states.entry(partition).or_default();
-                state.remove(&account, slot);
-                let segment = (account, slot);
-                state.dirty.remove(&segment);
-                state.pending.remove(&segment);
+                state.forget_segment(&account, slot);
             }
             Snapshot::Segment {
                 partition: written,
@@ -103,7 +100,7 @@ impl Engine {
                 }
                 state.replace(&account, slot, piece.windows, &piece.uids);
                 if seq > state.floor {
-                    state.pending.insert((account, slot), seq);
+                    state.set_pending(&account, slot, seq);
                 }
             }
         }
@@ -175,9 +172,7 @@ impl Engine {
     pub fn snapshot(&mut self, partition: i64) -> Round {
         let state = self.states.entry(partition).or_default();
         let seq = state.seq;
-        let mut segments: Vec<(String, i64)> =
-            state.dirty.union(&state.unconfirmed).cloned().collect();
-        segments.sort();
+        let segments = state.snapshot_segments();
         let mut records = Vec::with_capacity(segments.len());
         for (account, slot) in segments {
             let windows = state.segment_windows(&account, slot);
@@ -192,13 +187,11 @@ impl Engine {
                 &account,
                 slot,
                 seq,
-                windows.into_iter(),
+                windows.iter().map(|(start, cells)| (start, cells)),
                 &mut hashes,
             );
             records.push((key, Some(value)));
         }
-        let dirty = std::mem::take(&mut state.dirty);
-        state.unconfirmed.extend(dirty);
         let marker = wire::marker_value(partition, seq, state.newest, state.expired);
         Round {
             seq,
@@ -212,7 +205,7 @@ impl Engine {
         let Some(state) = self.states.get_mut(&partition) else {
             return;
         };
-        state.unconfirmed.clear();
+        state.confirmed();
         for key in obsolete {
             state.seen.pop(key);
         }

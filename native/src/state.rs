@@ -1,10 +1,15 @@
 //! One partition's state in memory (`streams.usage.engine.state.PartitionState`): the
 //! windows of each account (sorted starts, so a read touches only its range), the uid
-//! hashes per hour slot and account, and the seq bookkeeping of deltas and snapshots.
+//! hashes per account and hour slot, and the seq bookkeeping of deltas and snapshots.
+//!
+//! Compact, as it holds every account-hour of the retention: an account is a number
+//! here (its name is kept once), a window's cells one byte string (`fold::encode_cells`,
+//! cell keys interned), an account-hour's uids a 16-byte set, and what is dirty or
+//! pending is keyed by (account number, slot).
 
-use crate::dedup::{FastMap, UidSet};
-use crate::fold::{merge_windows, Cells, WindowCells};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::dedup::{FastMap, FastSet, UidSet};
+use crate::fold::{decode_cells, encode_cells, merge_cell_maps, CellKey, Cells, WindowCells};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
@@ -55,16 +60,78 @@ impl Seen {
     }
 }
 
+/// An account-hour: (account number, hour slot).
+type Segment = (u32, i64);
+
+/// One account's usage: windows sorted by start (cells encoded), uid sets sorted by slot.
+#[derive(Default)]
+struct Account {
+    name: Box<str>,
+    live: bool,
+    windows: Vec<(i64, Box<[u8]>)>,
+    uids: Vec<(i64, UidSet)>,
+}
+
+impl Account {
+    fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.uids.is_empty()
+    }
+
+    /// The positions of the windows starting in `range`.
+    fn span(&self, range: std::ops::Range<i64>) -> std::ops::Range<usize> {
+        let from = self
+            .windows
+            .partition_point(|(start, _)| *start < range.start);
+        let to = self
+            .windows
+            .partition_point(|(start, _)| *start < range.end);
+        from..to.max(from)
+    }
+
+    fn uid_slot(&self, slot: i64) -> Result<usize, usize> {
+        self.uids.binary_search_by_key(&slot, |(known, _)| *known)
+    }
+}
+
+/// Cell keys by number (a window's bytes name its cells' keys by number).
+#[derive(Default)]
+struct KeyTable {
+    keys: Vec<CellKey>,
+    ids: FastMap<CellKey, u32>,
+}
+
+impl KeyTable {
+    fn id(&mut self, key: &CellKey) -> u32 {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let id = self.keys.len() as u32;
+        self.keys.push(key.clone());
+        self.ids.insert(key.clone(), id);
+        id
+    }
+
+    fn encode(&mut self, cells: &Cells) -> Box<[u8]> {
+        encode_cells(cells, |key| self.id(key))
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Cells {
+        decode_cells(bytes, &self.keys)
+    }
+}
+
 #[derive(Default)]
 pub struct PartitionState {
-    pub accounts: FastMap<String, WindowCells>,
-    pub uids: BTreeMap<i64, FastMap<String, UidSet>>,
+    numbers: FastMap<Box<str>, u32>,
+    accounts: Vec<Account>,
+    free: Vec<u32>,
+    keys: KeyTable,
     pub seq: i64,
     pub complete: i64,
     pub floor: i64,
-    pub pending: HashMap<SegmentKey, i64>,
-    pub dirty: HashSet<SegmentKey>,
-    pub unconfirmed: HashSet<SegmentKey>,
+    pending: FastMap<Segment, i64>,
+    dirty: FastSet<Segment>,
+    unconfirmed: FastSet<Segment>,
     pub seen: Seen,
     pub newest: i64,
     pub expired: (i64, i64),
@@ -75,89 +142,188 @@ pub fn slot_range(slot: i64) -> std::ops::Range<i64> {
 }
 
 impl PartitionState {
+    fn number(&self, account: &str) -> Option<u32> {
+        self.numbers.get(account).copied()
+    }
+
+    fn account(&self, account: &str) -> Option<&Account> {
+        self.number(account).map(|n| &self.accounts[n as usize])
+    }
+
+    /// The account's number, given one if it has none.
+    fn intern(&mut self, account: &str) -> u32 {
+        if let Some(number) = self.number(account) {
+            return number;
+        }
+        let fresh = Account {
+            name: account.into(),
+            live: true,
+            ..Account::default()
+        };
+        let number = match self.free.pop() {
+            Some(number) => {
+                self.accounts[number as usize] = fresh;
+                number
+            }
+            None => {
+                self.accounts.push(fresh);
+                (self.accounts.len() - 1) as u32
+            }
+        };
+        self.numbers.insert(account.into(), number);
+        number
+    }
+
+    fn live(&self) -> impl Iterator<Item = (u32, &Account)> {
+        self.accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, account)| account.live)
+            .map(|(number, account)| (number as u32, account))
+    }
+
     pub fn hashes(&self, account: &str, slot: i64) -> Option<&UidSet> {
-        self.uids
-            .get(&slot)
-            .and_then(|accounts| accounts.get(account))
+        let account = self.account(account)?;
+        account.uid_slot(slot).ok().map(|at| &account.uids[at].1)
     }
 
     pub fn hashes_mut(&mut self, account: &str, slot: i64) -> &mut UidSet {
-        let accounts = self.uids.entry(slot).or_default();
-        if !accounts.contains_key(account) {
-            accounts.insert(account.to_string(), UidSet::default());
-        }
-        accounts.get_mut(account).expect("inserted above")
+        let number = self.intern(account);
+        let account = &mut self.accounts[number as usize];
+        let at = match account.uid_slot(slot) {
+            Ok(at) => at,
+            Err(at) => {
+                account.uids.insert(at, (slot, UidSet::default()));
+                at
+            }
+        };
+        &mut account.uids[at].1
     }
 
     pub fn forget_uids(&mut self, account: &str, slot: i64, hashes: &[u64]) {
-        let Some(known) = self.uids.get_mut(&slot).and_then(|a| a.get_mut(account)) else {
+        let Some(number) = self.number(account) else {
             return;
         };
+        let account = &mut self.accounts[number as usize];
+        let Ok(at) = account.uid_slot(slot) else {
+            return;
+        };
+        let known = &mut account.uids[at].1;
         for uid in hashes {
             known.remove(uid);
         }
         if known.is_empty() {
-            self.drop_hashes(account, slot);
-        }
-    }
-
-    fn drop_hashes(&mut self, account: &str, slot: i64) {
-        if let Some(accounts) = self.uids.get_mut(&slot) {
-            accounts.remove(account);
-            if accounts.is_empty() {
-                self.uids.remove(&slot);
-            }
+            account.uids.remove(at);
         }
     }
 
     /// Add one account-hour's share of a delta; its cells are taken over.
     pub fn merge(&mut self, account: &str, slot: i64, windows: WindowCells, hashes: &[u64]) {
-        if !windows.is_empty() {
-            match self.accounts.get_mut(account) {
-                Some(known) => merge_windows(known, windows),
-                None => {
-                    self.accounts.insert(account.to_string(), windows);
+        let number = self.intern(account);
+        self.merge_into(number, slot, windows, hashes);
+    }
+
+    fn merge_into(&mut self, number: u32, slot: i64, windows: WindowCells, hashes: &[u64]) {
+        let known = &mut self.accounts[number as usize];
+        for (start, cells) in windows {
+            if cells.is_empty() {
+                continue;
+            }
+            match known.windows.binary_search_by_key(&start, |(s, _)| *s) {
+                Ok(at) => {
+                    let mut merged = self.keys.decode(&known.windows[at].1);
+                    merge_cell_maps(&mut merged, cells);
+                    known.windows[at].1 = self.keys.encode(&merged);
                 }
+                Err(at) => known.windows.insert(at, (start, self.keys.encode(&cells))),
             }
         }
         if !hashes.is_empty() {
-            self.hashes_mut(account, slot)
-                .extend(hashes.iter().copied());
+            let at = match known.uid_slot(slot) {
+                Ok(at) => at,
+                Err(at) => {
+                    known.uids.insert(at, (slot, UidSet::default()));
+                    at
+                }
+            };
+            known.uids[at].1.extend(hashes.iter().copied());
         }
-        self.dirty.insert((account.to_string(), slot));
+        self.dirty.insert((number, slot));
     }
 
     /// Set one segment to exactly this content (a snapshot record): it is not dirty.
     pub fn replace(&mut self, account: &str, slot: i64, windows: WindowCells, hashes: &[u64]) {
-        self.remove(account, slot);
-        self.merge(account, slot, windows, hashes);
-        self.dirty.remove(&(account.to_string(), slot));
+        let number = self.intern(account);
+        self.remove_segment(number, slot);
+        self.merge_into(number, slot, windows, hashes);
+        self.dirty.remove(&(number, slot));
     }
 
     /// Delete one segment: its windows and its uids.
     pub fn remove(&mut self, account: &str, slot: i64) {
-        if let Some(windows) = self.accounts.get_mut(account) {
-            let gone: Vec<i64> = windows
-                .range(slot_range(slot))
-                .map(|(start, _)| *start)
-                .collect();
-            for start in gone {
-                windows.remove(&start);
-            }
-            if windows.is_empty() {
-                self.accounts.remove(account);
-            }
+        let number = self.intern(account);
+        self.remove_segment(number, slot);
+    }
+
+    fn remove_segment(&mut self, number: u32, slot: i64) {
+        let known = &mut self.accounts[number as usize];
+        let span = known.span(slot_range(slot));
+        known.windows.drain(span);
+        if let Ok(at) = known.uid_slot(slot) {
+            known.uids.remove(at);
         }
-        self.drop_hashes(account, slot);
-        self.dirty.insert((account.to_string(), slot));
+        self.dirty.insert((number, slot));
+    }
+
+    /// A tombstone: the segment is gone, neither dirty nor pending.
+    pub fn forget_segment(&mut self, account: &str, slot: i64) {
+        let number = self.intern(account);
+        self.remove_segment(number, slot);
+        self.dirty.remove(&(number, slot));
+        self.pending.remove(&(number, slot));
+    }
+
+    /// A segment restored at `seq`: deltas up to it are in it already.
+    pub fn set_pending(&mut self, account: &str, slot: i64, seq: i64) {
+        let number = self.intern(account);
+        self.pending.insert((number, slot), seq);
     }
 
     /// The windows of one segment.
-    pub fn segment_windows(&self, account: &str, slot: i64) -> Vec<(&i64, &Cells)> {
-        match self.accounts.get(account) {
-            None => Vec::new(),
-            Some(windows) => windows.range(slot_range(slot)).collect(),
-        }
+    pub fn segment_windows(&self, account: &str, slot: i64) -> Vec<(i64, Cells)> {
+        self.windows_in(account, slot_range(slot))
+    }
+
+    /// The windows of an account starting in `range`, in order.
+    pub fn windows_in(&self, account: &str, range: std::ops::Range<i64>) -> Vec<(i64, Cells)> {
+        let Some(known) = self.account(account) else {
+            return Vec::new();
+        };
+        known.windows[known.span(range)]
+            .iter()
+            .map(|(start, bytes)| (*start, self.keys.decode(bytes)))
+            .collect()
+    }
+
+    /// The accounts with a window starting in `range`.
+    pub fn accounts_in(&self, range: std::ops::Range<i64>) -> impl Iterator<Item = &str> {
+        self.live()
+            .filter(move |(_, account)| !account.span(range.clone()).is_empty())
+            .map(|(_, account)| &*account.name)
+    }
+
+    /// Account-hours with usage.
+    pub fn account_hours(&self) -> usize {
+        self.live()
+            .map(|(_, account)| {
+                account
+                    .windows
+                    .iter()
+                    .map(|(start, _)| start.div_euclid(HOUR_MS))
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            })
+            .sum()
     }
 
     pub fn segment_hashes(&self, account: &str, slot: i64) -> Vec<u64> {
@@ -175,11 +341,12 @@ impl PartitionState {
     pub fn skips(&self, account: &str, slot: i64, seq: i64) -> bool {
         !self.pending.is_empty()
             && self
-                .pending
-                .get(&(account.to_string(), slot))
-                .copied()
-                .unwrap_or(0)
-                >= seq
+                .number(account)
+                .is_some_and(|number| self.skips_segment((number, slot), seq))
+    }
+
+    fn skips_segment(&self, segment: Segment, seq: i64) -> bool {
+        !self.pending.is_empty() && self.pending.get(&segment).copied().unwrap_or(0) >= seq
     }
 
     pub fn raise_floor(&mut self, floor: i64) {
@@ -190,43 +357,44 @@ impl PartitionState {
     }
 
     pub fn expire(&mut self, seq: i64, uids_before: i64, windows_before: i64) {
-        let slots: Vec<i64> = self
-            .uids
-            .range(..uids_before)
-            .map(|(slot, _)| *slot)
-            .collect();
-        for slot in slots {
-            let accounts: Vec<String> = self.uids[&slot].keys().cloned().collect();
-            for account in accounts {
-                if !self.skips(&account, slot, seq) {
-                    self.drop_hashes(&account, slot);
-                    self.dirty.insert((account, slot));
-                }
-            }
-        }
         let limit = windows_before * HOUR_MS;
-        let names: Vec<String> = self.accounts.keys().cloned().collect();
-        for account in names {
-            let windows = &self.accounts[&account];
-            if windows.keys().next().is_none_or(|first| *first >= limit) {
+        for number in 0..self.accounts.len() {
+            let known = &self.accounts[number];
+            let old_uids = known
+                .uids
+                .first()
+                .is_some_and(|(slot, _)| *slot < uids_before);
+            let old_windows = known
+                .windows
+                .first()
+                .is_some_and(|(start, _)| *start < limit);
+            if !known.live || !(old_uids || old_windows) {
                 continue;
             }
-            let gone: Vec<i64> = windows
-                .range(..limit)
-                .map(|(start, _)| *start)
-                .filter(|start| !self.skips(&account, start.div_euclid(HOUR_MS), seq))
-                .collect();
-            let windows = self.accounts.get_mut(&account).expect("present");
-            for start in &gone {
-                windows.remove(start);
-            }
-            let empty = windows.is_empty();
-            for start in gone {
-                self.dirty
-                    .insert((account.clone(), start.div_euclid(HOUR_MS)));
-            }
-            if empty {
-                self.accounts.remove(&account);
+            let number = number as u32;
+            let mut gone: Vec<i64> = Vec::new();
+            let mut uids = std::mem::take(&mut self.accounts[number as usize].uids);
+            uids.retain(|(slot, _)| {
+                let keep = *slot >= uids_before || self.skips_segment((number, *slot), seq);
+                if !keep {
+                    gone.push(*slot);
+                }
+                keep
+            });
+            let mut windows = std::mem::take(&mut self.accounts[number as usize].windows);
+            windows.retain(|(start, _)| {
+                let slot = start.div_euclid(HOUR_MS);
+                let keep = *start >= limit || self.skips_segment((number, slot), seq);
+                if !keep {
+                    gone.push(slot);
+                }
+                keep
+            });
+            let known = &mut self.accounts[number as usize];
+            known.uids = uids;
+            known.windows = windows;
+            for slot in gone {
+                self.dirty.insert((number, slot));
             }
         }
         self.expired = (
@@ -236,12 +404,128 @@ impl PartitionState {
     }
 
     pub fn has_expired(&self, uids_before: i64, windows_before: i64) -> bool {
-        if self.uids.range(..uids_before).next().is_some() {
-            return true;
-        }
         let limit = windows_before * HOUR_MS;
-        self.accounts
-            .values()
-            .any(|w| w.keys().next().is_some_and(|first| *first < limit))
+        self.live().any(|(_, account)| {
+            account
+                .uids
+                .first()
+                .is_some_and(|(slot, _)| *slot < uids_before)
+                || account
+                    .windows
+                    .first()
+                    .is_some_and(|(start, _)| *start < limit)
+        })
+    }
+
+    /// The segments a snapshot round writes (dirty, or written by a round not yet
+    /// confirmed), by account and slot; they stay unconfirmed until `confirmed`.
+    pub fn snapshot_segments(&mut self) -> Vec<(String, i64)> {
+        let mut segments: Vec<(String, i64)> = self
+            .dirty
+            .union(&self.unconfirmed)
+            .map(|(number, slot)| (self.accounts[*number as usize].name.to_string(), *slot))
+            .collect();
+        segments.sort();
+        let dirty = std::mem::take(&mut self.dirty);
+        self.unconfirmed.extend(dirty);
+        segments
+    }
+
+    /// A snapshot round is written: accounts left with nothing give their number back.
+    pub fn confirmed(&mut self) {
+        self.unconfirmed.clear();
+        self.unconfirmed.shrink_to_fit();
+        let held: FastSet<u32> = self
+            .dirty
+            .iter()
+            .chain(self.pending.keys())
+            .map(|(number, _)| *number)
+            .collect();
+        for number in 0..self.accounts.len() {
+            let known = &mut self.accounts[number];
+            if !known.live || !known.is_empty() || held.contains(&(number as u32)) {
+                continue;
+            }
+            self.numbers.remove(&known.name);
+            *known = Account::default();
+            self.free.push(number as u32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fold::{Cell, Parts};
+    use std::sync::Arc;
+
+    fn usage(start: i64, calls: i64) -> WindowCells {
+        let mut cells = Cells::new();
+        let key: CellKey = (Arc::from("calls"), Arc::from(""));
+        let parts = Parts {
+            sum: Some(crate::dec::Dec::from_i64(calls)),
+            ..Parts::default()
+        };
+        cells.insert(key, Cell::new(1, parts));
+        let mut windows = WindowCells::new();
+        windows.insert(start, cells);
+        windows
+    }
+
+    fn calls(state: &PartitionState, account: &str, slot: i64) -> Vec<(i64, String)> {
+        state
+            .segment_windows(account, slot)
+            .iter()
+            .flat_map(|(start, cells)| {
+                cells
+                    .iter()
+                    .map(|(_, cell)| (*start, cell.sum().unwrap().canonical_text()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merges_add_into_an_accounts_encoded_windows_and_removal_empties_them() {
+        let mut state = PartitionState::default();
+        state.merge("ann", 1, usage(HOUR_MS, 2), &[5]);
+        state.merge("ann", 1, usage(HOUR_MS, 3), &[6]);
+        state.merge("ann", 1, usage(HOUR_MS + 60_000, 4), &[]);
+        state.merge("bob", 2, usage(2 * HOUR_MS, 1), &[5]);
+        assert_eq!(
+            calls(&state, "ann", 1),
+            vec![
+                (HOUR_MS, "5".to_string()),
+                (HOUR_MS + 60_000, "4".to_string())
+            ]
+        );
+        assert_eq!(state.segment_hashes("ann", 1), vec![5, 6]);
+        assert_eq!(state.account_hours(), 2);
+        assert_eq!(
+            state.accounts_in(0..2 * HOUR_MS).collect::<Vec<_>>(),
+            vec!["ann"]
+        );
+        state.remove("ann", 1);
+        assert!(calls(&state, "ann", 1).is_empty() && state.hashes("ann", 1).is_none());
+        assert_eq!(
+            calls(&state, "bob", 2),
+            vec![(2 * HOUR_MS, "1".to_string())]
+        );
+    }
+
+    #[test]
+    fn an_account_left_with_nothing_gives_its_number_back_once_its_tombstone_is_written() {
+        let mut state = PartitionState::default();
+        state.merge("ann", 1, usage(HOUR_MS, 2), &[5]);
+        state.remove("ann", 1);
+        assert_eq!(state.snapshot_segments(), vec![("ann".to_string(), 1)]);
+        state.confirmed();
+        assert!(state.number("ann").is_none() && state.free == vec![0]);
+        state.merge("bob", 3, usage(3 * HOUR_MS, 7), &[9]);
+        assert_eq!(state.number("bob"), Some(0));
+        assert_eq!(state.snapshot_segments(), vec![("bob".to_string(), 3)]);
+        assert_eq!(
+            calls(&state, "bob", 3),
+            vec![(3 * HOUR_MS, "7".to_string())]
+        );
     }
 }
