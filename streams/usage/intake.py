@@ -19,8 +19,9 @@ A rebalance revokes every partition first (faust's eager protocol): the intake t
 starts a new epoch (batches taken before it are dropped unprocessed, their messages are
 read again from the committed offset), and the consumer waits for the batches in
 flight (`drain`) before the partitions go, so no usage delta of this worker lands in a
-log after its new owner read it. Back-pressure: while more than `high` messages wait,
-the partitions are left out of the fetches; below `low`, they come back.
+log after its new owner read it. Back-pressure: while more than `high` messages (or
+`high_bytes` of values) wait, the partitions are left out of the fetches; below `low`
+(and `low_bytes`), they come back.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class Taken:
         return out
 
 
+def _size(records: Sequence[Record]) -> int:
+    return sum(len(record.value) for record in records if record.value is not None)
+
+
 async def _nothing() -> None:
     return None
 
@@ -87,12 +92,16 @@ class BulkIntake:
     topic: str
     high: int  # pause the partitions above this many waiting messages
     low: int  # and fetch again below this many
+    # the same in bytes of record values: what waits is held in memory
+    high_bytes: int = 64 * 1024 * 1024
+    low_bytes: int = 32 * 1024 * 1024
     pause: Callable[[TP], None] = lambda tp: None
     resume: Callable[[TP], None] = lambda tp: None
     # awaited when partitions are revoked: the batches in flight (set by the usage loop)
     drain: Callable[[], Awaitable[None]] = _nothing
     epoch: int = 0
     waiting: int = 0  # messages in `parts`
+    waiting_bytes: int = 0  # their values' bytes
     parts: deque[Fetched] = field(default_factory=deque)
     paused: set[TP] = field(default_factory=set)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,8 +112,11 @@ class BulkIntake:
             return
         self.parts.append(Fetched(tp, records))
         self.waiting += len(records)
+        self.waiting_bytes += _size(records)
         self._ready.set()
-        if self.waiting > self.high and tp not in self.paused:
+        if (self.waiting > self.high or self.waiting_bytes > self.high_bytes) and (
+            tp not in self.paused
+        ):
             self.paused.add(tp)
             self.pause(tp)
 
@@ -140,6 +152,7 @@ class BulkIntake:
                     break
         self.parts = deque(part for queue in queues.values() for part in queue)
         self.waiting -= max_messages - room
+        self.waiting_bytes -= sum(_size(part.records) for part in parts)
         self._resume_below_low()
         return Taken(self.epoch, parts)
 
@@ -152,12 +165,12 @@ class BulkIntake:
         committed offset), start a new epoch, and wait for the batches in flight."""
         self.epoch += 1
         self.parts.clear()
-        self.waiting = 0
+        self.waiting = self.waiting_bytes = 0
         self._resume_below_low()
         await self.drain()
 
     def _resume_below_low(self) -> None:
-        if self.paused and self.waiting < self.low:
+        if self.paused and self.waiting < self.low and self.waiting_bytes < self.low_bytes:
             for tp in sorted(self.paused):
                 self.resume(tp)
             self.paused.clear()

@@ -101,6 +101,19 @@ async def test_fetching_pauses_above_high_and_resumes_below_low() -> None:
     assert sorted(resumed) == [P0, P1]
 
 
+async def test_fetching_pauses_above_high_bytes_of_values_whatever_the_count() -> None:
+    paused: list[TP] = []
+    resumed: list[TP] = []
+    waiting = intake(
+        high=100, low=50, high_bytes=10, low_bytes=6, pause=paused.append, resume=resumed.append
+    )
+    large = [FakeRecord(0, value=b"x" * 8), FakeRecord(1, value=b"x" * 4)]
+    waiting.put(P0, large)  # 2 messages, 12 bytes of values
+    assert paused == [P0] and waiting.waiting_bytes == 12
+    await waiting.take(1)  # 4 bytes left: below low_bytes
+    assert resumed == [P0] and waiting.waiting_bytes == 4
+
+
 async def test_a_revocation_drops_what_waits_starts_an_epoch_and_waits_for_batches_in_flight() -> (
     None
 ):
