@@ -48,17 +48,15 @@ from tests.unit.stripe_payloads import BASIL, Item, customer, event, price, subs
 
 DAY = 86_400
 PROFILE_MARKS = (
-    "Billing.tick (streams/agents/billing.py",  # the whole run of a partition
-    "Billing.bills_of (streams/agents/billing.py",  # previous bills (pydantic decode)
-    "AccountState.plans (streams/agents/accounts.py",  # account plans (pydantic decode)
-    "AccountState.account (streams/agents/accounts.py",
-    "Billing.usage (streams/agents/billing.py",  # usage of the period from the table
-    "merged_states (streams/usage_store.py",  # ... record by record over the period
-    "Table.__missing__ (faust/tables/table.py",  # ... of which lookups of absent records
-    "build_bill (streams/billing.py",  # pricing
-    "BaseModel.model_dump_json",
+    "Billing.tick (streams/billing/state.py",  # the whole run of a partition
+    "Billing.bills_of (streams/billing/state.py",  # previous bills (pydantic decode)
+    "AccountState.plans (streams/accounts/state.py",  # account plans (pydantic decode)
+    "AccountState.account (streams/accounts/state.py",
+    "Billing.usage (streams/billing/state.py",  # usage of the period from the engine
+    "build_bill (streams/billing/bills.py",  # pricing
+    "encoded (streams/billing/runs.py",  # model_dump_json, once per bill
     "register.<locals>.publish (streams/agents/billing.py",  # produce + wait + store
-    "Billing.store (streams/agents/billing.py",
+    "Billing.store (streams/billing/state.py",
     "aiokafka/producer",
     "EpollSelector.select",
 )

@@ -25,12 +25,12 @@ from streams import pages
 from streams.agents.routing import on_owner
 from streams.billing.bills import LifecycleError
 from streams.billing.preview import NoPreview, preview
+from streams.billing.runs import EncodedBill
 from streams.billing.state import Billing
 from streams.clock import from_ms, now_ms
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import deliver
 from streams.readiness import when_ready
-from streams.schemas.bill import Bill
 from streams.schemas.commands import COMMANDS, Tick
 from streams.schemas.errors import error_text
 from streams.sources import Source, source_of
@@ -38,6 +38,7 @@ from streams.tables import account_table
 from streams.topics import BILL_COMMANDS, BILL_COMMANDS_REJECTED, BILLS, faust_topic
 
 log = logging.getLogger(__name__)
+LOGGED_BILLS = 10  # a command making more bill versions logs them at DEBUG
 
 
 def rejection_reason(error: Exception, source: Source) -> str:
@@ -77,26 +78,30 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     bills_topic = faust_topic(app, context.topics, BILLS)
     rejected = faust_topic(app, context.topics, BILL_COMMANDS_REJECTED)
 
-    async def publish(bills: list[Bill], source: str) -> None:
+    async def publish(bills: list[EncodedBill], source: str) -> None:
         # 1. publish and wait for Kafka  2. then the tables, and wait for Kafka again
         # (see the module docstring)
-        await deliver(
-            bills_topic,
-            [(bill.accountCode.encode(), bill.model_dump_json().encode(), None) for bill in bills],
-        )
+        await deliver(bills_topic, [(bill.account.encode(), bill.json, None) for bill in bills])
         billing.store(bills)
         await billing.confirm()
-        for bill in bills:
-            log.info(
-                "bill %s v%d %s account=%s total=%s %s (%s)",
-                bill.id,
-                bill.version,
-                bill.status,
-                bill.accountCode,
-                bill.total,
-                bill.currency,
-                source,
-            )
+        # A tick of a partition makes thousands of versions: one line for them, each bill
+        # at DEBUG; a command of a few bills logs each at INFO.
+        each = logging.INFO if len(bills) <= LOGGED_BILLS else logging.DEBUG
+        if each == logging.DEBUG:
+            log.info("%d bill versions published and stored (%s)", len(bills), source)
+        if log.isEnabledFor(each):
+            for bill in bills:
+                log.log(
+                    each,
+                    "bill %s v%d %s account=%s total=%s %s (%s)",
+                    bill.id,
+                    bill.version,
+                    bill.status,
+                    bill.account,
+                    bill.total,
+                    bill.currency,
+                    source,
+                )
         context.stats["bill_versions"] += len(bills)
 
     @app.agent(commands, name="billing", concurrency=1)

@@ -157,22 +157,16 @@ def build_bill(
             f"[{period.start.isoformat()}, {period.end.isoformat()})"
         )
     fraction = proration(period, account_plan.startDate, account_plan.endDate)
-    lines = _lines(
-        plan,
-        aggregations,
-        usage,
-        Period(utc(period.start), utc(period.end)),
-        Period(utc(service.start), utc(service.end)),
-        fraction,
-        extras,
-    )
-    lines = apply_credits(lines, plan, credits, Period(utc(service.start), utc(service.end)))
+    period = Period(utc(period.start, "period start"), utc(period.end, "period end"))
+    service = Period(utc(service.start), utc(service.end))
+    lines = _lines(plan, aggregations, usage, period, service, fraction, extras)
+    lines = apply_credits(lines, plan, credits, service)
     content: dict[str, Any] = {
         "accountCode": account_plan.accountCode,
         "planCode": plan.code,
         "currency": plan.currency,
-        "startDate": utc(period.start, "period start"),
-        "endDate": utc(period.end, "period end"),
+        "startDate": period.start,
+        "endDate": period.end,
         "lines": lines,
         "total": sum((line.subtotal for line in lines), round_money(Decimal(0), plan.currency)),
         "stripeCustomerId": account.stripeCustomerId if account else None,

@@ -8,6 +8,7 @@ in the first band and the 101st unit is the first one in the second.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
@@ -72,25 +73,36 @@ def price(pricing: Pricing | CounterPricing, units: Decimal) -> PricedUsage:
     pricing, and None for multi-band tiers.
     """
     bands = pricing.pricingBands
-    uppers = [band.lowerLimit for band in bands[1:]] + [None]
+    # Bands are sorted by lowerLimit (the catalog checks it): the reached ones come first.
+    reached_count = 0
+    for band in bands:
+        if not units > band.lowerLimit:
+            break
+        reached_count += 1
     if pricing.cumulative:
-        reached = [
-            _band_usage(band, upper, _units_in_band(units, band.lowerLimit, upper))
-            for band, upper in zip(bands, uppers, strict=True)
-            if units > band.lowerLimit
-        ]
+        reached = tuple(
+            _band_usage(band, upper, (units if upper is None else min(units, upper)) - lower)
+            for band, upper, lower in _edges(bands, reached_count)
+        )
         unit_price = bands[0].unitPrice if len(bands) == 1 else None
     else:
-        index = max((i for i, band in enumerate(bands) if units > band.lowerLimit), default=-1)
-        reached = [] if index < 0 else [_band_usage(bands[index], uppers[index], units)]
+        index = reached_count - 1
+        upper = bands[index + 1].lowerLimit if 0 <= index < len(bands) - 1 else None
+        reached = () if index < 0 else (_band_usage(bands[index], upper, units),)
         unit_price = bands[max(index, 0)].unitPrice
     total = sum((band.subtotal for band in reached), _ZERO)
-    return PricedUsage(units=units, unit_price=unit_price, bands=tuple(reached), total=total)
+    return PricedUsage(units=units, unit_price=unit_price, bands=reached, total=total)
 
 
-def _units_in_band(units: Decimal, lower: Decimal, upper: Decimal | None) -> Decimal:
-    top = units if upper is None else min(units, upper)
-    return top - lower
+def _edges(
+    bands: Sequence[PricingBand], count: int
+) -> Iterator[tuple[PricingBand, Decimal | None, Decimal]]:
+    """The first `count` bands with their upper edge (the next band's lowerLimit, None for
+    the last band) and their lower one."""
+    for i in range(count):
+        band = bands[i]
+        upper = bands[i + 1].lowerLimit if i + 1 < len(bands) else None
+        yield band, upper, band.lowerLimit
 
 
 def _band_usage(band: PricingBand, upper: Decimal | None, units: Decimal) -> BandUsage:

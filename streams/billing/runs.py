@@ -23,7 +23,7 @@ from streams.clock import epoch_ms, from_ms
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
 from streams.schemas.balances import BalanceGrant
 from streams.schemas.bill import Bill, BillStatus
-from streams.schemas.catalog import Catalog
+from streams.schemas.catalog import Aggregation, AggregationFunction, Catalog, Counter, Plan
 
 # The instant before a moment: the last of a period that ends (exclusively) there.
 MICROSECOND = timedelta(microseconds=1)
@@ -125,13 +125,7 @@ def run_account_plan(
         return RunResult(
             [], [f"account plan {account_plan.id}: plan {account_plan.planCode!r} not in catalog"]
         )
-    needed = needed_aggregations((p.priced for p in plan.pricings), catalog)
-    aggregations = {code: catalog.aggregations[code] for code in sorted(needed)}
-    counters = {
-        p.counter: catalog.counters[p.counter]
-        for p in plan.counterPricings
-        if p.counter in catalog.counters
-    }
+    aggregations, functions, segmented, counters = _priced_by(catalog, plan)
     extras = Extras(
         compounds=catalog.compoundAggregations,
         counters=counters,
@@ -146,11 +140,9 @@ def run_account_plan(
         window = covered(period, account_plan.startDate, account_plan.endDate)
         if window is None:
             continue
-        functions = {code: aggregation.aggregation for code, aggregation in aggregations.items()}
         values = usage(
             account_plan.accountCode, functions, epoch_ms(window.start), epoch_ms(window.end)
         )
-        segmented = {code: functions[code] for code in functions if aggregations[code].segmented}
         if segmented:
             start_ms, end_ms = epoch_ms(window.start), epoch_ms(window.end)
             by_segment = segments(account_plan.accountCode, segmented, start_ms, end_ms)
@@ -189,6 +181,41 @@ def run_account_plan(
             bills.append(bill)
             ledger[bill.id] = bill
     return RunResult(bills, skipped)
+
+
+class _Priced(NamedTuple):
+    """What a plan prices, read from the catalog once per catalog, not once per account."""
+
+    aggregations: dict[str, Aggregation]  # every simple aggregation the plan needs, by code
+    functions: dict[str, AggregationFunction]  # their functions: what the usage read asks
+    segmented: dict[str, AggregationFunction]  # those of them read per segment too
+    counters: dict[str, Counter]  # the counters the plan prices
+
+
+_PRICED: dict[str, tuple[Catalog, _Priced]] = {}  # by plan code, for the catalog it came from
+
+
+def _priced_by(catalog: Catalog, plan: Plan) -> _Priced:
+    cached = _PRICED.get(plan.code)
+    if cached is not None and cached[0] is catalog:
+        return cached[1]
+    if cached is not None:
+        _PRICED.clear()  # a new catalog: forget the old one's plans
+    needed = needed_aggregations((p.priced for p in plan.pricings), catalog)
+    aggregations = {code: catalog.aggregations[code] for code in sorted(needed)}
+    functions = {code: aggregation.aggregation for code, aggregation in aggregations.items()}
+    priced = _Priced(
+        aggregations,
+        functions,
+        {code: functions[code] for code in functions if aggregations[code].segmented},
+        {
+            p.counter: catalog.counters[p.counter]
+            for p in plan.counterPricings
+            if p.counter in catalog.counters
+        },
+    )
+    _PRICED[plan.code] = (catalog, priced)
+    return priced
 
 
 def _committed(catalog: Catalog, account_plan: AccountPlan) -> bool:
@@ -238,11 +265,40 @@ def index_entry(bill: Bill) -> dict[str, object]:
     }
 
 
-def updated_index(stored: bytes | None, bills: list[Bill]) -> bytes:
+def updated_index(stored: bytes | None, bills: Sequence[Bill | EncodedBill]) -> bytes:
     entries = {entry["id"]: entry for entry in (orjson.loads(stored) if stored else [])}
     for bill in bills:
-        entries[bill.id] = index_entry(bill)
+        entries[bill.id] = bill.entry if isinstance(bill, EncodedBill) else index_entry(bill)
     return orjson.dumps(sorted(entries.values(), key=lambda e: (e["start"], e["id"])))
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBill:
+    """A new bill version as it is written: its JSON, made once for `bills` and the bills
+    table, and the few fields the bill index and the log need. A run of many accounts
+    keeps these instead of every Bill model until it is published."""
+
+    account: str
+    id: str
+    version: int
+    status: BillStatus
+    total: Decimal
+    currency: str
+    entry: dict[str, object]
+    json: bytes
+
+
+def encoded(bill: Bill) -> EncodedBill:
+    return EncodedBill(
+        bill.accountCode,
+        bill.id,
+        bill.version,
+        bill.status,
+        bill.total,
+        bill.currency,
+        index_entry(bill),
+        bill.model_dump_json().encode(),
+    )
 
 
 class LockedRange(NamedTuple):

@@ -4,12 +4,15 @@ to `bill.commands.rejected` with the reason."""
 
 from __future__ import annotations
 
+import gc
+import logging
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
+from streams.billing.state import cycle_collection_paused
 from streams.clock import DAY_MS, HOUR_MS
 from tests.fixtures.worker import (
     T0_MS,
@@ -124,3 +127,37 @@ async def test_a_command_it_cannot_carry_out_is_dead_lettered_with_the_reason(
     assert letter["source"] == f"{offline.topics.bill_commands}[0]@0"
     carried = document.decode() if isinstance(document, bytes) else document
     assert letter["command"] == carried
+
+
+async def test_a_tick_of_many_accounts_logs_one_line_for_its_bills_and_each_bill_at_debug(
+    offline: OfflineWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    offline.now_ms = STARTED_MS + 2 * DAY_MS
+    customers = [c for c in (f"cus_{n}" for n in range(60)) if home(c) == 0][:12]
+    async with offline.agent("accounts").test_context() as agent:
+        events = [
+            await agent.put(orjson.dumps(subscription_created(c, id=f"sub_{c}")), key=c.encode())
+            for c in customers
+        ]
+        await acked(*events)
+    caplog.set_level(logging.INFO, logger="streams.agents.billing")
+
+    async with offline.agent("billing").test_context() as agent:
+        tick = {"type": "tick", "partition": 0, "at": offline.now_ms}
+        await acked(await agent.put(orjson.dumps(tick), key=b"tick", partition=0))
+
+    published = offline.kafka.on(offline.topics.bills)
+    assert sorted(record.key or b"" for record in published) == sorted(
+        c.encode() for c in customers
+    )
+    [line] = [r.getMessage() for r in caplog.records if r.name == "streams.agents.billing"]
+    assert line.startswith(f"{len(customers)} bill versions published and stored (")
+    assert f"{offline.topics.bill_commands}[0]@0" in line
+
+
+def test_the_cycle_collector_is_on_again_after_a_bill_run_even_when_the_run_failed() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), cycle_collection_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a run that failed")
+    assert gc.isenabled()

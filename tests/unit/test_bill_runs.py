@@ -11,6 +11,7 @@ import yaml
 
 from streams.billing.bills import transition
 from streams.billing.runs import (
+    UsageReader,
     finalize,
     locked_ranges,
     locked_reason,
@@ -75,13 +76,13 @@ def test_unmapped_and_future_plans_bill_nothing() -> None:
     assert periods_to_bill(account_plan(), CATALOG, START - timedelta(days=1)) == []
 
 
-def first_bill(now: datetime) -> Bill:
+def first_bill(now: datetime, catalog: Catalog = CATALOG, usage: UsageReader = no_usage) -> Bill:
     result = run_account_plan(
         account_plan=account_plan(currentPeriodStart=START, currentPeriodEnd=MONTH_END),
         account=None,
-        catalog=CATALOG,
+        catalog=catalog,
         previous={},
-        usage=no_usage,
+        usage=usage,
         now=now,
     )
     assert len(result.bills) == 1
@@ -137,3 +138,20 @@ def test_a_partial_first_period_keeps_its_bill_after_the_renewal() -> None:
     assert [(p.start, p.end) for p in first] == [(created, anchor)]
     assert (after[0].start, after[0].end) == (created, anchor)
     assert after[1].start == anchor
+
+
+def test_a_new_catalog_bills_with_its_aggregations_not_the_ones_of_the_last_catalog() -> None:
+    def usage(account: str, functions: Any, start: int, end: int) -> dict[str, Decimal | None]:
+        # 7 calls in all, at most 3 at once
+        return {code: Decimal(3 if fn == "MAX" else 7) for code, fn in functions.items()}
+
+    def calls(catalog: Catalog) -> Decimal | None:
+        bill = first_bill(START + timedelta(days=2), catalog, usage)
+        return {line.id: line.quantity for line in bill.lines}["USAGE:api_calls"]
+
+    document = CATALOG.model_dump(mode="json")
+    document["aggregations"]["api_calls"]["aggregation"] = "MAX"
+
+    assert calls(CATALOG) == 7
+    assert calls(Catalog.model_validate(document)) == 3
+    assert calls(CATALOG) == 7
