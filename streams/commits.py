@@ -18,6 +18,14 @@ records deleted by retention). Gaps faust saw while fetching (offsets that do no
 exist) count as acked, as before. A partition whose oldest message is not acked keeps
 its committed offset until it is; the watchdog reports that as a commit that does not
 advance while the partition has lag.
+
+That rule also brought out a second hole: faust drops a fetched record whose partition
+was paused after the fetch returned (a stream's buffer full, a partition recovering),
+without seeking back, so the record is never read again in this session. With faust's
+rule its offset is committed over (lost); with ours the partition's commits stop there.
+`InOrderConsumer` hands over every record fetched for the partitions active when the
+fetch returned (a rebalance or a stopped flow still drops them, and faust then seeks
+back to the committed offsets).
 """
 
 from __future__ import annotations
@@ -98,6 +106,14 @@ class InOrderConsumer(Consumer):
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         generation = self.app.consumer_generation_id
         records, active = await super()._wait_next_records(timeout)
+        # faust hands over a fetched record only if its partition is still in this set
+        # when its turn comes; the live set loses a partition paused meanwhile (a stream's
+        # buffer full, a table partition recovering), and faust then drops the record
+        # without seeking back: the fetch position is past it, so it is never read again
+        # in this session, and the partition's commits stop there for good. The partitions
+        # active when the fetch returned are what the records were fetched for.
+        if active is not None:
+            active = set(active)
         intake = self.intake
         if intake is None or not records:
             return records, active

@@ -127,3 +127,28 @@ async def test_after_a_rebalance_reading_starts_again_at_the_committed_offset(
     assert commit(consumer) == 53
     consumer.ack(again[53])
     assert commit(consumer) == 54
+
+
+async def test_records_fetched_for_a_partition_paused_before_their_turn_are_still_handed_over(
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust would drop them without seeking back: never read again, and with our commit
+    rule the partition's commits would stop there (a worker started with a backlog)."""
+    from aiokafka.structs import ConsumerRecord, TopicPartition
+
+    live = {PARTITION}
+    fetched = [
+        ConsumerRecord(TOPIC, 0, offset, 0, 0, b"k", b"v", None, 1, 1, []) for offset in (4, 5, 6)
+    ]
+
+    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
+        return {TopicPartition(TOPIC, 0): fetched}, live
+
+    monkeypatch.setattr(InOrderConsumer.__mro__[1], "_wait_next_records", fetch)
+    monkeypatch.setattr(InOrderConsumer, "flow_active", True, raising=False)
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 7)
+    handed = []
+    async for _, message in consumer.getmany(1.0):
+        handed.append(message.offset)
+        live.discard(PARTITION)  # paused while the first record was being delivered
+    assert handed == [4, 5, 6]
