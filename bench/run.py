@@ -526,9 +526,10 @@ def bills_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) ->
         if profiled:
             shares = profiled[-1]["profile"]["inclusive"]
             names = {
-                "Billing.usage (streams/agents/billing.py": "usage of the period",
-                "Table.__missing__ (faust/tables/table.py": "of it absent-record lookups",
-                "build_bill (streams/billing.py": "build_bill",
+                "Billing.usage (streams/billing/state.py": "usage of the period",
+                "AccountState.plans (streams/accounts/state.py": "account plans",
+                "build_bill (streams/billing/bills.py": "build_bill",
+                "encoded (streams/billing/runs.py": "bill JSON",
                 "register.<locals>.publish (streams/agents/billing.py": "publish + store",
                 "aiokafka/producer": "aiokafka producer",
             }
