@@ -127,10 +127,6 @@ class NativeEngine:
         if catalog is not None:
             self.set_catalog(catalog)
 
-    @property
-    def threads(self) -> int:
-        return len(self._cores)
-
     def _core(self, partition: int) -> Any:
         return self._cores[partition % len(self._cores)]
 
@@ -165,13 +161,11 @@ class NativeEngine:
         if rules is None:
             raise RuntimeError("the engine has no catalog yet: call set_catalog() first")
         cores = len(self._cores)
-        if cores == 1:
-            return self._merged([self._fold(0, messages, range(len(messages)), now_ms)])
         shares: list[list[int]] = [[] for _ in range(cores)]
         for number, message in enumerate(messages):
             shares[message.source.partition % cores].append(number)
-        work = [(core, numbers) for core, numbers in enumerate(shares) if numbers]
-        if len(work) == 1:
+        work = [(core, numbers) for core, numbers in enumerate(shares) if numbers] or [(0, [])]
+        if len(work) == 1:  # one engine has the whole batch: fold it on this thread
             core, numbers = work[0]
             return self._merged([self._fold(core, messages, numbers, now_ms)])
         assert self._pool is not None
@@ -233,19 +227,14 @@ class NativeEngine:
         """One outcome, as one engine holding every partition gives it: deltas by
         partition; verdicts in message order, then refused pieces by partition; forwards
         in message order."""
-        if len(shares) == 1:
-            share = shares[0]
-            deltas, forwarded = share.deltas, share.forwarded
-            rejections = [r for _, r in share.judged] + [r for _, r in share.refused]
-        else:
-            deltas = sorted((d for s in shares for d in s.deltas), key=lambda d: d.partition)
-            judged = heapq.merge(*(s.judged for s in shares), key=lambda item: item[0])
-            refused = sorted(
-                (item for s in shares for item in s.refused),
-                key=lambda item: item[1].source.partition,
-            )
-            rejections = [r for _, r in judged] + [r for _, r in refused]
-            forwarded = list(heapq.merge(*(s.forwarded for s in shares), key=lambda item: item[0]))
+        deltas = sorted((d for s in shares for d in s.deltas), key=lambda d: d.partition)
+        judged = heapq.merge(*(s.judged for s in shares), key=lambda item: item[0])
+        refused = sorted(
+            (item for s in shares for item in s.refused),
+            key=lambda item: item[1].source.partition,
+        )
+        rejections = [r for _, r in judged] + [r for _, r in refused]
+        forwarded = heapq.merge(*(s.forwarded for s in shares), key=lambda item: item[0])
         by_partition: dict[int, list[tuple[str, Any]]] = {}
         for _, partition, account, measurement in forwarded:
             by_partition.setdefault(partition, []).append((account, measurement))
