@@ -60,8 +60,27 @@ impl Seen {
     }
 }
 
-/// An account-hour: (account number, hour slot).
-type Segment = (u32, i64);
+/// An account-hour, (account number, hour slot) in one word: the sets of dirty, pending
+/// and unconfirmed account-hours hold one per account-hour changed since a snapshot.
+/// A slot is an hour since 1970 of a measurement's ts, which validation keeps within
+/// days of now.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Segment(u64);
+
+impl Segment {
+    fn new(number: u32, slot: i64) -> Segment {
+        let slot = u32::try_from(slot).expect("an hour slot between 1970 and 2459");
+        Segment((u64::from(number) << 32) | u64::from(slot))
+    }
+
+    fn number(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn slot(self) -> i64 {
+        i64::from(self.0 as u32)
+    }
+}
 
 /// One account's usage: windows sorted by start (cells encoded), uid sets sorted by slot.
 #[derive(Default)]
@@ -137,6 +156,16 @@ pub struct PartitionState {
     pub expired: (i64, i64),
 }
 
+/// `items.insert(at, item)`, growing a full vector by an eighth rather than doubling it:
+/// an account's windows and uid sets grow an hour at a time and are held for the whole
+/// retention, so spare room would be a third of them on average.
+fn insert_tight<T>(items: &mut Vec<T>, at: usize, item: T) {
+    if items.len() == items.capacity() {
+        items.reserve_exact((items.len() / 8).max(1));
+    }
+    items.insert(at, item);
+}
+
 pub fn slot_range(slot: i64) -> std::ops::Range<i64> {
     slot * HOUR_MS..(slot + 1) * HOUR_MS
 }
@@ -193,7 +222,7 @@ impl PartitionState {
         let at = match account.uid_slot(slot) {
             Ok(at) => at,
             Err(at) => {
-                account.uids.insert(at, (slot, UidSet::default()));
+                insert_tight(&mut account.uids, at, (slot, UidSet::default()));
                 at
             }
         };
@@ -235,20 +264,20 @@ impl PartitionState {
                     merge_cell_maps(&mut merged, cells);
                     known.windows[at].1 = self.keys.encode(&merged);
                 }
-                Err(at) => known.windows.insert(at, (start, self.keys.encode(&cells))),
+                Err(at) => insert_tight(&mut known.windows, at, (start, self.keys.encode(&cells))),
             }
         }
         if !hashes.is_empty() {
             let at = match known.uid_slot(slot) {
                 Ok(at) => at,
                 Err(at) => {
-                    known.uids.insert(at, (slot, UidSet::default()));
+                    insert_tight(&mut known.uids, at, (slot, UidSet::default()));
                     at
                 }
             };
             known.uids[at].1.extend(hashes.iter().copied());
         }
-        self.dirty.insert((number, slot));
+        self.dirty.insert(Segment::new(number, slot));
     }
 
     /// Set one segment to exactly this content (a snapshot record): it is not dirty.
@@ -256,7 +285,7 @@ impl PartitionState {
         let number = self.intern(account);
         self.remove_segment(number, slot);
         self.merge_into(number, slot, windows, hashes);
-        self.dirty.remove(&(number, slot));
+        self.dirty.remove(&Segment::new(number, slot));
     }
 
     /// Delete one segment: its windows and its uids.
@@ -272,21 +301,21 @@ impl PartitionState {
         if let Ok(at) = known.uid_slot(slot) {
             known.uids.remove(at);
         }
-        self.dirty.insert((number, slot));
+        self.dirty.insert(Segment::new(number, slot));
     }
 
     /// A tombstone: the segment is gone, neither dirty nor pending.
     pub fn forget_segment(&mut self, account: &str, slot: i64) {
         let number = self.intern(account);
         self.remove_segment(number, slot);
-        self.dirty.remove(&(number, slot));
-        self.pending.remove(&(number, slot));
+        self.dirty.remove(&Segment::new(number, slot));
+        self.pending.remove(&Segment::new(number, slot));
     }
 
     /// A segment restored at `seq`: deltas up to it are in it already.
     pub fn set_pending(&mut self, account: &str, slot: i64, seq: i64) {
         let number = self.intern(account);
-        self.pending.insert((number, slot), seq);
+        self.pending.insert(Segment::new(number, slot), seq);
     }
 
     /// The windows of one segment.
@@ -342,7 +371,7 @@ impl PartitionState {
         !self.pending.is_empty()
             && self
                 .number(account)
-                .is_some_and(|number| self.skips_segment((number, slot), seq))
+                .is_some_and(|number| self.skips_segment(Segment::new(number, slot), seq))
     }
 
     fn skips_segment(&self, segment: Segment, seq: i64) -> bool {
@@ -375,7 +404,7 @@ impl PartitionState {
             let mut gone: Vec<i64> = Vec::new();
             let mut uids = std::mem::take(&mut self.accounts[number as usize].uids);
             uids.retain(|(slot, _)| {
-                let keep = *slot >= uids_before || self.skips_segment((number, *slot), seq);
+                let keep = *slot >= uids_before || self.skips_segment(Segment::new(number, *slot), seq);
                 if !keep {
                     gone.push(*slot);
                 }
@@ -384,7 +413,7 @@ impl PartitionState {
             let mut windows = std::mem::take(&mut self.accounts[number as usize].windows);
             windows.retain(|(start, _)| {
                 let slot = start.div_euclid(HOUR_MS);
-                let keep = *start >= limit || self.skips_segment((number, slot), seq);
+                let keep = *start >= limit || self.skips_segment(Segment::new(number, slot), seq);
                 if !keep {
                     gone.push(slot);
                 }
@@ -394,7 +423,7 @@ impl PartitionState {
             known.uids = uids;
             known.windows = windows;
             for slot in gone {
-                self.dirty.insert((number, slot));
+                self.dirty.insert(Segment::new(number, slot));
             }
         }
         self.expired = (
@@ -423,7 +452,10 @@ impl PartitionState {
         let mut segments: Vec<(String, i64)> = self
             .dirty
             .union(&self.unconfirmed)
-            .map(|(number, slot)| (self.accounts[*number as usize].name.to_string(), *slot))
+            .map(|segment| {
+                let name = &self.accounts[segment.number() as usize].name;
+                (name.to_string(), segment.slot())
+            })
             .collect();
         segments.sort();
         let dirty = std::mem::take(&mut self.dirty);
@@ -439,7 +471,7 @@ impl PartitionState {
             .dirty
             .iter()
             .chain(self.pending.keys())
-            .map(|(number, _)| *number)
+            .map(|segment| segment.number())
             .collect();
         for number in 0..self.accounts.len() {
             let known = &mut self.accounts[number];
