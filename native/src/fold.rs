@@ -3,8 +3,8 @@
 
 use crate::dec::Dec;
 use crate::dedup::distinct_text;
-use std::sync::Arc;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 pub const SUM: u8 = 0;
 pub const MIN: u8 = 1;

@@ -82,29 +82,128 @@ impl Segment {
     }
 }
 
-/// One account's usage: windows sorted by start (cells encoded), uid sets sorted by slot.
+/// An account's windows in one byte string, sorted by start: per window its start (8
+/// bytes), the length of its cells (4 bytes), its cells (`fold::encode_cells`). One
+/// allocation per account rather than one per window: the state holds every
+/// account-hour of the retention, and many small long-lived allocations among a batch's
+/// short-lived ones leave most allocator pages partly used.
+#[derive(Default)]
+struct Windows(Vec<u8>);
+
+const WINDOW_HEAD: usize = 12;
+
+impl Windows {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (byte offset, start, cells) of each window, in order.
+    fn iter(&self) -> impl Iterator<Item = (usize, i64, &[u8])> + '_ {
+        let bytes = &self.0;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= bytes.len() {
+                return None;
+            }
+            let start = i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+            let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+            let offset = at;
+            at += WINDOW_HEAD + len;
+            Some((offset, start, &bytes[offset + WINDOW_HEAD..at]))
+        })
+    }
+
+    fn first_start(&self) -> Option<i64> {
+        self.iter().next().map(|(_, start, _)| start)
+    }
+
+    /// The window starting at `start`: Ok(its offset and cells), or Err(where it goes).
+    fn find(&self, start: i64) -> Result<(usize, &[u8]), usize> {
+        for (offset, known, cells) in self.iter() {
+            if known == start {
+                return Ok((offset, cells));
+            }
+            if known > start {
+                return Err(offset);
+            }
+        }
+        Err(self.0.len())
+    }
+
+    /// The byte range of the windows starting in `range`.
+    fn span(&self, range: std::ops::Range<i64>) -> std::ops::Range<usize> {
+        let mut from = self.0.len();
+        let mut to = self.0.len();
+        for (offset, start, _) in self.iter() {
+            if start >= range.start && from == self.0.len() {
+                from = offset;
+            }
+            if start >= range.end {
+                to = offset;
+                break;
+            }
+        }
+        from..to.max(from)
+    }
+
+    fn in_range(&self, range: std::ops::Range<i64>) -> impl Iterator<Item = (i64, &[u8])> + '_ {
+        self.iter()
+            .skip_while(move |(_, start, _)| *start < range.start)
+            .take_while(move |(_, start, _)| *start < range.end)
+            .map(|(_, start, cells)| (start, cells))
+    }
+
+    /// Put `cells` at `offset` as the window starting at `start`, in place of `replaced`
+    /// bytes there (0: a new window).
+    fn put(&mut self, offset: usize, replaced: usize, start: i64, cells: &[u8]) {
+        let len = u32::try_from(cells.len()).expect("a window's cells fit a snapshot record");
+        let mut record = Vec::with_capacity(WINDOW_HEAD + cells.len());
+        record.extend_from_slice(&start.to_le_bytes());
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(cells);
+        let grows = record.len().saturating_sub(replaced);
+        if self.0.len() + grows > self.0.capacity() {
+            self.0.reserve_exact(grows.max(self.0.len() / 8));
+        }
+        self.0.splice(offset..offset + replaced, record);
+    }
+
+    fn remove(&mut self, bytes: std::ops::Range<usize>) {
+        self.0.drain(bytes);
+        self.shrink();
+    }
+
+    /// Keep the windows whose start `keep` accepts.
+    fn retain(&mut self, mut keep: impl FnMut(i64) -> bool) {
+        let mut kept = Vec::with_capacity(self.0.len());
+        for (offset, start, cells) in self.iter() {
+            if keep(start) {
+                kept.extend_from_slice(&self.0[offset..offset + WINDOW_HEAD + cells.len()]);
+            }
+        }
+        self.0 = kept;
+        self.shrink();
+    }
+
+    fn shrink(&mut self) {
+        if self.0.capacity() > self.0.len() + self.0.len() / 4 {
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+/// One account's usage: windows sorted by start, uid sets sorted by slot.
 #[derive(Default)]
 struct Account {
     name: Box<str>,
     live: bool,
-    windows: Vec<(i64, Box<[u8]>)>,
+    windows: Windows,
     uids: Vec<(i64, UidSet)>,
 }
 
 impl Account {
     fn is_empty(&self) -> bool {
         self.windows.is_empty() && self.uids.is_empty()
-    }
-
-    /// The positions of the windows starting in `range`.
-    fn span(&self, range: std::ops::Range<i64>) -> std::ops::Range<usize> {
-        let from = self
-            .windows
-            .partition_point(|(start, _)| *start < range.start);
-        let to = self
-            .windows
-            .partition_point(|(start, _)| *start < range.end);
-        from..to.max(from)
     }
 
     fn uid_slot(&self, slot: i64) -> Result<usize, usize> {
@@ -258,13 +357,18 @@ impl PartitionState {
             if cells.is_empty() {
                 continue;
             }
-            match known.windows.binary_search_by_key(&start, |(s, _)| *s) {
-                Ok(at) => {
-                    let mut merged = self.keys.decode(&known.windows[at].1);
+            match known.windows.find(start) {
+                Ok((offset, bytes)) => {
+                    let replaced = WINDOW_HEAD + bytes.len();
+                    let mut merged = self.keys.decode(bytes);
                     merge_cell_maps(&mut merged, cells);
-                    known.windows[at].1 = self.keys.encode(&merged);
+                    let encoded = self.keys.encode(&merged);
+                    known.windows.put(offset, replaced, start, &encoded);
                 }
-                Err(at) => insert_tight(&mut known.windows, at, (start, self.keys.encode(&cells))),
+                Err(offset) => {
+                    let encoded = self.keys.encode(&cells);
+                    known.windows.put(offset, 0, start, &encoded);
+                }
             }
         }
         if !hashes.is_empty() {
@@ -296,8 +400,8 @@ impl PartitionState {
 
     fn remove_segment(&mut self, number: u32, slot: i64) {
         let known = &mut self.accounts[number as usize];
-        let span = known.span(slot_range(slot));
-        known.windows.drain(span);
+        let span = known.windows.span(slot_range(slot));
+        known.windows.remove(span);
         if let Ok(at) = known.uid_slot(slot) {
             known.uids.remove(at);
         }
@@ -328,16 +432,17 @@ impl PartitionState {
         let Some(known) = self.account(account) else {
             return Vec::new();
         };
-        known.windows[known.span(range)]
-            .iter()
-            .map(|(start, bytes)| (*start, self.keys.decode(bytes)))
+        known
+            .windows
+            .in_range(range)
+            .map(|(start, bytes)| (start, self.keys.decode(bytes)))
             .collect()
     }
 
     /// The accounts with a window starting in `range`.
     pub fn accounts_in(&self, range: std::ops::Range<i64>) -> impl Iterator<Item = &str> {
         self.live()
-            .filter(move |(_, account)| !account.span(range.clone()).is_empty())
+            .filter(move |(_, account)| account.windows.in_range(range.clone()).next().is_some())
             .map(|(_, account)| &*account.name)
     }
 
@@ -348,7 +453,7 @@ impl PartitionState {
                 account
                     .windows
                     .iter()
-                    .map(|(start, _)| start.div_euclid(HOUR_MS))
+                    .map(|(_, start, _)| start.div_euclid(HOUR_MS))
                     .collect::<BTreeSet<_>>()
                     .len()
             })
@@ -395,8 +500,8 @@ impl PartitionState {
                 .is_some_and(|(slot, _)| *slot < uids_before);
             let old_windows = known
                 .windows
-                .first()
-                .is_some_and(|(start, _)| *start < limit);
+                .first_start()
+                .is_some_and(|start| start < limit);
             if !known.live || !(old_uids || old_windows) {
                 continue;
             }
@@ -404,16 +509,17 @@ impl PartitionState {
             let mut gone: Vec<i64> = Vec::new();
             let mut uids = std::mem::take(&mut self.accounts[number as usize].uids);
             uids.retain(|(slot, _)| {
-                let keep = *slot >= uids_before || self.skips_segment(Segment::new(number, *slot), seq);
+                let keep =
+                    *slot >= uids_before || self.skips_segment(Segment::new(number, *slot), seq);
                 if !keep {
                     gone.push(*slot);
                 }
                 keep
             });
             let mut windows = std::mem::take(&mut self.accounts[number as usize].windows);
-            windows.retain(|(start, _)| {
+            windows.retain(|start| {
                 let slot = start.div_euclid(HOUR_MS);
-                let keep = *start >= limit || self.skips_segment(Segment::new(number, slot), seq);
+                let keep = start >= limit || self.skips_segment(Segment::new(number, slot), seq);
                 if !keep {
                     gone.push(slot);
                 }
@@ -441,8 +547,8 @@ impl PartitionState {
                 .is_some_and(|(slot, _)| *slot < uids_before)
                 || account
                     .windows
-                    .first()
-                    .is_some_and(|(start, _)| *start < limit)
+                    .first_start()
+                    .is_some_and(|start| start < limit)
         })
     }
 
@@ -514,6 +620,40 @@ mod tests {
                     .map(|(_, cell)| (*start, cell.sum().unwrap().canonical_text()))
             })
             .collect()
+    }
+
+    #[test]
+    fn an_accounts_windows_stay_sorted_in_one_byte_string_through_puts_removals_and_expiry() {
+        let mut windows = Windows::default();
+        let starts = |windows: &Windows| -> Vec<(i64, Vec<u8>)> {
+            windows
+                .iter()
+                .map(|(_, start, cells)| (start, cells.to_vec()))
+                .collect()
+        };
+        for (start, cells) in [(30, vec![3u8; 5]), (10, vec![1]), (20, vec![])] {
+            let offset = windows.find(start).unwrap_err();
+            windows.put(offset, 0, start, &cells);
+        }
+        assert_eq!(
+            starts(&windows),
+            vec![(10, vec![1]), (20, vec![]), (30, vec![3; 5])]
+        );
+        let (offset, old) = windows.find(20).unwrap();
+        let replaced = WINDOW_HEAD + old.len();
+        windows.put(offset, replaced, 20, &[2, 2, 2]);
+        assert_eq!(windows.find(20).unwrap().1, &[2, 2, 2]);
+        assert_eq!(
+            windows.in_range(15..31).map(|(s, _)| s).collect::<Vec<_>>(),
+            vec![20, 30]
+        );
+        assert!(windows.in_range(31..99).next().is_none());
+        windows.remove(windows.span(20..30));
+        assert_eq!(starts(&windows), vec![(10, vec![1]), (30, vec![3; 5])]);
+        windows.retain(|start| start > 10);
+        assert_eq!(windows.first_start(), Some(30));
+        windows.remove(windows.span(0..100));
+        assert!(windows.is_empty() && windows.find(5) == Err(0));
     }
 
     #[test]
