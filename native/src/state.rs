@@ -60,25 +60,60 @@ impl Seen {
     }
 }
 
-/// An account-hour, (account number, hour slot) in one word: the sets of dirty, pending
-/// and unconfirmed account-hours hold one per account-hour changed since a snapshot.
-/// A slot is an hour since 1970 of a measurement's ts, which validation keeps within
-/// days of now.
+/// An account-hour, (account number, hour slot) in one word (the restored segments
+/// still pending).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Segment(u64);
 
 impl Segment {
     fn new(number: u32, slot: i64) -> Segment {
-        let slot = u32::try_from(slot).expect("an hour slot between 1970 and 2459");
-        Segment((u64::from(number) << 32) | u64::from(slot))
+        Segment((u64::from(number) << 32) | u64::from(short_slot(slot)))
     }
 
     fn number(self) -> u32 {
         (self.0 >> 32) as u32
     }
+}
 
-    fn slot(self) -> i64 {
-        i64::from(self.0 as u32)
+/// A slot in four bytes: an hour since 1970 of a measurement's ts, which validation keeps
+/// within days of now.
+fn short_slot(slot: i64) -> u32 {
+    u32::try_from(slot).expect("an hour slot between 1970 and 2459")
+}
+
+/// The hour slots of an account that a snapshot round must write: changed since the last
+/// round (dirty), or written by a round not yet confirmed. Sorted, four bytes a slot,
+/// kept by the account (one entry per account-hour changed since a snapshot).
+#[derive(Default)]
+struct Marks {
+    dirty: Vec<u32>,
+    unconfirmed: Vec<u32>,
+}
+
+impl Marks {
+    fn set_dirty(&mut self, slot: i64) {
+        let slot = short_slot(slot);
+        if let Err(at) = self.dirty.binary_search(&slot) {
+            insert_tight(&mut self.dirty, at, slot);
+        }
+    }
+
+    fn clear_dirty(&mut self, slot: i64) {
+        if let Ok(at) = self.dirty.binary_search(&short_slot(slot)) {
+            self.dirty.remove(at);
+        }
+    }
+
+    /// The slots a round writes now (dirty or unconfirmed); they become unconfirmed.
+    fn take_for_round(&mut self) -> Vec<u32> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut round = std::mem::take(&mut self.unconfirmed);
+        round.extend(dirty);
+        round.sort_unstable();
+        round.dedup();
+        round.shrink_to_fit();
+        self.unconfirmed = round.clone();
+        round
     }
 }
 
@@ -199,6 +234,7 @@ struct Account {
     live: bool,
     windows: Windows,
     uids: Vec<(i64, UidSet)>,
+    marks: Marks,
 }
 
 impl Account {
@@ -248,8 +284,6 @@ pub struct PartitionState {
     pub complete: i64,
     pub floor: i64,
     pending: FastMap<Segment, i64>,
-    dirty: FastSet<Segment>,
-    unconfirmed: FastSet<Segment>,
     pub seen: Seen,
     pub newest: i64,
     pub expired: (i64, i64),
@@ -381,7 +415,7 @@ impl PartitionState {
             };
             known.uids[at].1.extend(hashes.iter().copied());
         }
-        self.dirty.insert(Segment::new(number, slot));
+        self.accounts[number as usize].marks.set_dirty(slot);
     }
 
     /// Set one segment to exactly this content (a snapshot record): it is not dirty.
@@ -389,7 +423,7 @@ impl PartitionState {
         let number = self.intern(account);
         self.remove_segment(number, slot);
         self.merge_into(number, slot, windows, hashes);
-        self.dirty.remove(&Segment::new(number, slot));
+        self.accounts[number as usize].marks.clear_dirty(slot);
     }
 
     /// Delete one segment: its windows and its uids.
@@ -405,14 +439,14 @@ impl PartitionState {
         if let Ok(at) = known.uid_slot(slot) {
             known.uids.remove(at);
         }
-        self.dirty.insert(Segment::new(number, slot));
+        self.accounts[number as usize].marks.set_dirty(slot);
     }
 
     /// A tombstone: the segment is gone, neither dirty nor pending.
     pub fn forget_segment(&mut self, account: &str, slot: i64) {
         let number = self.intern(account);
         self.remove_segment(number, slot);
-        self.dirty.remove(&Segment::new(number, slot));
+        self.accounts[number as usize].marks.clear_dirty(slot);
         self.pending.remove(&Segment::new(number, slot));
     }
 
@@ -529,7 +563,7 @@ impl PartitionState {
             known.uids = uids;
             known.windows = windows;
             for slot in gone {
-                self.dirty.insert(Segment::new(number, slot));
+                self.accounts[number as usize].marks.set_dirty(slot);
             }
         }
         self.expired = (
@@ -555,33 +589,31 @@ impl PartitionState {
     /// The segments a snapshot round writes (dirty, or written by a round not yet
     /// confirmed), by account and slot; they stay unconfirmed until `confirmed`.
     pub fn snapshot_segments(&mut self) -> Vec<(String, i64)> {
-        let mut segments: Vec<(String, i64)> = self
-            .dirty
-            .union(&self.unconfirmed)
-            .map(|segment| {
-                let name = &self.accounts[segment.number() as usize].name;
-                (name.to_string(), segment.slot())
-            })
-            .collect();
+        let mut segments: Vec<(String, i64)> = Vec::new();
+        for known in &mut self.accounts {
+            if known.marks.dirty.is_empty() && known.marks.unconfirmed.is_empty() {
+                continue;
+            }
+            for slot in known.marks.take_for_round() {
+                segments.push((known.name.to_string(), i64::from(slot)));
+            }
+        }
         segments.sort();
-        let dirty = std::mem::take(&mut self.dirty);
-        self.unconfirmed.extend(dirty);
         segments
     }
 
     /// A snapshot round is written: accounts left with nothing give their number back.
     pub fn confirmed(&mut self) {
-        self.unconfirmed.clear();
-        self.unconfirmed.shrink_to_fit();
-        let held: FastSet<u32> = self
-            .dirty
-            .iter()
-            .chain(self.pending.keys())
+        let pending: FastSet<u32> = self
+            .pending
+            .keys()
             .map(|segment| segment.number())
             .collect();
         for number in 0..self.accounts.len() {
             let known = &mut self.accounts[number];
-            if !known.live || !known.is_empty() || held.contains(&(number as u32)) {
+            known.marks.unconfirmed = Vec::new();
+            let held = !known.marks.dirty.is_empty() || pending.contains(&(number as u32));
+            if !known.live || !known.is_empty() || held {
                 continue;
             }
             self.numbers.remove(&known.name);
