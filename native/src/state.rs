@@ -117,49 +117,82 @@ impl Marks {
     }
 }
 
-/// An account's windows in one byte string, sorted by start: per window its start (8
-/// bytes), the length of its cells (4 bytes), its cells (`fold::encode_cells`). One
-/// allocation per account rather than one per window: the state holds every
-/// account-hour of the retention, and many small long-lived allocations among a batch's
-/// short-lived ones leave most allocator pages partly used.
+/// An account's windows in one byte string, sorted by start: per window its start and
+/// the length of its cells (varints, 7 bytes for an hour of today), then its cells
+/// (`fold::encode_cells`). One allocation per account rather than one per window: the
+/// state holds every account-hour of the retention, and many small long-lived
+/// allocations among a batch's short-lived ones leave most allocator pages partly used.
 #[derive(Default)]
 struct Windows(Vec<u8>);
 
-const WINDOW_HEAD: usize = 12;
+/// One window in `Windows`: where its record lies, its start, its cells.
+struct Stored<'a> {
+    record: std::ops::Range<usize>,
+    start: i64,
+    cells: &'a [u8],
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return value;
+        }
+        shift += 7;
+    }
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
 
 impl Windows {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// (byte offset, start, cells) of each window, in order.
-    fn iter(&self) -> impl Iterator<Item = (usize, i64, &[u8])> + '_ {
+    /// Each window, in order.
+    fn iter(&self) -> impl Iterator<Item = Stored<'_>> + '_ {
         let bytes = &self.0;
         let mut at = 0;
         std::iter::from_fn(move || {
             if at >= bytes.len() {
                 return None;
             }
-            let start = i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-            let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-            let offset = at;
-            at += WINDOW_HEAD + len;
-            Some((offset, start, &bytes[offset + WINDOW_HEAD..at]))
+            let begin = at;
+            let zigzag = read_varint(bytes, &mut at);
+            let start = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+            let len = read_varint(bytes, &mut at) as usize;
+            let cells = &bytes[at..at + len];
+            at += len;
+            Some(Stored {
+                record: begin..at,
+                start,
+                cells,
+            })
         })
     }
 
     fn first_start(&self) -> Option<i64> {
-        self.iter().next().map(|(_, start, _)| start)
+        self.iter().next().map(|window| window.start)
     }
 
-    /// The window starting at `start`: Ok(its offset and cells), or Err(where it goes).
-    fn find(&self, start: i64) -> Result<(usize, &[u8]), usize> {
-        for (offset, known, cells) in self.iter() {
-            if known == start {
-                return Ok((offset, cells));
+    /// The window starting at `start`: Ok(it), or Err(the offset where it goes).
+    fn find(&self, start: i64) -> Result<Stored<'_>, usize> {
+        for window in self.iter() {
+            if window.start == start {
+                return Ok(window);
             }
-            if known > start {
-                return Err(offset);
+            if window.start > start {
+                return Err(window.record.start);
             }
         }
         Err(self.0.len())
@@ -169,12 +202,12 @@ impl Windows {
     fn span(&self, range: std::ops::Range<i64>) -> std::ops::Range<usize> {
         let mut from = self.0.len();
         let mut to = self.0.len();
-        for (offset, start, _) in self.iter() {
-            if start >= range.start && from == self.0.len() {
-                from = offset;
+        for window in self.iter() {
+            if window.start >= range.start && from == self.0.len() {
+                from = window.record.start;
             }
-            if start >= range.end {
-                to = offset;
+            if window.start >= range.end {
+                to = window.record.start;
                 break;
             }
         }
@@ -183,24 +216,23 @@ impl Windows {
 
     fn in_range(&self, range: std::ops::Range<i64>) -> impl Iterator<Item = (i64, &[u8])> + '_ {
         self.iter()
-            .skip_while(move |(_, start, _)| *start < range.start)
-            .take_while(move |(_, start, _)| *start < range.end)
-            .map(|(_, start, cells)| (start, cells))
+            .skip_while(move |window| window.start < range.start)
+            .take_while(move |window| window.start < range.end)
+            .map(|window| (window.start, window.cells))
     }
 
-    /// Put `cells` at `offset` as the window starting at `start`, in place of `replaced`
-    /// bytes there (0: a new window).
-    fn put(&mut self, offset: usize, replaced: usize, start: i64, cells: &[u8]) {
-        let len = u32::try_from(cells.len()).expect("a window's cells fit a snapshot record");
-        let mut record = Vec::with_capacity(WINDOW_HEAD + cells.len());
-        record.extend_from_slice(&start.to_le_bytes());
-        record.extend_from_slice(&len.to_le_bytes());
+    /// Put `cells` as the window starting at `start` in place of the bytes `replaced`
+    /// (an empty range where a new window goes).
+    fn put(&mut self, replaced: std::ops::Range<usize>, start: i64, cells: &[u8]) {
+        let mut record = Vec::with_capacity(12 + cells.len());
+        write_varint(&mut record, ((start << 1) ^ (start >> 63)) as u64);
+        write_varint(&mut record, cells.len() as u64);
         record.extend_from_slice(cells);
-        let grows = record.len().saturating_sub(replaced);
+        let grows = record.len().saturating_sub(replaced.len());
         if self.0.len() + grows > self.0.capacity() {
             self.0.reserve_exact(grows.max(self.0.len() / 8));
         }
-        self.0.splice(offset..offset + replaced, record);
+        self.0.splice(replaced, record);
     }
 
     fn remove(&mut self, bytes: std::ops::Range<usize>) {
@@ -211,9 +243,9 @@ impl Windows {
     /// Keep the windows whose start `keep` accepts.
     fn retain(&mut self, mut keep: impl FnMut(i64) -> bool) {
         let mut kept = Vec::with_capacity(self.0.len());
-        for (offset, start, cells) in self.iter() {
-            if keep(start) {
-                kept.extend_from_slice(&self.0[offset..offset + WINDOW_HEAD + cells.len()]);
+        for window in self.iter() {
+            if keep(window.start) {
+                kept.extend_from_slice(&self.0[window.record]);
             }
         }
         self.0 = kept;
@@ -392,16 +424,16 @@ impl PartitionState {
                 continue;
             }
             match known.windows.find(start) {
-                Ok((offset, bytes)) => {
-                    let replaced = WINDOW_HEAD + bytes.len();
-                    let mut merged = self.keys.decode(bytes);
+                Ok(window) => {
+                    let replaced = window.record.clone();
+                    let mut merged = self.keys.decode(window.cells);
                     merge_cell_maps(&mut merged, cells);
                     let encoded = self.keys.encode(&merged);
-                    known.windows.put(offset, replaced, start, &encoded);
+                    known.windows.put(replaced, start, &encoded);
                 }
                 Err(offset) => {
                     let encoded = self.keys.encode(&cells);
-                    known.windows.put(offset, 0, start, &encoded);
+                    known.windows.put(offset..offset, start, &encoded);
                 }
             }
         }
@@ -487,7 +519,7 @@ impl PartitionState {
                 account
                     .windows
                     .iter()
-                    .map(|(_, start, _)| start.div_euclid(HOUR_MS))
+                    .map(|window| window.start.div_euclid(HOUR_MS))
                     .collect::<BTreeSet<_>>()
                     .len()
             })
@@ -660,32 +692,36 @@ mod tests {
         let starts = |windows: &Windows| -> Vec<(i64, Vec<u8>)> {
             windows
                 .iter()
-                .map(|(_, start, cells)| (start, cells.to_vec()))
+                .map(|w| (w.start, w.cells.to_vec()))
                 .collect()
         };
-        for (start, cells) in [(30, vec![3u8; 5]), (10, vec![1]), (20, vec![])] {
-            let offset = windows.find(start).unwrap_err();
-            windows.put(offset, 0, start, &cells);
+        let long = vec![3u8; 300]; // a length past one varint byte
+        let today = 1_794_960_000_000; // a start of today: a six-byte varint
+        for (start, cells) in [(today, long.clone()), (-10, vec![1]), (20, vec![])] {
+            let offset = windows.find(start).err().unwrap();
+            windows.put(offset..offset, start, &cells);
         }
         assert_eq!(
             starts(&windows),
-            vec![(10, vec![1]), (20, vec![]), (30, vec![3; 5])]
+            vec![(-10, vec![1]), (20, vec![]), (today, long.clone())]
         );
-        let (offset, old) = windows.find(20).unwrap();
-        let replaced = WINDOW_HEAD + old.len();
-        windows.put(offset, replaced, 20, &[2, 2, 2]);
-        assert_eq!(windows.find(20).unwrap().1, &[2, 2, 2]);
+        let replaced = windows.find(20).ok().unwrap().record;
+        windows.put(replaced, 20, &[2, 2, 2]);
+        assert_eq!(windows.find(20).ok().unwrap().cells, &[2, 2, 2]);
         assert_eq!(
-            windows.in_range(15..31).map(|(s, _)| s).collect::<Vec<_>>(),
-            vec![20, 30]
+            windows
+                .in_range(15..today + 1)
+                .map(|(s, _)| s)
+                .collect::<Vec<_>>(),
+            vec![20, today]
         );
-        assert!(windows.in_range(31..99).next().is_none());
-        windows.remove(windows.span(20..30));
-        assert_eq!(starts(&windows), vec![(10, vec![1]), (30, vec![3; 5])]);
-        windows.retain(|start| start > 10);
-        assert_eq!(windows.first_start(), Some(30));
-        windows.remove(windows.span(0..100));
-        assert!(windows.is_empty() && windows.find(5) == Err(0));
+        assert!(windows.in_range(today + 1..today + 99).next().is_none());
+        windows.remove(windows.span(20..today));
+        assert_eq!(starts(&windows), vec![(-10, vec![1]), (today, long)]);
+        windows.retain(|start| start > -10);
+        assert_eq!(windows.first_start(), Some(today));
+        windows.remove(windows.span(-100..today + 1));
+        assert!(windows.is_empty() && windows.find(5).err() == Some(0));
     }
 
     #[test]
