@@ -185,19 +185,24 @@ impl Engine {
         let Some(rules) = self.rules.as_ref() else {
             return Err("the engine has no catalog yet: call set_catalog() first".into());
         };
-        // 1. read every message and judge every measurement on its own (no state yet)
-        let mut documents: Vec<Result<Json, String>> = Vec::with_capacity(messages.len());
+        // 1. read every message and judge every measurement on its own (no state yet);
+        // a message's decoded tree is dropped once its measurements are judged (a verdict
+        // borrows the message's bytes), so a batch never holds every tree at once
+        let mut shapes: Vec<Result<usize, String>> = Vec::with_capacity(messages.len());
+        let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(messages.len());
         let mut unread = Vec::new();
+        let mut undecided = Vec::new();
         for (number, message) in messages.iter().enumerate() {
             let value = match replaced.get(&number) {
                 Some(MessageOverride::Reject(reason)) => {
-                    documents.push(Err(reason.clone()));
+                    shapes.push(Err(reason.clone()));
+                    verdicts.push(Vec::new());
                     continue;
                 }
                 Some(MessageOverride::Replace(bytes)) => Some(bytes.as_slice()),
                 None => message.value,
             };
-            documents.push(match value {
+            let document = match value {
                 None | Some(b"") => Err("empty message".to_string()),
                 Some(bytes) => match parse(bytes) {
                     Ok(document) => Ok(document),
@@ -210,47 +215,47 @@ impl Engine {
                         Err(String::new())
                     }
                 },
-            });
-        }
-        let mut carried: Vec<Result<(&[Json], bool), String>> = Vec::with_capacity(messages.len());
-        for document in &documents {
-            carried.push(match document {
+            };
+            let items = match &document {
                 Err(reason) => Err(reason.clone()),
                 Ok(document @ Json::Obj(_)) => match document.get("measurements") {
-                    None | Some(Json::Null) => Ok((std::slice::from_ref(document), false)),
-                    Some(Json::Arr(items)) => Ok((items.as_slice(), true)),
+                    None | Some(Json::Null) => Ok(std::slice::from_ref(document)),
+                    Some(Json::Arr(items)) => Ok(items.as_slice()),
                     Some(_) => Err("measurements must be a list".to_string()),
                 },
                 Ok(_) => Err(
                     "expected a measurement object or a {\"measurements\": [...]} envelope".into(),
                 ),
-            });
-        }
-        let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(messages.len());
-        let mut undecided = Vec::new();
-        for (number, items) in carried.iter().enumerate() {
-            let mut judged = Vec::with_capacity(items.as_ref().map_or(0, |(items, _)| items.len()));
-            if let Ok((items, _)) = items {
-                for (index, raw) in items.iter().enumerate() {
-                    let verdict = catch_unwind(AssertUnwindSafe(|| {
-                        if let Some(uid) = raw.get("uid").and_then(|u| u.as_str()) {
-                            self.hook("validate", uid);
-                        }
-                        let verdict = if decided.is_empty() {
-                            None
-                        } else {
-                            decided.get(&(number, index))
-                        };
-                        validate(raw, now_ms, rules, verdict)
-                    }))
-                    .unwrap_or_else(|payload| {
-                        Verdict::Reject("measurement".into(), panic_text(payload))
-                    });
-                    if matches!(verdict, Verdict::Undecided) {
-                        undecided.push((number, index));
-                    }
-                    judged.push(verdict);
+            };
+            let items = match items {
+                Err(reason) => {
+                    shapes.push(Err(reason));
+                    verdicts.push(Vec::new());
+                    continue;
                 }
+                Ok(items) => items,
+            };
+            shapes.push(Ok(items.len()));
+            let mut judged = Vec::with_capacity(items.len());
+            for (index, raw) in items.iter().enumerate() {
+                let verdict = catch_unwind(AssertUnwindSafe(|| {
+                    if let Some(uid) = raw.get("uid").and_then(|u| u.as_str()) {
+                        self.hook("validate", uid);
+                    }
+                    let verdict = if decided.is_empty() {
+                        None
+                    } else {
+                        decided.get(&(number, index))
+                    };
+                    validate(raw, now_ms, rules, verdict)
+                }))
+                .unwrap_or_else(|payload| {
+                    Verdict::Reject("measurement".into(), panic_text(payload))
+                });
+                if matches!(verdict, Verdict::Undecided) {
+                    undecided.push((number, index));
+                }
+                judged.push(verdict);
             }
             verdicts.push(judged);
         }
@@ -271,8 +276,8 @@ impl Engine {
         let mut out = Processed::default();
         // keyed by the account as the batch wrote it: no copy per measurement
         let mut pieces: BTreeMap<(i64, &str, i64), Piece> = BTreeMap::new();
-        for (number, items) in carried.iter().enumerate() {
-            let (items, _) = match items {
+        for (number, shape) in shapes.iter().enumerate() {
+            let items = match shape {
                 Err(reason) => {
                     out.rejected.push(RejectedOut {
                         message: number,
@@ -282,9 +287,9 @@ impl Engine {
                     });
                     continue;
                 }
-                Ok(items) => items,
+                Ok(items) => *items,
             };
-            for index in 0..items.len() {
+            for index in 0..items {
                 let verdict = &verdicts[number][index];
                 let valid = match verdict {
                     Verdict::Valid(valid) => valid,
@@ -364,17 +369,17 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn judge<'a>(
+    fn judge<'v>(
         &mut self,
-        valid: &Valid<'a>,
+        valid: &'v Valid<'_>,
         number: usize,
         index: usize,
         read_from: i64,
-        pieces: &mut BTreeMap<(i64, &'a str, i64), Piece>,
+        pieces: &mut BTreeMap<(i64, &'v str, i64), Piece>,
         verdicts: &[Vec<Verdict>],
         out: &mut Processed,
     ) -> Option<(String, String)> {
-        let account = valid.account;
+        let account: &'v str = &valid.account;
         let ts = valid.ts;
         let partition = self.partition_of(account);
         if partition != read_from {
@@ -391,7 +396,7 @@ impl Engine {
         }
         let slot = ts.div_euclid(HOUR_MS);
         let limit = self.config.max_uids_per_slot;
-        let uid = uid_hash(valid.meter, valid.uid);
+        let uid = uid_hash(&valid.meter, &valid.uid);
         let state = self.states.entry(partition).or_default();
         let known = state.hashes(account, slot);
         if known.is_some_and(|hashes| hashes.contains(&uid)) {
@@ -432,14 +437,14 @@ impl Engine {
     }
 
     fn fold(&self, piece: &mut Piece, valid: &Valid) {
-        let Some(targets) = self.plan.get(valid.meter) else {
+        let Some(targets) = self.plan.get(valid.meter.as_ref()) else {
             return;
         };
         if targets.is_empty() {
             return;
         }
-        self.hook("fold", valid.uid);
-        let window = self.window(valid.account, valid.ts);
+        self.hook("fold", &valid.uid);
+        let window = self.window(&valid.account, valid.ts);
         // room for every cell this meter feeds: a window's cells are kept as they are
         let needed: usize = targets.iter().map(|target| target.cells.len()).sum();
         let cells = piece

@@ -3,6 +3,7 @@
 
 use crate::dec::Dec;
 use crate::dedup::distinct_text;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub const SUM: u8 = 0;
@@ -328,17 +329,17 @@ pub struct Route {
     pub default: Arc<str>,
 }
 
-fn string_of<'a>(strings: &[(&str, &'a str)], field: &str) -> Option<&'a str> {
+fn string_of<'s>(strings: &'s [(Cow<str>, Cow<str>)], field: &str) -> Option<&'s str> {
     strings
         .iter()
-        .find(|(code, _)| *code == field)
-        .map(|(_, text)| *text)
+        .find(|(code, _)| code == field)
+        .map(|(_, text)| text.as_ref())
 }
 
 impl Route {
     /// The segment a measurement with these string fields goes to, None if a filter
     /// leaves it out.
-    pub fn segment(&self, strings: &[(&str, &str)]) -> Option<&Arc<str>> {
+    pub fn segment(&self, strings: &[(Cow<str>, Cow<str>)]) -> Option<&Arc<str>> {
         for (field, keep, values) in &self.filters {
             let found =
                 string_of(strings, field).is_some_and(|text| values.iter().any(|v| v == text));
@@ -387,8 +388,8 @@ pub type Plan = crate::dedup::FastMap<String, Vec<Target>>;
 
 /// A measurement's values, as validation leaves them.
 pub struct Values<'a> {
-    pub numbers: &'a [(std::borrow::Cow<'a, str>, Dec)],
-    pub strings: &'a [(&'a str, &'a str)],
+    pub numbers: &'a [(Cow<'a, str>, Dec)],
+    pub strings: &'a [(Cow<'a, str>, Cow<'a, str>)],
     pub ts: i64,
 }
 
@@ -477,7 +478,7 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
             let Some((_, number)) = values
                 .numbers
                 .iter()
-                .find(|(code, _)| *code == target.field)
+                .find(|(code, _)| code == &target.field)
             else {
                 continue;
             };
@@ -501,7 +502,7 @@ pub fn accumulate(targets: &[Target], cells: &mut Cells, values: &Values) {
             let Some((_, text)) = values
                 .strings
                 .iter()
-                .find(|(code, _)| *code == target.field)
+                .find(|(code, _)| code == &target.field)
             else {
                 continue;
             };

@@ -355,7 +355,10 @@ fn meterline_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     // A batch frees what it read; by default mimalloc returns it to the OS after 10 ms and
     // the next batch faults it back in page by page. Batches come more often than that:
     // keep freed memory for two seconds.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 2000) };
+    // (MIMALLOC_PURGE_DELAY in the environment, in ms, says otherwise)
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 2000) };
+    }
     module.add_class::<PyEngine>()?;
     Ok(())
 }

@@ -60,32 +60,218 @@ impl Seen {
     }
 }
 
-/// An account-hour: (account number, hour slot).
-type Segment = (u32, i64);
+/// An account-hour, (account number, hour slot) in one word (the restored segments
+/// still pending).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Segment(u64);
 
-/// One account's usage: windows sorted by start (cells encoded), uid sets sorted by slot.
+impl Segment {
+    fn new(number: u32, slot: i64) -> Segment {
+        Segment((u64::from(number) << 32) | u64::from(short_slot(slot)))
+    }
+
+    fn number(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// A slot in four bytes: an hour since 1970 of a measurement's ts, which validation keeps
+/// within days of now.
+fn short_slot(slot: i64) -> u32 {
+    u32::try_from(slot).expect("an hour slot between 1970 and 2459")
+}
+
+/// The hour slots of an account that a snapshot round must write: changed since the last
+/// round (dirty), or written by a round not yet confirmed. Sorted, four bytes a slot,
+/// kept by the account (one entry per account-hour changed since a snapshot).
+#[derive(Default)]
+struct Marks {
+    dirty: Vec<u32>,
+    unconfirmed: Vec<u32>,
+}
+
+impl Marks {
+    fn set_dirty(&mut self, slot: i64) {
+        let slot = short_slot(slot);
+        if let Err(at) = self.dirty.binary_search(&slot) {
+            insert_tight(&mut self.dirty, at, slot);
+        }
+    }
+
+    fn clear_dirty(&mut self, slot: i64) {
+        if let Ok(at) = self.dirty.binary_search(&short_slot(slot)) {
+            self.dirty.remove(at);
+        }
+    }
+
+    /// The slots a round writes now (dirty or unconfirmed); they become unconfirmed.
+    fn take_for_round(&mut self) -> Vec<u32> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut round = std::mem::take(&mut self.unconfirmed);
+        round.extend(dirty);
+        round.sort_unstable();
+        round.dedup();
+        round.shrink_to_fit();
+        self.unconfirmed = round.clone();
+        round
+    }
+}
+
+/// An account's windows in one byte string, sorted by start: per window its start and
+/// the length of its cells (varints, 7 bytes for an hour of today), then its cells
+/// (`fold::encode_cells`). One allocation per account rather than one per window: the
+/// state holds every account-hour of the retention, and many small long-lived
+/// allocations among a batch's short-lived ones leave most allocator pages partly used.
+#[derive(Default)]
+struct Windows(Vec<u8>);
+
+/// One window in `Windows`: where its record lies, its start, its cells.
+struct Stored<'a> {
+    record: std::ops::Range<usize>,
+    start: i64,
+    cells: &'a [u8],
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return value;
+        }
+        shift += 7;
+    }
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+impl Windows {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each window, in order.
+    fn iter(&self) -> impl Iterator<Item = Stored<'_>> + '_ {
+        let bytes = &self.0;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= bytes.len() {
+                return None;
+            }
+            let begin = at;
+            let zigzag = read_varint(bytes, &mut at);
+            let start = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+            let len = read_varint(bytes, &mut at) as usize;
+            let cells = &bytes[at..at + len];
+            at += len;
+            Some(Stored {
+                record: begin..at,
+                start,
+                cells,
+            })
+        })
+    }
+
+    fn first_start(&self) -> Option<i64> {
+        self.iter().next().map(|window| window.start)
+    }
+
+    /// The window starting at `start`: Ok(it), or Err(the offset where it goes).
+    fn find(&self, start: i64) -> Result<Stored<'_>, usize> {
+        for window in self.iter() {
+            if window.start == start {
+                return Ok(window);
+            }
+            if window.start > start {
+                return Err(window.record.start);
+            }
+        }
+        Err(self.0.len())
+    }
+
+    /// The byte range of the windows starting in `range`.
+    fn span(&self, range: std::ops::Range<i64>) -> std::ops::Range<usize> {
+        let mut from = self.0.len();
+        let mut to = self.0.len();
+        for window in self.iter() {
+            if window.start >= range.start && from == self.0.len() {
+                from = window.record.start;
+            }
+            if window.start >= range.end {
+                to = window.record.start;
+                break;
+            }
+        }
+        from..to.max(from)
+    }
+
+    fn in_range(&self, range: std::ops::Range<i64>) -> impl Iterator<Item = (i64, &[u8])> + '_ {
+        self.iter()
+            .skip_while(move |window| window.start < range.start)
+            .take_while(move |window| window.start < range.end)
+            .map(|window| (window.start, window.cells))
+    }
+
+    /// Put `cells` as the window starting at `start` in place of the bytes `replaced`
+    /// (an empty range where a new window goes).
+    fn put(&mut self, replaced: std::ops::Range<usize>, start: i64, cells: &[u8]) {
+        let mut record = Vec::with_capacity(12 + cells.len());
+        write_varint(&mut record, ((start << 1) ^ (start >> 63)) as u64);
+        write_varint(&mut record, cells.len() as u64);
+        record.extend_from_slice(cells);
+        let grows = record.len().saturating_sub(replaced.len());
+        if self.0.len() + grows > self.0.capacity() {
+            self.0.reserve_exact(grows.max(self.0.len() / 8));
+        }
+        self.0.splice(replaced, record);
+    }
+
+    fn remove(&mut self, bytes: std::ops::Range<usize>) {
+        self.0.drain(bytes);
+        self.shrink();
+    }
+
+    /// Keep the windows whose start `keep` accepts.
+    fn retain(&mut self, mut keep: impl FnMut(i64) -> bool) {
+        let mut kept = Vec::with_capacity(self.0.len());
+        for window in self.iter() {
+            if keep(window.start) {
+                kept.extend_from_slice(&self.0[window.record]);
+            }
+        }
+        self.0 = kept;
+        self.shrink();
+    }
+
+    fn shrink(&mut self) {
+        if self.0.capacity() > self.0.len() + self.0.len() / 4 {
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+/// One account's usage: windows sorted by start, uid sets sorted by slot.
 #[derive(Default)]
 struct Account {
     name: Box<str>,
     live: bool,
-    windows: Vec<(i64, Box<[u8]>)>,
+    windows: Windows,
     uids: Vec<(i64, UidSet)>,
+    marks: Marks,
 }
 
 impl Account {
     fn is_empty(&self) -> bool {
         self.windows.is_empty() && self.uids.is_empty()
-    }
-
-    /// The positions of the windows starting in `range`.
-    fn span(&self, range: std::ops::Range<i64>) -> std::ops::Range<usize> {
-        let from = self
-            .windows
-            .partition_point(|(start, _)| *start < range.start);
-        let to = self
-            .windows
-            .partition_point(|(start, _)| *start < range.end);
-        from..to.max(from)
     }
 
     fn uid_slot(&self, slot: i64) -> Result<usize, usize> {
@@ -130,11 +316,19 @@ pub struct PartitionState {
     pub complete: i64,
     pub floor: i64,
     pending: FastMap<Segment, i64>,
-    dirty: FastSet<Segment>,
-    unconfirmed: FastSet<Segment>,
     pub seen: Seen,
     pub newest: i64,
     pub expired: (i64, i64),
+}
+
+/// `items.insert(at, item)`, growing a full vector by an eighth rather than doubling it:
+/// an account's windows and uid sets grow an hour at a time and are held for the whole
+/// retention, so spare room would be a third of them on average.
+fn insert_tight<T>(items: &mut Vec<T>, at: usize, item: T) {
+    if items.len() == items.capacity() {
+        items.reserve_exact((items.len() / 8).max(1));
+    }
+    items.insert(at, item);
 }
 
 pub fn slot_range(slot: i64) -> std::ops::Range<i64> {
@@ -193,7 +387,7 @@ impl PartitionState {
         let at = match account.uid_slot(slot) {
             Ok(at) => at,
             Err(at) => {
-                account.uids.insert(at, (slot, UidSet::default()));
+                insert_tight(&mut account.uids, at, (slot, UidSet::default()));
                 at
             }
         };
@@ -229,26 +423,31 @@ impl PartitionState {
             if cells.is_empty() {
                 continue;
             }
-            match known.windows.binary_search_by_key(&start, |(s, _)| *s) {
-                Ok(at) => {
-                    let mut merged = self.keys.decode(&known.windows[at].1);
+            match known.windows.find(start) {
+                Ok(window) => {
+                    let replaced = window.record.clone();
+                    let mut merged = self.keys.decode(window.cells);
                     merge_cell_maps(&mut merged, cells);
-                    known.windows[at].1 = self.keys.encode(&merged);
+                    let encoded = self.keys.encode(&merged);
+                    known.windows.put(replaced, start, &encoded);
                 }
-                Err(at) => known.windows.insert(at, (start, self.keys.encode(&cells))),
+                Err(offset) => {
+                    let encoded = self.keys.encode(&cells);
+                    known.windows.put(offset..offset, start, &encoded);
+                }
             }
         }
         if !hashes.is_empty() {
             let at = match known.uid_slot(slot) {
                 Ok(at) => at,
                 Err(at) => {
-                    known.uids.insert(at, (slot, UidSet::default()));
+                    insert_tight(&mut known.uids, at, (slot, UidSet::default()));
                     at
                 }
             };
             known.uids[at].1.extend(hashes.iter().copied());
         }
-        self.dirty.insert((number, slot));
+        self.accounts[number as usize].marks.set_dirty(slot);
     }
 
     /// Set one segment to exactly this content (a snapshot record): it is not dirty.
@@ -256,7 +455,7 @@ impl PartitionState {
         let number = self.intern(account);
         self.remove_segment(number, slot);
         self.merge_into(number, slot, windows, hashes);
-        self.dirty.remove(&(number, slot));
+        self.accounts[number as usize].marks.clear_dirty(slot);
     }
 
     /// Delete one segment: its windows and its uids.
@@ -267,26 +466,26 @@ impl PartitionState {
 
     fn remove_segment(&mut self, number: u32, slot: i64) {
         let known = &mut self.accounts[number as usize];
-        let span = known.span(slot_range(slot));
-        known.windows.drain(span);
+        let span = known.windows.span(slot_range(slot));
+        known.windows.remove(span);
         if let Ok(at) = known.uid_slot(slot) {
             known.uids.remove(at);
         }
-        self.dirty.insert((number, slot));
+        self.accounts[number as usize].marks.set_dirty(slot);
     }
 
     /// A tombstone: the segment is gone, neither dirty nor pending.
     pub fn forget_segment(&mut self, account: &str, slot: i64) {
         let number = self.intern(account);
         self.remove_segment(number, slot);
-        self.dirty.remove(&(number, slot));
-        self.pending.remove(&(number, slot));
+        self.accounts[number as usize].marks.clear_dirty(slot);
+        self.pending.remove(&Segment::new(number, slot));
     }
 
     /// A segment restored at `seq`: deltas up to it are in it already.
     pub fn set_pending(&mut self, account: &str, slot: i64, seq: i64) {
         let number = self.intern(account);
-        self.pending.insert((number, slot), seq);
+        self.pending.insert(Segment::new(number, slot), seq);
     }
 
     /// The windows of one segment.
@@ -299,16 +498,17 @@ impl PartitionState {
         let Some(known) = self.account(account) else {
             return Vec::new();
         };
-        known.windows[known.span(range)]
-            .iter()
-            .map(|(start, bytes)| (*start, self.keys.decode(bytes)))
+        known
+            .windows
+            .in_range(range)
+            .map(|(start, bytes)| (start, self.keys.decode(bytes)))
             .collect()
     }
 
     /// The accounts with a window starting in `range`.
     pub fn accounts_in(&self, range: std::ops::Range<i64>) -> impl Iterator<Item = &str> {
         self.live()
-            .filter(move |(_, account)| !account.span(range.clone()).is_empty())
+            .filter(move |(_, account)| account.windows.in_range(range.clone()).next().is_some())
             .map(|(_, account)| &*account.name)
     }
 
@@ -319,7 +519,7 @@ impl PartitionState {
                 account
                     .windows
                     .iter()
-                    .map(|(start, _)| start.div_euclid(HOUR_MS))
+                    .map(|window| window.start.div_euclid(HOUR_MS))
                     .collect::<BTreeSet<_>>()
                     .len()
             })
@@ -342,7 +542,7 @@ impl PartitionState {
         !self.pending.is_empty()
             && self
                 .number(account)
-                .is_some_and(|number| self.skips_segment((number, slot), seq))
+                .is_some_and(|number| self.skips_segment(Segment::new(number, slot), seq))
     }
 
     fn skips_segment(&self, segment: Segment, seq: i64) -> bool {
@@ -366,8 +566,8 @@ impl PartitionState {
                 .is_some_and(|(slot, _)| *slot < uids_before);
             let old_windows = known
                 .windows
-                .first()
-                .is_some_and(|(start, _)| *start < limit);
+                .first_start()
+                .is_some_and(|start| start < limit);
             if !known.live || !(old_uids || old_windows) {
                 continue;
             }
@@ -375,16 +575,17 @@ impl PartitionState {
             let mut gone: Vec<i64> = Vec::new();
             let mut uids = std::mem::take(&mut self.accounts[number as usize].uids);
             uids.retain(|(slot, _)| {
-                let keep = *slot >= uids_before || self.skips_segment((number, *slot), seq);
+                let keep =
+                    *slot >= uids_before || self.skips_segment(Segment::new(number, *slot), seq);
                 if !keep {
                     gone.push(*slot);
                 }
                 keep
             });
             let mut windows = std::mem::take(&mut self.accounts[number as usize].windows);
-            windows.retain(|(start, _)| {
+            windows.retain(|start| {
                 let slot = start.div_euclid(HOUR_MS);
-                let keep = *start >= limit || self.skips_segment((number, slot), seq);
+                let keep = start >= limit || self.skips_segment(Segment::new(number, slot), seq);
                 if !keep {
                     gone.push(slot);
                 }
@@ -394,7 +595,7 @@ impl PartitionState {
             known.uids = uids;
             known.windows = windows;
             for slot in gone {
-                self.dirty.insert((number, slot));
+                self.accounts[number as usize].marks.set_dirty(slot);
             }
         }
         self.expired = (
@@ -412,38 +613,39 @@ impl PartitionState {
                 .is_some_and(|(slot, _)| *slot < uids_before)
                 || account
                     .windows
-                    .first()
-                    .is_some_and(|(start, _)| *start < limit)
+                    .first_start()
+                    .is_some_and(|start| start < limit)
         })
     }
 
     /// The segments a snapshot round writes (dirty, or written by a round not yet
     /// confirmed), by account and slot; they stay unconfirmed until `confirmed`.
     pub fn snapshot_segments(&mut self) -> Vec<(String, i64)> {
-        let mut segments: Vec<(String, i64)> = self
-            .dirty
-            .union(&self.unconfirmed)
-            .map(|(number, slot)| (self.accounts[*number as usize].name.to_string(), *slot))
-            .collect();
+        let mut segments: Vec<(String, i64)> = Vec::new();
+        for known in &mut self.accounts {
+            if known.marks.dirty.is_empty() && known.marks.unconfirmed.is_empty() {
+                continue;
+            }
+            for slot in known.marks.take_for_round() {
+                segments.push((known.name.to_string(), i64::from(slot)));
+            }
+        }
         segments.sort();
-        let dirty = std::mem::take(&mut self.dirty);
-        self.unconfirmed.extend(dirty);
         segments
     }
 
     /// A snapshot round is written: accounts left with nothing give their number back.
     pub fn confirmed(&mut self) {
-        self.unconfirmed.clear();
-        self.unconfirmed.shrink_to_fit();
-        let held: FastSet<u32> = self
-            .dirty
-            .iter()
-            .chain(self.pending.keys())
-            .map(|(number, _)| *number)
+        let pending: FastSet<u32> = self
+            .pending
+            .keys()
+            .map(|segment| segment.number())
             .collect();
         for number in 0..self.accounts.len() {
             let known = &mut self.accounts[number];
-            if !known.live || !known.is_empty() || held.contains(&(number as u32)) {
+            known.marks.unconfirmed = Vec::new();
+            let held = !known.marks.dirty.is_empty() || pending.contains(&(number as u32));
+            if !known.live || !known.is_empty() || held {
                 continue;
             }
             self.numbers.remove(&known.name);
@@ -482,6 +684,44 @@ mod tests {
                     .map(|(_, cell)| (*start, cell.sum().unwrap().canonical_text()))
             })
             .collect()
+    }
+
+    #[test]
+    fn an_accounts_windows_stay_sorted_in_one_byte_string_through_puts_removals_and_expiry() {
+        let mut windows = Windows::default();
+        let starts = |windows: &Windows| -> Vec<(i64, Vec<u8>)> {
+            windows
+                .iter()
+                .map(|w| (w.start, w.cells.to_vec()))
+                .collect()
+        };
+        let long = vec![3u8; 300]; // a length past one varint byte
+        let today = 1_794_960_000_000; // a start of today: a six-byte varint
+        for (start, cells) in [(today, long.clone()), (-10, vec![1]), (20, vec![])] {
+            let offset = windows.find(start).err().unwrap();
+            windows.put(offset..offset, start, &cells);
+        }
+        assert_eq!(
+            starts(&windows),
+            vec![(-10, vec![1]), (20, vec![]), (today, long.clone())]
+        );
+        let replaced = windows.find(20).ok().unwrap().record;
+        windows.put(replaced, 20, &[2, 2, 2]);
+        assert_eq!(windows.find(20).ok().unwrap().cells, &[2, 2, 2]);
+        assert_eq!(
+            windows
+                .in_range(15..today + 1)
+                .map(|(s, _)| s)
+                .collect::<Vec<_>>(),
+            vec![20, today]
+        );
+        assert!(windows.in_range(today + 1..today + 99).next().is_none());
+        windows.remove(windows.span(20..today));
+        assert_eq!(starts(&windows), vec![(-10, vec![1]), (today, long)]);
+        windows.retain(|start| start > -10);
+        assert_eq!(windows.first_start(), Some(today));
+        windows.remove(windows.span(-100..today + 1));
+        assert!(windows.is_empty() && windows.find(5).err() == Some(0));
     }
 
     #[test]

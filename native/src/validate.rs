@@ -40,13 +40,23 @@ pub struct Rules {
     pub too_new: String,
 }
 
+/// A valid measurement. Its text borrows the message's bytes, not the decoded tree (a
+/// string with escapes is copied), so each message's tree is dropped once judged.
 pub struct Valid<'a> {
-    pub uid: &'a str,
-    pub meter: &'a str,
-    pub account: &'a str,
+    pub uid: Cow<'a, str>,
+    pub meter: Cow<'a, str>,
+    pub account: Cow<'a, str>,
     pub ts: i64,
     pub numbers: Vec<(Cow<'a, str>, Dec)>,
-    pub strings: Vec<(&'a str, &'a str)>,
+    pub strings: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// Text of the decoded tree that outlives it: borrowed from the message, or copied.
+fn lasting<'a>(text: &Cow<'a, str>) -> Cow<'a, str> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(text),
+        Cow::Owned(text) => Cow::Owned(text.clone()),
+    }
 }
 
 pub enum Verdict<'a> {
@@ -110,10 +120,10 @@ fn bad_identifier<'a>(name: &str, value: &Json) -> Verdict<'a> {
     }
 }
 
-fn identifier<'a>(value: &'a Json<'a>) -> Option<&'a str> {
+fn identifier<'a>(value: &Json<'a>) -> Option<Cow<'a, str>> {
     match value {
         Json::Str(text) if !text.is_empty() && text.chars().nth(MAX_ID_LENGTH).is_none() => {
-            Some(text)
+            Some(lasting(text))
         }
         _ => None,
     }
@@ -270,7 +280,7 @@ fn unknown<'a>(rules: &MeterRules, name: &str, code: &str) -> Verdict<'a> {
 
 /// Check one decoded measurement against its meter; compute its derived fields.
 pub fn validate<'a>(
-    raw: &'a Json<'a>,
+    raw: &Json<'a>,
     now_ms: i64,
     rules: &Rules,
     decided: Option<&Override>,
@@ -346,9 +356,9 @@ pub fn validate<'a>(
         }
     };
     let mut numbers: Vec<(Cow<'a, str>, Dec)> = Vec::with_capacity(3);
-    let mut strings: Vec<(&'a str, &'a str)> = Vec::with_capacity(3);
+    let mut strings: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(3);
     for (name, values) in members {
-        let name: &'a str = name;
+        let name: &str = name;
         let numeric = if NUMBER_MAPS.contains(&name) {
             true
         } else if STRING_MAPS.contains(&name) {
@@ -363,18 +373,17 @@ pub fn validate<'a>(
         };
         let allowed = &meter_rules.fields[name];
         for (code, value) in items {
-            let code: &'a str = code;
-            if !allowed.contains(code) {
+            if !allowed.contains(code.as_ref()) {
                 return unknown(meter_rules, name, code);
             }
             if numeric {
                 match exact_number(value) {
-                    Ok(number) => set(&mut numbers, Cow::Borrowed(code), number),
+                    Ok(number) => set(&mut numbers, lasting(code), number),
                     Err(reason) => return reject(&format!("{}.{}", name, code), reason),
                 }
             } else {
                 match value {
-                    Json::Str(text) => set(&mut strings, code, text.as_ref()),
+                    Json::Str(text) => set(&mut strings, lasting(code), lasting(text)),
                     _ => return reject(&format!("{}.{}", name, code), "expected a string"),
                 }
             }
@@ -413,7 +422,7 @@ pub fn validate<'a>(
     Verdict::Valid(Valid {
         uid: uid_text,
         meter: match meter {
-            Json::Str(code) => code,
+            Json::Str(code) => lasting(code),
             _ => unreachable!("a known meter is a string"),
         },
         account: account_text,

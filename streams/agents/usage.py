@@ -319,8 +319,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     if settings.usage_intake == "bulk":
         intake = app.usage_intake = BulkIntake(
             source.get_topic_name(),
-            high=4 * settings.usage_batch_messages,
-            low=2 * settings.usage_batch_messages,
+            high=2 * settings.usage_batch_messages,
+            low=settings.usage_batch_messages,
             drain=drain,
         )
 

@@ -28,6 +28,7 @@ import orjson
 from streams import pages
 from streams.clock import DAY_MS, HOUR_MS
 from streams.context import WorkerContext
+from streams.memory import give_back
 from streams.schemas.catalog import Aggregation, AggregationFunction, Catalog
 from streams.usage.engine import LockedPeriod, Processed, Stats, UsageEngine
 from streams.usage.metering import Message, Rejected
@@ -130,7 +131,14 @@ class UsageBook:
         event loop fetches, produces and answers meanwhile. Facts are told first, on the
         loop, where the tables are."""
         self.tell()
-        return await self._off_loop(self._process, messages, now_ms)
+        return await self._off_loop(self._process_and_give_back, messages, now_ms)
+
+    def _process_and_give_back(self, messages: Sequence[Message], now_ms: int) -> Processed:
+        """`_process` on the book's thread, then what earlier batches freed in that
+        thread's arena goes back to the OS (`streams.memory`)."""
+        processed = self._process(messages, now_ms)
+        give_back()
+        return processed
 
     async def page_off_loop(
         self, known: Mapping[str, Aggregation], ask: pages.UsageRequest

@@ -93,8 +93,8 @@ class BulkIntake:
     high: int  # pause the partitions above this many waiting messages
     low: int  # and fetch again below this many
     # the same in bytes of record values: what waits is held in memory
-    high_bytes: int = 64 * 1024 * 1024
-    low_bytes: int = 32 * 1024 * 1024
+    high_bytes: int = 32 * 1024 * 1024
+    low_bytes: int = 16 * 1024 * 1024
     pause: Callable[[TP], None] = lambda tp: None
     resume: Callable[[TP], None] = lambda tp: None
     # awaited when partitions are revoked: the batches in flight (set by the usage loop)
