@@ -111,6 +111,11 @@ class Batch:
         key, value, partition = record
         self.failed.append(Refused(topic, key, value, partition, error))
 
+    @property
+    def awaited(self) -> bool:
+        """Whether somebody waits for the batch (`wait()`)."""
+        return self._done is not None
+
     async def wait(self) -> None:
         """Return once Kafka answered every record of the batch (see `failed`)."""
         if self.waiting:

@@ -108,6 +108,11 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
         """Write the changelog through `producer` from now on."""
         self._bulk = producer
 
+    @property
+    def producer(self) -> BulkProducer | None:
+        """The BulkProducer the changelog is written through (None: faust's producer)."""
+        return self._bulk
+
     def send_changelog(self, partition: Any, key: Any, *args: Any, **kwargs: Any) -> FutureMessage:
         for changed in self._watchers:
             changed(account_of(key))

@@ -79,6 +79,10 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     billing.bills.use_producer(producer)
     billing.index.use_producer(producer)
 
+    @app.task
+    async def connect() -> None:  # once the tables are recovered: the first tick is ready
+        producer.start()
+
     async def flush(*_: Any, **__: Any) -> None:
         await producer.close()
 
@@ -185,4 +189,4 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             body = b",".join(bill.model_dump_json().encode() for bill in bills)
             return self.bytes(b'{"data":[' + body + b"]}", content_type="application/json")
 
-    del handle, ticks, AccountBills, BillPreview
+    del connect, handle, ticks, AccountBills, BillPreview

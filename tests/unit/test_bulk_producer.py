@@ -12,7 +12,9 @@ import faust
 import pytest
 from confluent_kafka import KafkaError
 
+from streams.app import create_app
 from streams.bulk_producer import BulkProducer
+from streams.settings import Settings
 from streams.tables import AccountTable, account_table
 
 TIMED_OUT = KafkaError(KafkaError._MSG_TIMED_OUT)
@@ -81,13 +83,19 @@ def kafka() -> list[FakeKafka]:
     return []
 
 
-@pytest.fixture
-def producer(kafka: list[FakeKafka]) -> BulkProducer:
+def fake_kafka(kafka: list[FakeKafka]) -> Callable[[dict[str, Any]], FakeKafka]:
+    """A producer factory that makes the one FakeKafka, kept in `kafka`."""
+
     def factory(config: dict[str, Any]) -> FakeKafka:
         kafka.append(FakeKafka(config))
         return kafka[0]
 
-    return BulkProducer("127.0.0.1:1", factory=factory)
+    return factory
+
+
+@pytest.fixture
+def producer(kafka: list[FakeKafka]) -> BulkProducer:
+    return BulkProducer("127.0.0.1:1", factory=fake_kafka(kafka))
 
 
 async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
@@ -204,3 +212,22 @@ async def test_a_table_key_set_or_deleted_goes_through_the_producer(
     kafka[0].answer(0)
     kafka[0].answer(1)
     await asyncio.wait_for(table.confirm(), 1)
+
+
+async def test_the_workers_billing_tables_write_through_one_producer_that_stopping_flushes(
+    kafka: list[FakeKafka],
+) -> None:
+    app = create_app(Settings(partitions=2))
+    bills, index = app.tables["bills"], app.tables["billindex"]
+    assert isinstance(bills, AccountTable) and isinstance(index, AccountTable)
+    producer = bills.producer
+    assert producer is not None and index.producer is producer
+    assert producer.watch is app.watchdog  # its sends in flight show in /healthz
+    producer._factory = fake_kafka(kafka)
+    bills.send_changelog(0, b"acme|1", b"v1")
+    stopping = asyncio.ensure_future(app.on_before_shutdown.send())
+    await asyncio.sleep(0.01)
+    assert not stopping.done()  # the worker's stop waits for Kafka's answer
+    kafka[0].answer(0)
+    await asyncio.wait_for(stopping, 1)
+    assert producer.pending == 0
