@@ -19,6 +19,11 @@ DESIGN.md). An `AccountTable` keeps the delivery future of every write; an agent
 `confirm()` before its events are acknowledged, so an offset is committed only after
 the state it stands for is on the broker.
 
+A table given a `BulkProducer` (`use_producer`) writes its changelog through it
+instead of faust's producer (a few us a write instead of ~80); `confirm()` is the same
+for both, and so is recovery: the rocksdb store learns the changelog offset it holds
+once Kafka acknowledged it, as faust's `_on_changelog_sent` does.
+
 Keys and values are bytes, raw on the wire (values are orjson documents).
 """
 
@@ -31,8 +36,9 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 import faust
-from faust.types import EventT, FutureMessage
+from faust.types import TP, EventT, FutureMessage
 
+from streams.bulk_producer import Batch, BulkProducer
 from streams.delivery import backoff
 from streams.partitioning import partition_for
 
@@ -65,12 +71,28 @@ def account_key(account: str) -> bytes:
     return _escape(account).encode()
 
 
+class Written:
+    """What `send_changelog` returns for a write through a BulkProducer: faust reads
+    only `.message.partition` of it (`Table.on_key_set`)."""
+
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+    @property
+    def message(self) -> Written:
+        return self
+
+
 class AccountTable(faust.Table):  # type: ignore[type-arg]
     """A faust Table partitioned by the account prefix of its keys."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unconfirmed: list[FutureMessage] = []
+        self._bulk: BulkProducer | None = None
+        self._batch: Batch | None = None  # writes through `_bulk` not yet confirmed
         self._confirming = asyncio.Lock()
         self._watchers: list[Callable[[str], None]] = []
 
@@ -82,12 +104,34 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
         read from the changelog (recovery, standby)."""
         self._watchers.append(changed)
 
+    def use_producer(self, producer: BulkProducer) -> None:
+        """Write the changelog through `producer` from now on."""
+        self._bulk = producer
+
+    @property
+    def producer(self) -> BulkProducer | None:
+        """The BulkProducer the changelog is written through (None: faust's producer)."""
+        return self._bulk
+
     def send_changelog(self, partition: Any, key: Any, *args: Any, **kwargs: Any) -> FutureMessage:
-        future: FutureMessage = super().send_changelog(partition, key, *args, **kwargs)
-        self._unconfirmed.append(future)
         for changed in self._watchers:
             changed(account_of(key))
+        if self._bulk is not None:
+            value = args[0] if args else kwargs.get("value")
+            return self._send_bulk(self._bulk, partition, key, value)
+        future: FutureMessage = super().send_changelog(partition, key, *args, **kwargs)
+        self._unconfirmed.append(future)
         return future
+
+    def _send_bulk(
+        self, producer: BulkProducer, partition: int | None, key: bytes, value: bytes | None
+    ) -> FutureMessage:
+        if partition is None:
+            partition = self.partition_for_key(key)
+        if self._batch is None:
+            self._batch = producer.batch(self.changelog_topic.get_topic_name())
+        producer.produce(self._batch, self.changelog_topic.get_topic_name(), key, value, partition)
+        return cast(FutureMessage, Written(partition))
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         events = list(batch)
@@ -100,7 +144,8 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
     @property
     def unconfirmed(self) -> int:
         """Changelog writes not yet confirmed by `confirm()`."""
-        return len(self._unconfirmed)
+        batch = self._batch
+        return len(self._unconfirmed) + (batch.waiting + len(batch.failed) if batch else 0)
 
     async def confirm(self) -> None:
         """Wait until Kafka acknowledged every changelog write made before this call.
@@ -111,6 +156,8 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
         whose loop covers every write made before either call.
         """
         async with self._confirming:
+            if self._bulk is not None:
+                await self._confirm_bulk()
             attempt = 0
             while self._unconfirmed:
                 pending, self._unconfirmed = self._unconfirmed, []
@@ -132,10 +179,38 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
                     delay,
                 )
                 await asyncio.sleep(delay)
-                for key in failed:
-                    self.send_changelog(
-                        self.partition_for_key(key), key, self.data.get(key), "raw", "raw"
-                    )
+                self._send_again(failed)
+
+    async def _confirm_bulk(self) -> None:
+        attempt = 0
+        while self._batch is not None:
+            batch, self._batch = self._batch, None
+            await batch.wait()
+            for (topic, partition), offset in batch.written.items():
+                # what faust's _on_changelog_sent does: the rocksdb store resumes
+                # recovery after the offsets it holds (a no-op for the memory store)
+                self.data.set_persisted_offset(TP(topic, partition), offset)
+            if not batch.failed:
+                continue
+            delay = backoff(attempt)
+            attempt += 1
+            log.warning(
+                "%d changelog writes of table %s failed (first: key %r, %s); again in %.1f s",
+                len(batch.failed),
+                self.name,
+                batch.failed[0].key,
+                batch.failed[0].error,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            self._send_again(refused.key for refused in batch.failed)
+
+    def _send_again(self, keys: Iterable[bytes | None]) -> None:
+        """Write each key again with its *current* value (a later write may have
+        overtaken the refused one)."""
+        for key in keys:
+            assert key is not None
+            self.send_changelog(self.partition_for_key(key), key, self.data.get(key), "raw", "raw")
 
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the largest table value (a busy account-hour of usage)

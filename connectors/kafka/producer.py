@@ -7,25 +7,10 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 
-from streams.kafka_access import Kafka, client_config
+from streams.bulk_producer import PARTITIONER, producer_config
+from streams.kafka_access import Kafka
 
-# faust/aiokafka and the Java client hash keys with murmur2; confluent-kafka's default
-# (consistent_random, CRC32) does not agree, which silently breaks co-partitioning.
-PARTITIONER = "murmur2_random"
-
-
-def producer_config(kafka: Kafka, **extra: Any) -> dict[str, Any]:
-    config = client_config(kafka)
-    config |= {
-        "partitioner": PARTITIONER,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        "message.timeout.ms": 30_000,
-    }
-    config.update(extra)
-    return config
+__all__ = ["PARTITIONER", "AsyncProducer", "DeliveryError", "new_producer", "producer_config"]
 
 
 def new_producer(kafka: Kafka, **extra: Any) -> Producer:

@@ -27,6 +27,7 @@ from streams.billing.bills import LifecycleError
 from streams.billing.preview import NoPreview, preview
 from streams.billing.runs import EncodedBill
 from streams.billing.state import Billing
+from streams.bulk_producer import BulkProducer
 from streams.clock import from_ms, now_ms
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import deliver
@@ -34,7 +35,7 @@ from streams.readiness import when_ready
 from streams.schemas.commands import COMMANDS, Tick
 from streams.schemas.errors import error_text
 from streams.sources import Source, source_of
-from streams.tables import account_table
+from streams.tables import MAX_MESSAGE_BYTES, account_table
 from streams.topics import BILL_COMMANDS, BILL_COMMANDS_REJECTED, BILLS, faust_topic
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,22 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         account_table(app, "bills", partitions, "Bill by <account>|<bill id> (latest version)"),
         account_table(app, "billindex", partitions, "Bill summaries of an account"),
     )
+    # Bills and both tables are written through librdkafka (`streams.bulk_producer`),
+    # flushed when the worker stops.
+    producer = BulkProducer(
+        settings.kafka, app.watchdog, extra={"message.max.bytes": MAX_MESSAGE_BYTES + 1024 * 1024}
+    )
+    billing.bills.use_producer(producer)
+    billing.index.use_producer(producer)
+
+    @app.task
+    async def connect() -> None:  # once the tables are recovered: the first tick is ready
+        producer.start()
+
+    async def flush(*_: Any, **__: Any) -> None:
+        await producer.close()
+
+    app.on_before_shutdown.connect(flush)
     context.locks = billing  # the usage agent refuses usage of locked periods
     context.previews = partial(preview, billing)  # the alerts agent measures them
     context.bills = billing.bills_of  # the balances page reads what bills consumed
@@ -81,7 +98,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     async def publish(bills: list[EncodedBill], source: str) -> None:
         # 1. publish and wait for Kafka  2. then the tables, and wait for Kafka again
         # (see the module docstring)
-        await deliver(bills_topic, [(bill.account.encode(), bill.json, None) for bill in bills])
+        records = [(bill.account.encode(), bill.json, None) for bill in bills]
+        await producer.deliver(bills_topic.get_topic_name(), records)
         billing.store(bills)
         await billing.confirm()
         # A tick of a partition makes thousands of versions: one line for them, each bill
@@ -171,4 +189,4 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             body = b",".join(bill.model_dump_json().encode() for bill in bills)
             return self.bytes(b'{"data":[' + body + b"]}", content_type="application/json")
 
-    del handle, ticks, AccountBills, BillPreview
+    del connect, handle, ticks, AccountBills, BillPreview
