@@ -38,7 +38,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.durability]
 PARTITIONS = 3
 HOURS = 4
 ACCOUNTS = all_accounts(200, odd=("cus3|eu", "züri-😀"))
-BACKLOG = 30_000  # measurements waiting before the worker first starts
+# measurements waiting before the worker first starts: enough that its first batches
+# leave it far behind when it is killed as soon as it has made progress
+BACKLOG = 60_000
 WAVE = 10_000  # measurements arriving at full speed while each worker runs
 STACK = StackOptions(partitions=PARTITIONS, worker=False, http=False)
 
