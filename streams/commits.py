@@ -26,6 +26,10 @@ rule its offset is committed over (lost); with ours the partition's commits stop
 `InOrderConsumer` hands over every record fetched for the partitions active when the
 fetch returned (a rebalance or a stopped flow still drops them, and faust then seeks
 back to the committed offsets).
+
+The consumer also fetches promptly for the bulk intake: the broker holds a fetch that
+finds nothing new at most `FETCH_MAX_WAIT_MS`, and while the intake holds partitions
+back a fetch waits at most `HELD_BACK_FETCH_WAIT_S` (see both for why).
 """
 
 from __future__ import annotations
@@ -37,12 +41,28 @@ from typing import Any
 
 from faust.sensors import Sensor
 from faust.transport.consumer import ensure_TP
-from faust.transport.drivers.aiokafka import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP, AppT, Message
 
 from streams.usage.intake import BulkIntake
 
 log = logging.getLogger(__name__)
+
+# How long the broker may hold a fetch that finds no new record. aiokafka sends one fetch
+# at a time to a broker, for the partitions whose last fetch is consumed; faust asks for
+# 1.5 s. While the bulk intake holds `measurements` back, the fetch in flight is for the
+# idle topics alone (Stripe events, commands), and the broker holds it the whole wait:
+# the measurements the intake asks for again are fetched only after it, so the usage
+# engine sat idle for up to that long after every few batches.
+FETCH_MAX_WAIT_MS = 100
+
+# While the bulk intake holds partitions back (`BulkIntake.pause`), aiokafka keeps the
+# records it fetched for them buffered and fetches nothing new for them, so a fetch that
+# waits for records of the partitions still active sleeps its whole timeout (faust asks
+# for 1 s) unless another topic brings some; a partition the intake asks for again in
+# the meantime is read only when that fetch returns: the usage engine sat idle up to a
+# second after each batch. While any partition is held back, a fetch waits at most this.
+HELD_BACK_FETCH_WAIT_S = 0.01
 
 
 def _leading_run(offsets: list[int]) -> Iterator[int]:
@@ -55,8 +75,21 @@ def _leading_run(offsets: list[int]) -> Iterator[int]:
         previous = offset
 
 
+class PromptConsumerThread(AIOKafkaConsumerThread):
+    """faust's aiokafka consumer thread, whose fetches the broker holds at most
+    `FETCH_MAX_WAIT_MS` when there is nothing new."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+
 class InOrderConsumer(Consumer):
     """faust's Kafka consumer, committing only offsets whose every predecessor was acked."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -105,6 +138,8 @@ class InOrderConsumer(Consumer):
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         generation = self.app.consumer_generation_id
+        if self.intake is not None and self.intake.paused:
+            timeout = min(timeout, HELD_BACK_FETCH_WAIT_S)
         records, active = await super()._wait_next_records(timeout)
         # faust hands over a fetched record only if its partition is still in this set
         # when its turn comes; the live set loses a partition paused meanwhile (a stream's

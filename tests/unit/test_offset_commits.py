@@ -152,3 +152,47 @@ async def test_records_fetched_for_a_partition_paused_before_their_turn_are_stil
         handed.append(message.offset)
         live.discard(PARTITION)  # paused while the first record was being delivered
     assert handed == [4, 5, 6]
+
+
+async def test_a_fetch_that_finds_nothing_new_is_held_by_the_broker_a_tenth_of_a_second(
+    consumer: InOrderConsumer,
+) -> None:
+    """aiokafka sends one fetch at a time to a broker: while the measurements wait in the
+    bulk intake, a fetch of the idle topics alone is in flight, and the measurements
+    asked for again are fetched only after it (faust would let the broker hold it 1.5 s:
+    the usage engine sat idle that long every few batches)."""
+    thread: Any = consumer._new_consumer_thread()
+    made = thread._create_worker_consumer(thread.transport)
+    try:
+        assert made._fetch_max_wait_ms == 100
+    finally:
+        await made.stop()
+
+
+async def test_while_the_intake_holds_partitions_back_a_fetch_waits_a_hundredth_of_a_second(
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch waiting for records of the partitions still active returns within 10 ms
+    while the intake holds some back, so one it asks for again is read at once; with
+    none held back it waits as long as faust asks (new records wake it)."""
+    from aiokafka.structs import ConsumerRecord
+
+    from streams.usage.intake import BulkIntake
+
+    waited: list[float] = []
+
+    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
+        waited.append(timeout)
+        return {}, set()
+
+    monkeypatch.setattr(InOrderConsumer.__mro__[1], "_wait_next_records", fetch)
+    intake = BulkIntake("measurements", high=1, low=1)
+    consumer.use_intake(intake)
+    await consumer._wait_next_records(1.0)
+    records = [
+        ConsumerRecord("measurements", 0, n, 0, 0, b"k", b"v", None, 1, 1, []) for n in (0, 1)
+    ]
+    intake.put(TP("measurements", 0), records)  # over `high`: held back
+    assert intake.paused
+    await consumer._wait_next_records(1.0)
+    assert waited == [1.0, 0.01]
