@@ -56,6 +56,12 @@ fn pow10(n: u64) -> BigInt {
     }
 }
 
+/// `k` when `n` is `10^k`.
+fn power_of_ten(n: u64) -> Option<u32> {
+    let k = n.checked_ilog10()?;
+    (*POW10_I64.get(k as usize)? as u64 == n).then_some(k)
+}
+
 /// Decimal digits of |n| (1 for zero).
 pub fn ndigits(n: &BigInt) -> usize {
     if n.is_zero() {
@@ -377,6 +383,22 @@ impl Dec {
 
     /// a / b rounded to PREC digits (b must not be zero).
     pub fn div(&self, other: &Dec) -> Dec {
+        // By a power of ten (a unit conversion such as `bytes / 1000000000`) the quotient
+        // is exact and only the exponent moves: Python's value, without big integers.
+        if let (Dec::Small(ca, ea), Dec::Small(cb, eb)) = (self, other) {
+            if let Some(k) = power_of_ten(cb.unsigned_abs()) {
+                let coeff = if *cb < 0 { ca.checked_neg() } else { Some(*ca) };
+                let exp = i32::try_from(*ea as i64 - *eb as i64 - k as i64);
+                if let (Some(coeff), Ok(exp)) = (coeff, exp) {
+                    return Dec::Small(coeff, exp);
+                }
+            }
+        }
+        self.div_rounded(other)
+    }
+
+    /// `div` in full: the quotient to 28 significant digits, half-even.
+    fn div_rounded(&self, other: &Dec) -> Dec {
         if self.is_zero() {
             return Dec::zero();
         }
@@ -670,6 +692,29 @@ mod tests {
                 text
             );
         }
+    }
+
+    #[test]
+    fn division_by_a_power_of_ten_moves_the_exponent_to_the_same_value() {
+        for (a, b) in [
+            ("123456789", "1000000000"),
+            ("-5", "10"),
+            ("7.25", "-100"),
+            ("0", "1000"),
+            ("9223372036854775807", "1E+3"),
+            ("-9223372036854775808", "-1"),
+            ("1", "1000000000000000000"),
+            ("3", "0.01"),
+        ] {
+            let (x, y) = (Dec::parse(a).unwrap(), Dec::parse(b).unwrap());
+            let (fast, full) = (x.div(&y), x.div_rounded(&y));
+            assert_eq!(fast.canonical_text(), full.canonical_text(), "{a} / {b}");
+        }
+        assert_eq!(power_of_ten(1), Some(0));
+        assert_eq!(power_of_ten(1_000_000_000), Some(9));
+        assert_eq!(power_of_ten(1024), None);
+        assert_eq!(power_of_ten(0), None);
+        assert_eq!(power_of_ten(u64::MAX), None);
     }
 
     #[test]
