@@ -539,8 +539,14 @@ impl Engine {
             ));
         }
         let state = self.states.entry(partition).or_default();
-        let exact = segment_size(state, partition, account, slot, state.seq + 1);
         let max_segment = self.config.max_segment_bytes;
+        // the segment's exact size is a document written in full: only when its bound
+        // from the stored bytes does not already fit
+        let uids = state.hashes(account, slot).map_or(0, |h| h.len());
+        if state.segment_size_bound(account, slot) + uids_text(uids) + piece.len() <= max_segment {
+            return None;
+        }
+        let exact = segment_size(state, partition, account, slot, state.seq + 1);
         if exact + piece.len() <= max_segment {
             return None;
         }
@@ -633,15 +639,78 @@ pub fn segment_size(
         &mut Vec::new(),
     );
     let uids = state.hashes(account, slot).map_or(0, |h| h.len());
+    without.len() + uids_text(uids)
+}
+
+/// What a segment's `uids` hashes add to its document: `,"u":"…"` in base64.
+fn uids_text(uids: usize) -> usize {
     if uids == 0 {
-        return without.len();
+        return 0;
     }
-    without.len() + ",\"u\":\"\"".len() + 4 * (uids * 8).div_ceil(3)
+    ",\"u\":\"\"".len() + 4 * (uids * 8).div_ceil(3)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dec::Dec;
+    use crate::fold::{Cell, CellKey, Cells, Distinct, Parts, WindowCells};
+    use crate::state::PartitionState;
+    use std::sync::Arc;
+
+    /// Cells whose JSON is as long as their stored bytes allow: the smallest stored
+    /// numbers with the longest text, distinct values of control characters (6-byte
+    /// escapes) and astral characters, long unicode keys, many windows in one hour.
+    fn wordy(state: &mut PartitionState, account: &str, slot: i64, keys: usize, long: bool) {
+        let numbers = [
+            "-1E-999999",
+            "-0.000001",
+            "9E+999999",
+            "-123456789012345678901234567890.5",
+        ];
+        let mut windows = WindowCells::new();
+        for minute in 0..60 {
+            let mut cells = Cells::new();
+            for k in 0..keys {
+                let key: CellKey = if long {
+                    (
+                        Arc::from(format!("agg\u{1}é{k}").repeat(1 + k % 3)),
+                        Arc::from(if k % 2 == 0 { "" } else { "\"seg\"\u{7f}😀" }),
+                    )
+                } else {
+                    (Arc::from(format!("{k}")), Arc::from(""))
+                };
+                let number = |i: usize| Dec::parse(numbers[(i + k + minute) % 4]).unwrap();
+                let mut unique = Distinct::one("\u{1}");
+                unique.insert("😀");
+                let parts = Parts {
+                    sum: Some(number(0)),
+                    min: Some(number(1)),
+                    max: Some(number(2)),
+                    latest: Some((-9_223_372_036_854_775_807, number(3))),
+                    unique: Some(unique),
+                };
+                cells.insert(key, Cell::new(i64::MIN + 1, parts));
+            }
+            windows.insert(slot * HOUR_MS + minute as i64 * 60_000 + 1, cells);
+        }
+        state.merge(account, slot, windows, &[1, 2, 3]);
+    }
+
+    #[test]
+    fn a_segments_size_bound_is_never_below_its_document() {
+        let accounts = ["a", "\u{1}\"😀", &"x".repeat(300), "b", "c"];
+        for (n, account) in accounts.iter().enumerate() {
+            let mut state = PartitionState::default(); // keys of its own
+            let slot = 3 + n as i64 * 500_000;
+            wordy(&mut state, account, slot, 1 + 2 * (n % 3), n < 3);
+            let exact = segment_size(&state, 5, account, slot, i64::MIN);
+            let uids = state.hashes(account, slot).map_or(0, |h| h.len());
+            let bound = state.segment_size_bound(account, slot) + uids_text(uids);
+            assert!(bound >= exact, "{account:?}: bound {bound} < exact {exact}");
+            assert_eq!(state.segment_size_bound("unknown", slot), 0);
+        }
+    }
 
     #[test]
     fn thousands_are_separated_like_python() {

@@ -9,6 +9,7 @@
 
 use crate::dedup::{FastMap, FastSet, UidSet};
 use crate::fold::{decode_cells, encode_cells, merge_cell_maps, CellKey, Cells, WindowCells};
+use crate::wire;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -124,6 +125,14 @@ impl Marks {
 /// allocations among a batch's short-lived ones leave most allocator pages partly used.
 #[derive(Default)]
 struct Windows(Vec<u8>);
+
+/// JSON bytes a stored byte of a window may become, besides its cell keys (see
+/// `PartitionState::segment_size_bound`): per cell of 3 stored bytes or more, ~110 bytes
+/// of member names, counts and punctuation (~37 a byte); a stored number of 3 bytes or
+/// more, at most ~40 of text (~14 a byte); a window's start, ~30 for 2 bytes or more.
+const TEXT_PER_BYTE: usize = 128;
+/// A segment document's members besides the account, its uids and its windows.
+const SEGMENT_ENVELOPE: usize = 256;
 
 /// One window in `Windows`: where its record lies, its start, its cells.
 struct Stored<'a> {
@@ -284,6 +293,8 @@ impl Account {
 struct KeyTable {
     keys: Vec<CellKey>,
     ids: FastMap<CellKey, u32>,
+    // the longest aggregation code and segment of one key, as JSON strings
+    widest: usize,
 }
 
 impl KeyTable {
@@ -292,6 +303,8 @@ impl KeyTable {
             return *id;
         }
         let id = self.keys.len() as u32;
+        let text = wire::json_key(&key.0).len() + wire::json_key(&key.1).len();
+        self.widest = self.widest.max(text);
         self.keys.push(key.clone());
         self.ids.insert(key.clone(), id);
         id
@@ -489,6 +502,31 @@ impl PartitionState {
     }
 
     /// The windows of one segment.
+    /// At least the bytes of the windows in an account-hour's segment document
+    /// (`wire::segment_value` without its uids), read from their stored size alone.
+    ///
+    /// Every stored byte is written as at most `TEXT_PER_BYTE` bytes of JSON (a number's
+    /// at most 3 stored bytes as ~40 of text, a distinct value's byte as a 6-byte escape),
+    /// and each cell (3 stored bytes or more) and window (2 or more) adds its key and
+    /// member names, which the widest key bounds. The envelope adds at most
+    /// `SEGMENT_ENVELOPE` and the account's JSON.
+    pub fn segment_size_bound(&self, account: &str, slot: i64) -> usize {
+        let Some(known) = self.account(account) else {
+            return 0;
+        };
+        let range = slot_range(slot);
+        let stored: usize = known
+            .windows
+            .iter()
+            .skip_while(|window| window.start < range.start)
+            .take_while(|window| window.start < range.end)
+            .map(|window| window.record.len())
+            .sum();
+        SEGMENT_ENVELOPE
+            + wire::json_key(account).len()
+            + stored * (TEXT_PER_BYTE + self.keys.widest)
+    }
+
     pub fn segment_windows(&self, account: &str, slot: i64) -> Vec<(i64, Cells)> {
         self.windows_in(account, slot_range(slot))
     }
