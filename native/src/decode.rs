@@ -47,7 +47,14 @@ impl<'a> Json<'a> {
 }
 
 pub fn parse(data: &[u8]) -> Result<Json<'_>, String> {
-    let mut reader = Reader { data, at: 0 };
+    // Checked once: a string's bytes then lie between two quotes, which in UTF-8 are
+    // never inside a character, so each is valid UTF-8 without a check of its own.
+    let data = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let mut reader = Reader {
+        data: data.as_bytes(),
+        text: data,
+        at: 0,
+    };
     reader.space();
     let value = reader.value(0)?;
     reader.space();
@@ -59,6 +66,7 @@ pub fn parse(data: &[u8]) -> Result<Json<'_>, String> {
 
 struct Reader<'a> {
     data: &'a [u8],
+    text: &'a str, // the same bytes, known to be UTF-8
     at: usize,
 }
 
@@ -143,8 +151,7 @@ impl<'a> Reader<'a> {
         }
         self.at = at;
         // only ASCII was read
-        let text = std::str::from_utf8(&data[start..at]).map_err(|e| e.to_string())?;
-        Ok(Json::Num(text, integer))
+        Ok(Json::Num(&self.text[start..at], integer))
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
@@ -169,7 +176,7 @@ impl<'a> Reader<'a> {
         while self.at < data.len() {
             let byte = data[self.at];
             if byte == b'"' {
-                let text = std::str::from_utf8(&data[start..self.at]).map_err(|e| e.to_string())?;
+                let text = &self.text[start..self.at]; // between ASCII bytes: whole characters
                 self.at += 1;
                 return Ok(Cow::Borrowed(text));
             }
@@ -265,6 +272,9 @@ impl<'a> Reader<'a> {
         let capacity = if depth == 0 || depth == 2 { 10 } else { 2 };
         let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(capacity);
         let mut index: Option<HashMap<Cow<'a, str>, usize>> = None;
+        // a bit per (length, first byte) of the keys so far: a key whose bit is clear is
+        // new without comparing it to each one
+        let mut seen: u64 = 0;
         self.space();
         if self.data.get(self.at) == Some(&b'}') {
             self.at += 1;
@@ -284,10 +294,13 @@ impl<'a> Reader<'a> {
             self.space();
             let value = self.value(depth + 1)?;
             // a repeated key keeps its first position and takes the later value
+            let bit = 1u64 << ((key.len() * 31 + key.bytes().next().map_or(0, usize::from)) % 64);
             let existing = match &index {
                 Some(map) => map.get(&key).copied(),
+                None if seen & bit == 0 => None,
                 None => members.iter().position(|(k, _)| *k == key),
             };
+            seen |= bit;
             match existing {
                 Some(at) => members[at].1 = value,
                 None => {
@@ -335,6 +348,18 @@ mod tests {
         };
         assert!(matches!(items[0], Json::Num("1e400", false)));
         assert!(matches!(items[1], Json::Num("-0", true)));
+        // keys alike in length and first byte, and keys past the index's threshold
+        let many: Vec<String> = (0..20).map(|i| format!("\"k{i:02}\":{i}")).collect();
+        let text = format!(
+            r#"{{"ab":1,"ac":2,"ab":3,{},"k07":"again"}}"#,
+            many.join(",")
+        );
+        let doc = parse(text.as_bytes()).unwrap();
+        let Json::Obj(members) = &doc else { panic!() };
+        assert_eq!(members.len(), 22);
+        assert_eq!((members[0].0.as_ref(), members[1].0.as_ref()), ("ab", "ac"));
+        assert!(matches!(members[0].1, Json::Num("3", true)));
+        assert_eq!(doc.get("k07").and_then(Json::as_str), Some("again"));
     }
 
     #[test]
