@@ -10,7 +10,7 @@
 use crate::decode::{parse, Json};
 use crate::dedup::{partition_for, uid_hash};
 use crate::fold::{accumulate, Cells, Plan, Values, WindowCells};
-use crate::state::{PartitionState, HOUR_MS};
+use crate::state::{PartitionState, UidAdded, HOUR_MS};
 use crate::validate::{py_repr, validate, Override, Rules, Valid, Verdict};
 use crate::wire::{self, DeltaHeader, Entry};
 use std::collections::{BTreeMap, HashMap};
@@ -398,22 +398,23 @@ impl Engine {
         let limit = self.config.max_uids_per_slot;
         let uid = uid_hash(&valid.meter, &valid.uid);
         let state = self.states.entry(partition).or_default();
-        let known = state.hashes(account, slot);
-        if known.is_some_and(|hashes| hashes.contains(&uid)) {
-            out.duplicates += 1;
-            return None;
-        }
-        if known.map_or(0, |hashes| hashes.len()) >= limit {
-            let reason = account_reason(account, "full", &[limit], |quoted| {
-                format!(
+        match state.add_uid(account, slot, uid, limit) {
+            UidAdded::New => {}
+            UidAdded::Duplicate => {
+                out.duplicates += 1;
+                return None;
+            }
+            UidAdded::Full => {
+                let reason = account_reason(account, "full", &[limit], |quoted| {
+                    format!(
                     "account {} has more than {} measurements in this hour: its de-duplication memory is full",
                     quoted,
                     thousands(limit)
                 )
-            });
-            return Some(("ts".into(), reason));
+                });
+                return Some(("ts".into(), reason));
+            }
         }
-        state.hashes_mut(account, slot).insert(uid);
         out.newest = out.newest.max(ts);
         let piece = pieces.entry((partition, account, slot)).or_default();
         piece.members.push((number, index));
@@ -542,8 +543,7 @@ impl Engine {
         let max_segment = self.config.max_segment_bytes;
         // the segment's exact size is a document written in full: only when its bound
         // from the stored bytes does not already fit
-        let uids = state.hashes(account, slot).map_or(0, |h| h.len());
-        if state.segment_size_bound(account, slot) + uids_text(uids) + piece.len() <= max_segment {
+        if state.segment_size_bound(account, slot) + piece.len() <= max_segment {
             return None;
         }
         let exact = segment_size(state, partition, account, slot, state.seq + 1);
@@ -639,15 +639,7 @@ pub fn segment_size(
         &mut Vec::new(),
     );
     let uids = state.hashes(account, slot).map_or(0, |h| h.len());
-    without.len() + uids_text(uids)
-}
-
-/// What a segment's `uids` hashes add to its document: `,"u":"…"` in base64.
-fn uids_text(uids: usize) -> usize {
-    if uids == 0 {
-        return 0;
-    }
-    ",\"u\":\"\"".len() + 4 * (uids * 8).div_ceil(3)
+    without.len() + wire::uids_text(uids)
 }
 
 #[cfg(test)]
@@ -705,8 +697,7 @@ mod tests {
             let slot = 3 + n as i64 * 500_000;
             wordy(&mut state, account, slot, 1 + 2 * (n % 3), n < 3);
             let exact = segment_size(&state, 5, account, slot, i64::MIN);
-            let uids = state.hashes(account, slot).map_or(0, |h| h.len());
-            let bound = state.segment_size_bound(account, slot) + uids_text(uids);
+            let bound = state.segment_size_bound(account, slot);
             assert!(bound >= exact, "{account:?}: bound {bound} < exact {exact}");
             assert_eq!(state.segment_size_bound("unknown", slot), 0);
         }

@@ -126,6 +126,14 @@ impl Marks {
 #[derive(Default)]
 struct Windows(Vec<u8>);
 
+/// What `PartitionState::add_uid` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UidAdded {
+    New,
+    Duplicate,
+    Full,
+}
+
 /// JSON bytes a stored byte of a window may become, besides its cell keys (see
 /// `PartitionState::segment_size_bound`): per cell of 3 stored bytes or more, ~110 bytes
 /// of member names, counts and punctuation (~37 a byte); a stored number of 3 bytes or
@@ -394,17 +402,34 @@ impl PartitionState {
         account.uid_slot(slot).ok().map(|at| &account.uids[at].1)
     }
 
-    pub fn hashes_mut(&mut self, account: &str, slot: i64) -> &mut UidSet {
-        let number = self.intern(account);
-        let account = &mut self.accounts[number as usize];
-        let at = match account.uid_slot(slot) {
-            Ok(at) => at,
+    /// Remember a measurement's uid in its account-hour, unless it is there already or
+    /// the account-hour holds `limit` uids.
+    pub fn add_uid(&mut self, account: &str, slot: i64, uid: u64, limit: usize) -> UidAdded {
+        let number = match self.number(account) {
+            Some(number) => number,
+            None if limit == 0 => return UidAdded::Full,
+            None => self.intern(account),
+        };
+        let known = &mut self.accounts[number as usize];
+        let at = match known.uid_slot(slot) {
+            Ok(at) => {
+                let hashes = &known.uids[at].1;
+                if hashes.contains(&uid) {
+                    return UidAdded::Duplicate;
+                }
+                if hashes.len() >= limit {
+                    return UidAdded::Full;
+                }
+                at
+            }
+            Err(_) if limit == 0 => return UidAdded::Full,
             Err(at) => {
-                insert_tight(&mut account.uids, at, (slot, UidSet::default()));
+                insert_tight(&mut known.uids, at, (slot, UidSet::default()));
                 at
             }
         };
-        &mut account.uids[at].1
+        known.uids[at].1.insert(uid);
+        UidAdded::New
     }
 
     pub fn forget_uids(&mut self, account: &str, slot: i64, hashes: &[u64]) {
@@ -502,8 +527,8 @@ impl PartitionState {
     }
 
     /// The windows of one segment.
-    /// At least the bytes of the windows in an account-hour's segment document
-    /// (`wire::segment_value` without its uids), read from their stored size alone.
+    /// At least the bytes of an account-hour's segment document (`wire::segment_value`),
+    /// read from the size of its stored windows and the number of its uids alone.
     ///
     /// Every stored byte is written as at most `TEXT_PER_BYTE` bytes of JSON (a number's
     /// at most 3 stored bytes as ~40 of text, a distinct value's byte as a 6-byte escape),
@@ -514,6 +539,7 @@ impl PartitionState {
         let Some(known) = self.account(account) else {
             return 0;
         };
+        let uids = known.uid_slot(slot).map_or(0, |at| known.uids[at].1.len());
         let range = slot_range(slot);
         let stored: usize = known
             .windows
@@ -524,6 +550,7 @@ impl PartitionState {
             .sum();
         SEGMENT_ENVELOPE
             + wire::json_key(account).len()
+            + wire::uids_text(uids)
             + stored * (TEXT_PER_BYTE + self.keys.widest)
     }
 

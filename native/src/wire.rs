@@ -155,6 +155,15 @@ fn windows_json<'a>(windows: impl Iterator<Item = (&'a i64, &'a Cells)>, out: &m
     out.push(b'}');
 }
 
+/// What an account-hour's `uids` hashes add to its segment document: `,"u":"…"`, the
+/// hashes in base64 (`pack_uids`).
+pub fn uids_text(uids: usize) -> usize {
+    if uids == 0 {
+        return 0;
+    }
+    ",\"u\":\"\"".len() + 4 * (uids * 8).div_ceil(3)
+}
+
 pub fn pack_uids(hashes: &mut [u64]) -> String {
     hashes.sort_unstable();
     let mut raw = Vec::with_capacity(hashes.len() * 8);
