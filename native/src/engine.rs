@@ -520,7 +520,7 @@ impl Engine {
         slot: i64,
         piece: &[u8],
     ) -> Option<String> {
-        let key = wire::json_key(account).len();
+        let key = wire::json_len(account);
         let needed = wire::ENVELOPE_BYTES + wire::entry_bytes(key, slot, piece.len());
         let max_delta = self.config.max_delta_bytes;
         if needed > max_delta {

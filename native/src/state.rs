@@ -311,7 +311,7 @@ impl KeyTable {
             return *id;
         }
         let id = self.keys.len() as u32;
-        let text = wire::json_key(&key.0).len() + wire::json_key(&key.1).len();
+        let text = wire::json_len(&key.0) + wire::json_len(&key.1);
         self.widest = self.widest.max(text);
         self.keys.push(key.clone());
         self.ids.insert(key.clone(), id);
@@ -549,7 +549,7 @@ impl PartitionState {
             .map(|window| window.record.len())
             .sum();
         SEGMENT_ENVELOPE
-            + wire::json_key(account).len()
+            + wire::json_len(account)
             + wire::uids_text(uids)
             + stored * (TEXT_PER_BYTE + self.keys.widest)
     }

@@ -51,6 +51,18 @@ pub fn json_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// The length of `json_string(text)`, without writing it.
+pub fn json_len(text: &str) -> usize {
+    2 + text
+        .bytes()
+        .map(|byte| match byte {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 8 | 12 => 2,
+            byte if byte < 0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
 pub fn json_key(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 2);
     json_string(text, &mut out);
@@ -243,7 +255,7 @@ pub fn pack(entries: &[Entry], budget: usize) -> Vec<Vec<usize>> {
         while end < entries.len() && entries[end].account == *account {
             end += 1;
         }
-        let key = json_key(account).len();
+        let key = json_len(account);
         let whole = key
             + 4
             + entries[index..end]
@@ -712,6 +724,9 @@ mod tests {
             json_key("a\"\\\n\u{1}é\u{7f}"),
             b"\"a\\\"\\\\\\n\\u0001\xc3\xa9\x7f\"".to_vec()
         );
+        for text in ["", "a\"\\\n\r\t\u{8}\u{c}\u{1}\u{1f}é\u{7f}😀", "plain"] {
+            assert_eq!(json_len(text), json_key(text).len(), "{text:?}");
+        }
     }
 
     #[test]
