@@ -32,9 +32,10 @@ partitions, seeks them to their committed offsets (`perform_seek`) and only then
 its flow control, which clears every stream's queue. The flow is active the whole time
 (recovery needs it for the changelogs), so records fetched around the seek reach the
 queues and are cleared unread, while the fetch position and faust's read offset are
-already past them: they are not read again in this session. A loaded worker started
-with a backlog processed the first few Stripe events of each partition, lost the ones
-in the queues, went on with the later ones, and its commits stopped there. So
+already past them: they are not read again in this session. A worker started with a
+backlog of Stripe events, its event loop back late from the seek (a loaded machine),
+processed the first few of a partition, went on with the ones after those cleared, and
+its commits stopped at the first cleared one (`test_stuck_commits`). So
 `perform_seek` stops the flow before seeking; faust's recovery resumes it right after
 clearing the queues, and reading starts again at the committed offsets.
 
