@@ -27,6 +27,18 @@ rule its offset is committed over (lost); with ours the partition's commits stop
 fetch returned (a rebalance or a stopped flow still drops them, and faust then seeks
 back to the committed offsets).
 
+A third hole is at the end of every rebalance. faust's recovery resumes the stream
+partitions, seeks them to their committed offsets (`perform_seek`) and only then resumes
+its flow control, which clears every stream's queue. The flow is active the whole time
+(recovery needs it for the changelogs), so records fetched around the seek reach the
+queues and are cleared unread, while the fetch position and faust's read offset are
+already past them: they are not read again in this session. A worker started with a
+backlog of Stripe events, its event loop back late from the seek (a loaded machine),
+processed the first few of a partition, went on with the ones after those cleared, and
+its commits stopped at the first cleared one (`test_stuck_commits`). So
+`perform_seek` stops the flow before seeking; faust's recovery resumes it right after
+clearing the queues, and reading starts again at the committed offsets.
+
 The consumer also fetches promptly for the bulk intake: the broker holds a fetch that
 finds nothing new at most `FETCH_MAX_WAIT_MS`, and while the intake holds partitions
 back a fetch waits at most `HELD_BACK_FETCH_WAIT_S` (see both for why).
@@ -168,7 +180,17 @@ class InOrderConsumer(Consumer):
 
     async def perform_seek(self) -> None:
         self._first_delivered.clear()  # reading starts again from the committed offsets
-        await super().perform_seek()
+        # nothing reaches a stream until the recovery that seeks has cleared the streams'
+        # queues and resumes the flow (`resume_flow`); a flow already stopped stays so
+        stopped_here = self.flow_active
+        if stopped_here:
+            self.stop_flow()
+        try:
+            await super().perform_seek()
+        except BaseException:
+            if stopped_here:
+                self.resume_flow()  # a seek that failed leaves the flow as it was
+            raise
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:

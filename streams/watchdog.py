@@ -8,6 +8,10 @@ calls the worker stalled when, for longer than a bound:
 - an agent was handed an event of `topic[partition]` and has not acknowledged it
   (no progress while its input has lag), or its input has lag that is not being
   delivered to it (`stall_after_s`);
+- the committed offset of an agent's input partition does not advance while messages
+  follow it and the agent is not holding the one there (`stall_after_s`): a record
+  fetched and never handed to the agent stops the partition's commits for good
+  (`streams.commits`), though the agent goes on with the later ones;
 - a message sent to Kafka is not acknowledged (`send_after_s`);
 - an offset commit is not finished (`send_after_s`: it waits for the producer);
 - a rebalance is not finished (`stall_after_s`).
@@ -49,7 +53,7 @@ FORGET_SEND_AFTER_S = 1_500.0
 
 @dataclass(frozen=True)
 class Stall:
-    kind: str  # agent | input | send | commit | rebalance
+    kind: str  # agent | input | committed | send | commit | rebalance
     what: str
     seconds: float
     topic: str | None = None
@@ -71,6 +75,12 @@ class _Partition:
         return self.delivered > self.acked
 
 
+@dataclass
+class _Committed:
+    offset: int  # the group's committed offset: the next message it would read
+    since: float  # when it last advanced, or last had no message after it
+
+
 @dataclass(eq=False)
 class _Send:
     topic: str
@@ -87,6 +97,7 @@ class Watchdog:
     agents: dict[str, str] = field(default_factory=dict)  # input topic -> agent name
     highwater: Callable[[str, int], int | None] = lambda topic, partition: None
     _partitions: dict[tuple[str, int], _Partition] = field(default_factory=dict)
+    _committed: dict[tuple[str, int], _Committed] = field(default_factory=dict)
     _sends: set[_Send] = field(default_factory=set)
     _commit_started: float | None = None
     _rebalance_started: float | None = None
@@ -111,6 +122,17 @@ class Watchdog:
         state.waiting = state.acked + 1
         state.since = self.clock()
 
+    def committed(self, topic: str, partition: int, offset: int) -> None:
+        """The group's committed offset of a partition, seen after each commit round
+        (faust runs one every commit interval, whether or not it has offsets to commit).
+        A rebalance, table recovery included, stops the clock: nothing is delivered then."""
+        if topic not in self.agents or self._rebalance_started is not None:
+            return
+        end = self.highwater(topic, partition)
+        known = self._committed.get((topic, partition))
+        if known is None or known.offset != offset or end is None or end <= offset:
+            self._committed[(topic, partition)] = _Committed(offset, self.clock())
+
     def send_started(self, topic: str) -> _Send:
         send = _Send(topic, self.clock())
         self._sends.add(send)
@@ -128,9 +150,11 @@ class Watchdog:
     def rebalance_started(self) -> None:
         self._rebalance_started = self.clock()
         self._partitions.clear()  # offsets start again from the new assignment
+        self._committed.clear()
 
     def rebalance_finished(self) -> None:
         self._rebalance_started = None
+        self._committed.clear()  # faust ends a rebalance when its tables are recovered
 
     # verdict --------------------------------------------------------------------------
 
@@ -140,6 +164,7 @@ class Watchdog:
         stall_s = self.stall_after_s if longer_than is None else longer_than
         send_s = self.send_after_s if longer_than is None else longer_than
         out = list(self._agent_stalls(now, stall_s))
+        out.extend(self._commit_stalls(now, stall_s))
         oldest = self.oldest_send(now)
         if oldest is not None and now - oldest.started > send_s:
             count = sum(1 for s in self._sends if now - s.started > send_s)
@@ -191,6 +216,23 @@ class Watchdog:
                 )
                 yield Stall("input", what, seconds, topic, partition)
 
+    def _commit_stalls(self, now: float, bound: float) -> Iterator[Stall]:
+        for (topic, partition), committed in sorted(self._committed.items()):
+            seconds = now - committed.since
+            end = self.highwater(topic, partition)
+            if seconds <= bound or end is None or end <= committed.offset:
+                continue
+            state = self._partitions.get((topic, partition))
+            if state is not None and state.pending and state.waiting <= committed.offset:
+                continue  # the agent holds the message there: an "agent" stall
+            agent = self.agents.get(topic, "?")
+            what = (
+                f"commits stopped at {Source(topic, partition, committed.offset)} with "
+                f"{end - committed.offset} messages after it, and the {agent} agent "
+                "does not hold the one there"
+            )
+            yield Stall("committed", what, seconds, topic, partition)
+
 
 class WatchdogSensor(Sensor):
     """Feeds faust's sensor events to a Watchdog."""
@@ -226,6 +268,8 @@ class WatchdogSensor(Sensor):
 
     def on_commit_completed(self, consumer: Any, state: Any) -> None:
         self.watchdog.commit_finished()
+        for tp, offset in _committed_offsets(consumer):
+            self.watchdog.committed(tp.topic, tp.partition, offset)
 
     def on_rebalance_start(self, app: Any) -> dict[str, Any]:
         self.watchdog.rebalance_started()
@@ -325,6 +369,17 @@ def _agent_inputs(app: faust.App) -> dict[str, str]:
         for topic in getattr(agent.channel, "topics", ()):
             out[topic] = agent.name.rsplit(".", 1)[-1]
     return out
+
+
+def _committed_offsets(consumer: Any) -> list[tuple[Any, int]]:
+    """(partition, committed offset) of the consumer's assigned partitions where one is
+    known (faust keeps them in `_committed_offset`, from its seek at assignment and its
+    own commits; it keeps none for a partition whose committed offset is 0)."""
+    assigned = consumer.assignment()
+    known = getattr(consumer, "_committed_offset", {})
+    return [
+        (tp, offset) for tp, offset in list(known.items()) if offset is not None and tp in assigned
+    ]
 
 
 def _highwater(app: faust.App, topic: str, partition: int) -> int | None:

@@ -111,8 +111,12 @@ def test_offsets_missing_while_fetching_count_as_acked(consumer: InOrderConsumer
 
 
 async def test_after_a_rebalance_reading_starts_again_at_the_committed_offset(
-    consumer: InOrderConsumer,
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async def no_broker(*args: Any, **kwargs: Any) -> bool:
+        return False  # the commit a revocation makes for the bulk intake needs a broker
+
+    monkeypatch.setattr(consumer, "commit", no_broker)
     consumer._committed_offset[PARTITION] = 50
     first = delivered(consumer, 50, 51, 52)
     consumer.ack(first[50])
@@ -196,3 +200,35 @@ async def test_while_the_intake_holds_partitions_back_a_fetch_waits_a_hundredth_
     assert intake.paused
     await consumer._wait_next_records(1.0)
     assert waited == [1.0, 0.01]
+
+
+async def test_records_fetched_while_a_rebalance_seeks_reach_no_stream_until_the_flow_resumes(
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust's recovery seeks to the committed offsets and then clears the streams' queues:
+    a record handed over in between would be cleared unread, past the fetch position, and
+    the partition's commits would stop at it (a loaded worker started with a backlog)."""
+    from aiokafka.structs import ConsumerRecord, TopicPartition
+
+    fetched = [
+        ConsumerRecord(TOPIC, 0, offset, 0, 0, b"k", b"v", None, 1, 1, []) for offset in (3, 4)
+    ]
+    seeks = []
+
+    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
+        return {TopicPartition(TOPIC, 0): fetched}, {PARTITION}
+
+    async def seek_to_committed() -> dict[TP, int]:
+        seeks.append(consumer.flow_active)
+        return {PARTITION: 3}
+
+    monkeypatch.setattr(InOrderConsumer.__mro__[1], "_wait_next_records", fetch)
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 5)
+    consumer.resume_flow()
+    await consumer.perform_seek()  # what recovery does after resuming the stream partitions
+    assert seeks == [False]
+    assert [message.offset async for _, message in consumer.getmany(1.0)] == []
+    consumer.app.flow_control.resume()  # clears the streams' queues: nothing was in them
+    consumer.resume_flow()
+    assert [message.offset async for _, message in consumer.getmany(1.0)] == [3, 4]
