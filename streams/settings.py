@@ -176,8 +176,9 @@ class Settings(BaseSettings):
     worker_stall_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        description="A worker whose agent has input it does not acknowledge, or whose "
-        "rebalance does not finish, for this long reports itself stalled (/healthz 503).",
+        description="A worker whose agent has input it does not acknowledge, whose "
+        "committed offset of an input partition stays still while messages follow it, or "
+        "whose rebalance does not finish, for this long reports itself stalled (/healthz 503).",
     )
     worker_send_timeout_s: float = Field(
         default=60.0,
