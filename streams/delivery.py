@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,16 @@ def backoff(attempt: int) -> float:
 
 
 async def deliver(topic: Any, records: Sequence[Record]) -> None:
-    """Send `records` to a faust topic and return once Kafka acknowledged every one."""
+    """Send `records` to a faust topic, in their order, and return once Kafka acknowledged
+    every one."""
     remaining = list(records)
     attempt = 0
     while remaining:
-        outcomes = await asyncio.gather(
-            *(_send(topic, record) for record in remaining), return_exceptions=True
-        )
+        # queued one after the other, then awaited together: sends started at once are
+        # queued in any order (the first to wait for the producer's start or the topic's
+        # metadata went last: a batch's dead letters came out of order)
+        queued = [await _queue(topic, record) for record in remaining]
+        outcomes = await asyncio.gather(*queued, return_exceptions=True)
         failed = [
             (record, error)
             for record, error in zip(remaining, outcomes, strict=True)
@@ -56,7 +59,15 @@ async def deliver(topic: Any, records: Sequence[Record]) -> None:
         remaining = [record for record, _ in failed]
 
 
-async def _send(topic: Any, record: Record) -> object:
+async def _queue(topic: Any, record: Record) -> Awaitable[object]:
+    """The record in the producer's queue: its delivery, or its refusal as a failed one."""
     key, value, partition = record
-    delivery = await topic.send(key=key, value=value, partition=partition, force=True)
-    return await delivery
+    try:
+        delivery: Awaitable[object] = await topic.send(
+            key=key, value=value, partition=partition, force=True
+        )
+    except Exception as exc:
+        refused = asyncio.get_running_loop().create_future()
+        refused.set_exception(exc)
+        return refused
+    return delivery
