@@ -3,8 +3,7 @@
 A thin loop per batch (`noack_take`: faust acks nothing itself): the engine judges,
 de-duplicates and folds the batch and returns one delta per partition it changed
 (`streams.usage.engine`); the agent produces the deltas to the usage log
-(`streams.usage.log`, through its own librdkafka producer: `streams.bulk_producer`),
-the rejections to `measurements.rejected` and measurements read
+(`streams.usage.log`), the rejections to `measurements.rejected` and measurements read
 on the wrong partition back to their account's partition, and acks the batch once
 Kafka acknowledged all of it (`InFlight`: the next batches are processed meanwhile).
 Two timers write snapshot rounds (so the log can be compacted and recovery stays short)
@@ -31,14 +30,13 @@ from yarl import URL
 
 from streams import pages
 from streams.agents.routing import on_owner
-from streams.bulk_producer import BulkProducer
 from streams.clock import DAY_MS, now_ms
 from streams.commits import InOrderConsumer
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import Record, deliver
 from streams.readiness import when_ready
 from streams.sources import Source, source_of
-from streams.tables import MAX_MESSAGE_BYTES, account_table
+from streams.tables import account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage.book import UsageBook
 from streams.usage.engine import Delta, Limits, ReferenceEngine, UsageEngine
@@ -224,26 +222,18 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     context.usage = book  # bill runs read period values through it
     source = faust_topic(app, context.topics, MEASUREMENTS)
     rejected = faust_topic(app, context.topics, MEASUREMENTS_REJECTED)
+    usage_log = app.topic(
+        table.changelog_topic_name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=False,
+    )
     # One writer of the usage log at a time: a snapshot round's segments must follow
     # every delta they hold and precede every delta they do not.
     writing = asyncio.Lock()
-    # Everything the usage log is written goes through one librdkafka producer, so Kafka
-    # keeps it in the order written (idempotent). Its lz4 runs on librdkafka's threads:
-    # through faust, aiokafka compressed each batch's deltas at lz4's level 9 on the event
-    # loop (~20 ms a batch of 50,000 measurements) while the engine waited for the loop.
-    producer = BulkProducer(
-        settings.kafka, app.watchdog, extra={"message.max.bytes": MAX_MESSAGE_BYTES + 1024 * 1024}
-    )
-    table.use_producer(producer)  # the agent writes the log itself (`write_log`)
-    log_name = table.changelog_topic_name
-
-    async def write_log(records: Sequence[Record]) -> None:
-        await producer.deliver(log_name, records)
-
-    async def flush(*_: Any, **__: Any) -> None:
-        await producer.close()
-
-    app.on_before_shutdown.connect(flush)
 
     def owned() -> set[int]:
         name = source.get_topic_name()
@@ -274,7 +264,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         processed = await book.process_off_loop(messages, now_ms())
         tell_usage_seen(context, messages)
         writes = asyncio.gather(
-            write_log(_records(processed.deltas)),
+            deliver(usage_log, _records(processed.deltas)),
             deliver(
                 rejected,
                 [((r.account or "").encode(), r.to_bytes(), None) for r in processed.rejected],
@@ -381,17 +371,17 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 round_ = engine.snapshot(partition)
                 if not round_.records and not round_.obsolete:
                     continue
-                await write_log([(r.key, r.value, partition) for r in round_.records])
-                await write_log([(round_.marker.key, round_.marker.value, partition)])
+                await deliver(usage_log, [(r.key, r.value, partition) for r in round_.records])
+                await deliver(usage_log, [(round_.marker.key, round_.marker.value, partition)])
                 engine.confirm_snapshot(round_)
             try:
-                await write_log([(key, None, partition) for key in round_.obsolete])
+                await deliver(usage_log, [(key, None, partition) for key in round_.obsolete])
             except Exception as exc:  # the engine forgot them: only a successor re-tombstones
                 stop_worker(exc)
             context.stats["usage_snapshot_segments"] += len(round_.records)
             log.info(
                 "usage snapshot of %s[%d] at seq %d: %d segments written, %d deltas tombstoned",
-                log_name,
+                usage_log.get_topic_name(),
                 partition,
                 round_.seq,
                 len(round_.records),
@@ -404,9 +394,11 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         async with writing:
             await in_flight.drain()
             deltas = engine.expire(owned())
-            await write_log(_records(deltas))
+            await deliver(usage_log, _records(deltas))
         for delta in deltas:
-            log.info("usage retention applied to %s[%d]", log_name, delta.partition)
+            log.info(
+                "usage retention applied to %s[%d]", usage_log.get_topic_name(), delta.partition
+            )
 
     @app.page(pages.USAGE)
     class AccountUsage(View):

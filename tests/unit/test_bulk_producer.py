@@ -231,28 +231,3 @@ async def test_the_workers_billing_tables_write_through_one_producer_that_stoppi
     kafka[0].answer(0)
     await asyncio.wait_for(stopping, 1)
     assert producer.pending == 0
-
-
-async def test_the_usage_log_is_written_through_its_own_producer_that_stopping_flushes(
-    kafka: list[FakeKafka],
-) -> None:
-    """Deltas and snapshots go through librdkafka (its lz4 off the event loop), and a
-    worker that stops waits for Kafka's answer to what it wrote."""
-    app = create_app(Settings(partitions=2))
-    usage, bills = app.tables["usage"], app.tables["bills"]
-    assert isinstance(usage, AccountTable) and isinstance(bills, AccountTable)
-    producer = usage.producer
-    assert producer is not None and producer is not bills.producer
-    assert producer.watch is app.watchdog  # its sends in flight show in /healthz
-    assert producer.config["compression.type"] == "lz4"
-    producer._factory = fake_kafka(kafka)
-    writing = asyncio.ensure_future(
-        producer.deliver(usage.changelog_topic_name, [(b"|delta|0|1|0", b"{}", 0)])
-    )
-    await until(lambda: bool(kafka) and len(kafka[0]) == 1)
-    stopping = asyncio.ensure_future(app.on_before_shutdown.send())
-    await asyncio.sleep(0.01)
-    assert not stopping.done() and not writing.done()  # both wait for Kafka's answer
-    kafka[0].answer(0)
-    await asyncio.wait_for(asyncio.gather(stopping, writing), 1)
-    assert kafka[0].records() == [(usage.changelog_topic_name, b"|delta|0|1|0", b"{}", 0)]
