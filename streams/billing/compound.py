@@ -73,10 +73,29 @@ def compound_values(
     usage: Mapping[str, Decimal | None],
 ) -> dict[str, Decimal | None]:
     """The period value of each wanted compound aggregation (None: no value)."""
-    known = {*aggregations, *compounds}
-    values: dict[str, Decimal | None] = {}
+    evaluation = _Evaluation(compounds, aggregations, usage)
+    return {code: evaluation.value_of(code, ()) for code in wanted}
 
-    def value_of(code: str, path: tuple[str, ...]) -> Decimal | None:
+
+class _Evaluation:
+    """The compound values of one account's period, each computed once. A class, not a
+    recursive closure: a closure that calls itself is a reference cycle, garbage that only
+    the cycle collector frees, and a bill run of thousands of accounts made thousands."""
+
+    def __init__(
+        self,
+        compounds: Mapping[str, CompoundAggregation],
+        aggregations: Mapping[str, Aggregation],
+        usage: Mapping[str, Decimal | None],
+    ) -> None:
+        self.compounds = compounds
+        self.aggregations = aggregations
+        self.usage = usage
+        self.known = frozenset((*aggregations, *compounds))
+        self.values: dict[str, Decimal | None] = {}
+
+    def value_of(self, code: str, path: tuple[str, ...]) -> Decimal | None:
+        values = self.values
         if code in values:
             return values[code]
         if code in path:
@@ -84,16 +103,16 @@ def compound_values(
             raise ValueError(
                 f"compoundAggregations[{code}].calculation: depends on itself ({cycle})"
             )
-        compound = compounds[code]
-        expression = calculation_of(compound, known)
+        compound = self.compounds[code]
+        expression = calculation_of(compound, self.known)
         inputs: dict[str, Decimal] = {}
         for field in sorted(expression.fields):
-            if field in compounds:
-                raw = value_of(field, (*path, code))
+            if field in self.compounds:
+                raw = self.value_of(field, (*path, code))
                 default = _ZERO
             else:
-                raw = usage.get(field)
-                default = aggregations[field].defaultValue
+                raw = self.usage.get(field)
+                default = self.aggregations[field].defaultValue
             if raw is None and not compound.evaluateNullAggregations:
                 values[code] = None
                 return None
@@ -105,5 +124,3 @@ def compound_values(
             result = None
         values[code] = result
         return result
-
-    return {code: value_of(code, ()) for code in wanted}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,7 +71,13 @@ def flat(compound: str, unit_price: str) -> dict[str, Any]:
 def line_of(
     pricing: dict[str, Any], usage: Mapping[str, Decimal | None], currency: str = "USD"
 ) -> BillLine:
-    the_catalog = catalog([pricing], currency)
+    bill = bill_of(catalog([pricing], currency), usage)
+    (line,) = bill.lines
+    assert bill.total == line.subtotal
+    return line
+
+
+def bill_of(the_catalog: Catalog, usage: Mapping[str, Decimal | None]) -> Bill:
     bill = build_bill(
         account_plan=AccountPlan(
             id="sub_1",
@@ -88,9 +95,7 @@ def line_of(
         extras=Extras(compounds=the_catalog.compoundAggregations),
     )
     assert isinstance(bill, Bill)
-    (line,) = bill.lines
-    assert bill.total == line.subtotal
-    return line
+    return bill
 
 
 # (compound, unit price, usage, expected quantity, units, subtotal), each computed by hand.
@@ -241,3 +246,20 @@ def test_catalog_apply_validates_the_file_whole_and_refuses_its_cycle_with_the_p
     assert caught.value.errors == [
         "compoundAggregations[a].calculation: depends on itself (a -> b -> a)"
     ]
+
+
+def test_pricing_compound_aggregations_leaves_no_garbage_for_the_cycle_collector() -> None:
+    # A bill run prices thousands of accounts with the cycle collector paused
+    # (`streams.billing.state`): garbage in reference cycles piles up until it runs again.
+    the_catalog = catalog([flat("doubled_units", "0.25"), flat("api_units", "0.50")])
+    usage = {"calls": D(2500), "gb": D("0.25")}
+    bill_of(the_catalog, usage)  # compiled expressions are cached
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            bill_of(the_catalog, usage)
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert left == 0
