@@ -137,6 +137,10 @@ def ingest_router(
         counter = edge.metrics.measurements
         body = await read_body(request, settings.max_request_bytes)
         measurements = measurements_of(parse_json(body), settings.max_measurements_per_request)
+        # Reading, checking and encoding 1,000 measurements are ~1.5 ms each: the loop
+        # gets a turn between them, so requests arriving together take turns with each
+        # other and with usage queries instead of holding the loop for all of theirs.
+        await asyncio.sleep(0)
         errors = batch_errors(measurements)
         if errors:
             invalid = len({error["index"] for error in errors})
@@ -150,6 +154,7 @@ def ingest_router(
                 f"{invalid} of {len(measurements)} measurements are invalid; none was accepted",
                 errors=errors,
             )
+        await asyncio.sleep(0)
         envelopes = envelopes_by_partition(measurements, edge.topics.partitions)
         problem = await await_acks(produce(edge, envelopes), ack_timeout_s)
         if problem is not None:
