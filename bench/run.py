@@ -14,7 +14,8 @@ Benchmarks (each bounded; see each module's docstring):
   ingest    the ingest API, requests of 1,000 (bench_ingest_api)
   worker    one worker: envelopes of 100 from ~10,000 accounts, single-measurement
             messages, envelopes of one account each; a py-spy profile of the first
-  latency   ingest ack → usage query visible at a steady 10,000/s (and 2,000/s)
+  latency   ingest ack → usage query visible at a steady 10,000/s, 50,000/s (60 s: ~300
+            probes) and 2,000/s
   bills     bill run of 10,000 accounts x 3 aggregations
   memory    worker VmHWM for 100,000 accounts x 3 aggregations x 24 hours
   sink      Stripe sink bills/s against the simulator (bench_sink, when present)
@@ -444,10 +445,13 @@ def latency_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) 
     )
     for rate, repeat, label in rates:
         runs: list[dict[str, Any]] = []
+        # 4c's target is a p99: ~300 probes (60 s at 5 a second) make it the third-slowest,
+        # not the slowest of 100 (one hiccup of a shared 2-core machine decided it)
+        duration = 60 if rate == 50_000 and not args.quick else seconds
         for i in range(repeat):
             attempt(
                 f"latency at {rate:,}/s ({i + 1}/{repeat})",
-                partial(bench_latency.run, broker, rate=rate, seconds=seconds),
+                partial(bench_latency.run, broker, rate=rate, seconds=duration),
                 runs,
             )
         raw[f"latency_{rate}"] = runs
@@ -476,8 +480,9 @@ def latency_row(name: str, runs: list[dict[str, Any]], rate: int) -> Row:
     )
     if good:
         p50 = [r["p50_s"] for r in good if r["p50_s"] is not None]
+        slowest = [r["max_s"] for r in good if r["max_s"] is not None]
         row.note = (
-            f"p50 {rng(p50, '.2f')} s; probes visible "
+            f"p50 {rng(p50, '.2f')} s, slowest probe {rng(slowest, '.2f')} s; probes visible "
             f"{rng([r['probes'] for r in good])}, not visible within 15 s "
             f"{rng([r['probes_missing'] for r in good])}; acknowledged "
             f"{rng([r['acknowledged_per_s'] for r in good])}/s of {rate:,}/s offered; "
