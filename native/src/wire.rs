@@ -63,12 +63,6 @@ pub fn json_len(text: &str) -> usize {
         .sum::<usize>()
 }
 
-pub fn json_key(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + 2);
-    json_string(text, &mut out);
-    out
-}
-
 fn number_member(name: &str, number: &Dec, out: &mut Vec<u8>) {
     // a canonical number's text never needs escaping
     out.extend_from_slice(name.as_bytes());
@@ -717,6 +711,12 @@ pub fn decode_snapshot(key: &[u8], value: Option<&[u8]>) -> Result<Snapshot, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_key(text: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 2);
+        json_string(text, &mut out);
+        out
+    }
 
     #[test]
     fn strings_are_escaped_like_orjson() {
