@@ -78,9 +78,10 @@ class Batch:
     """Records produced together: how many Kafka has not answered, which it refused,
     and the last offset written per (topic, partition)."""
 
-    __slots__ = ("_done", "_send", "_watch", "failed", "waiting", "written")
+    __slots__ = ("_done", "_send", "_watch", "failed", "topic", "waiting", "written")
 
     def __init__(self, watch: Watch | None, topic: str) -> None:
+        self.topic = topic
         self.waiting = 0
         self.failed: list[Refused] = []
         self.written: dict[tuple[str, int], int] = {}
@@ -186,15 +187,18 @@ class BulkProducer:
         assert self._wake is not None
         self._wake.set()
 
-    async def deliver(self, topic: str, records: Sequence[Record]) -> None:
-        """Send `records` to `topic` and return once Kafka acknowledged every one; a
-        refused record is sent again with back-off, without end."""
-        remaining = list(records)
+    def send(self, topic: str, records: Sequence[Record]) -> Batch:
+        """Queue `records` for `topic` as one batch, without waiting (see `settle`)."""
+        batch = self.batch(topic)
+        for key, value, partition in records:
+            self.produce(batch, topic, key, value, partition)
+        return batch
+
+    async def settle(self, batch: Batch) -> None:
+        """Return once Kafka acknowledged every record of `batch` (from `send`); a refused
+        record is sent again with back-off, without end."""
         attempt = 0
-        while remaining:
-            batch = self.batch(topic)
-            for key, value, partition in remaining:
-                self.produce(batch, topic, key, value, partition)
+        while True:
             await batch.wait()
             if not batch.failed:
                 return
@@ -202,18 +206,23 @@ class BulkProducer:
             attempt += 1
             first = batch.failed[0]
             log.warning(
-                "%d of %d sends to %s failed (first: key %r, %s); sending them again in %.1f s",
+                "%d sends to %s failed (first: key %r, %s); sending them again in %.1f s",
                 len(batch.failed),
-                len(remaining),
-                topic,
+                batch.topic,
                 first.key,
                 first.error,
                 delay,
             )
             await asyncio.sleep(delay)
-            remaining = [
-                (refused.key, refused.value, refused.partition) for refused in batch.failed
-            ]
+            batch = self.send(
+                batch.topic,
+                [(refused.key, refused.value, refused.partition) for refused in batch.failed],
+            )
+
+    async def deliver(self, topic: str, records: Sequence[Record]) -> None:
+        """Send `records` to `topic` and return once Kafka acknowledged every one; a
+        refused record is sent again with back-off, without end."""
+        await self.settle(self.send(topic, records))
 
     async def _poll(self) -> None:
         assert self._wake is not None

@@ -5,19 +5,25 @@ leader) and status changes (approve, lock). For every command:
   1. compute the new bill versions from the tables (pure, `streams.billing.runs`)
   2. publish them to `bills` and wait for Kafka's acknowledgement
   3. write them to the tables (bills, per-account index) and wait for Kafka again
+  4. ack the command, so faust may commit its offset
 so a crash between 2 and 3 re-publishes the same version (downstream de-duplicates by
-id + version) instead of losing one. A command that is not valid, is refused by the
-bill lifecycle or fails goes to `bill.commands.rejected` with the reason (and is
-acknowledged by Kafka) before faust commits its offset.
+id + version) instead of losing one. Steps 2 to 4 run beside the next commands: while
+Kafka takes the bills of one partition's tick, the agent computes the next partition's
+(commands about accounts of one partition still go one after the other). A command
+that is not valid, is refused by the bill lifecycle or fails goes to
+`bill.commands.rejected` with the reason (and is acknowledged by Kafka) before it is
+acked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 from typing import Any
 
 import orjson
+from faust.types import EventT
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
@@ -27,12 +33,13 @@ from streams.billing.bills import LifecycleError
 from streams.billing.preview import NoPreview, preview
 from streams.billing.runs import EncodedBill
 from streams.billing.state import Billing
-from streams.bulk_producer import BulkProducer
+from streams.bulk_producer import FLUSH_TIMEOUT_S, Batch, BulkProducer
 from streams.clock import from_ms, now_ms
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import deliver
+from streams.partitioning import partition_for
 from streams.readiness import when_ready
-from streams.schemas.commands import COMMANDS, Tick
+from streams.schemas.commands import COMMANDS, ChangeStatus, RunBills, Tick
 from streams.schemas.errors import error_text
 from streams.sources import Source, source_of
 from streams.tables import MAX_MESSAGE_BYTES, account_table
@@ -83,10 +90,6 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     async def connect() -> None:  # once the tables are recovered: the first tick is ready
         producer.start()
 
-    async def flush(*_: Any, **__: Any) -> None:
-        await producer.close()
-
-    app.on_before_shutdown.connect(flush)
     context.locks = billing  # the usage agent refuses usage of locked periods
     context.previews = partial(preview, billing)  # the alerts agent measures them
     context.bills = billing.bills_of  # the balances page reads what bills consumed
@@ -95,13 +98,39 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     bills_topic = faust_topic(app, context.topics, BILLS)
     rejected = faust_topic(app, context.topics, BILL_COMMANDS_REJECTED)
 
-    async def publish(bills: list[EncodedBill], source: str) -> None:
-        # 1. publish and wait for Kafka  2. then the tables, and wait for Kafka again
-        # (see the module docstring)
-        records = [(bill.account.encode(), bill.json, None) for bill in bills]
-        await producer.deliver(bills_topic.get_topic_name(), records)
+    # While Kafka takes one command's bills, the agent goes on with the next command, as
+    # long as it is about other accounts: commands of one partition of accounts go one
+    # after the other (a status change sees the bills of the tick before it), each
+    # partition has at most one publication in flight, and a command's event is acked
+    # (its offset may be committed) only once its bills are stored.
+    publications: dict[int, asyncio.Task[None]] = {}
+
+    def scope(command: RunBills | Tick | ChangeStatus) -> int:
+        """The partition whose accounts a command reads and writes."""
+        if isinstance(command, Tick):
+            return command.partition
+        return partition_for(command.account, partitions)
+
+    async def published(partition: int) -> None:
+        """Return once the publication in flight for `partition`, if any, is stored (its
+        failure is the agent's)."""
+        task = publications.pop(partition, None)
+        if task is not None:
+            await task
+
+    def failed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("bills were not stored: %r", task.exception())
+
+    async def publish(
+        bills: list[EncodedBill], sent: Batch, source: str, stream: Any, event: EventT[Any]
+    ) -> None:
+        # 1. Kafka holds the bills  2. then the tables, and wait for Kafka again (see the
+        # module docstring)  3. then the command is acked
+        await producer.settle(sent)
         billing.store(bills)
         await billing.confirm()
+        await stream.ack(event)
         # A tick of a partition makes thousands of versions: one line for them, each bill
         # at DEBUG; a command of a few bills logs each at INFO.
         each = logging.INFO if len(bills) <= LOGGED_BILLS else logging.DEBUG
@@ -122,23 +151,49 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 )
         context.stats["bill_versions"] += len(bills)
 
+    async def reject(error: Exception, stream: Any, event: EventT[Any]) -> None:
+        message = event.message
+        source = source_of(message)
+        reason = rejection_reason(error, source)
+        log.warning("bill command %s rejected: %s", source, reason)
+        context.stats["bill_commands_rejected"] += 1
+        record = rejection(reason, source, message.value)
+        await deliver(rejected, [(message.key, record, None)])
+        await stream.ack(event)
+
+    async def flush(*_: Any, **__: Any) -> None:  # the worker stops
+        if publications:
+            await asyncio.wait(list(publications.values()), timeout=FLUSH_TIMEOUT_S)
+        await producer.close()
+
+    app.on_before_shutdown.connect(flush)
+
     @app.agent(commands, name="billing", concurrency=1)
     async def handle(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            source = source_of(message)
+        events = stream.noack()  # acked by `publish` or `reject`
+        async for event in events.events():
             try:
-                command = COMMANDS.validate_json(message.value or b"")
-                bills = billing.handle(command, from_ms(now_ms()))
-            except Exception as exc:  # faust would ack a swallowed command: dead-letter it
-                reason = rejection_reason(exc, source)
-                log.warning("bill command %s rejected: %s", source, reason)
-                context.stats["bill_commands_rejected"] += 1
-                record = rejection(reason, source, message.value)
-                await deliver(rejected, [(message.key, record, None)])
+                command = COMMANDS.validate_json(event.message.value or b"")
+            except ValidationError as exc:
+                await reject(exc, events, event)
                 continue
-            if bills:
-                await publish(bills, str(source))
+            partition = scope(command)
+            await published(partition)
+            try:
+                bills = billing.handle(command, from_ms(now_ms()))
+            except Exception as exc:  # the command is not lost: it is dead-lettered
+                await reject(exc, events, event)
+                continue
+            if not bills:
+                await events.ack(event)
+                continue
+            records = [(bill.account.encode(), bill.json, None) for bill in bills]
+            sent = producer.send(bills_topic.get_topic_name(), records)
+            source = str(source_of(event.message))
+            task = asyncio.create_task(publish(bills, sent, source, events, event))
+            task.add_done_callback(failed)
+            publications[partition] = task
+            await asyncio.sleep(0)  # the publications in flight move on
 
     @app.timer(interval=settings.bill_run_interval_s, on_leader=True)
     async def ticks() -> None:

@@ -4,8 +4,11 @@ to `bill.commands.rejected` with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +26,7 @@ from tests.fixtures.worker import (
     home,
     measurement,
     message,
+    settled,
     subscription_created,
 )
 
@@ -87,19 +91,93 @@ async def test_a_run_publishes_the_bill_of_the_accounts_plan_and_usage_with_its_
     assert not offline.kafka.unacknowledged()
 
 
-async def test_a_run_is_not_acknowledged_before_kafka_holds_the_bills_it_published(
-    offline: OfflineWorker,
-) -> None:
+@asynccontextmanager
+async def billing_with_kafka_held(offline: OfflineWorker) -> AsyncIterator[Any]:
+    """The billing agent two days into CUSTOMER's pro subscription, Kafka holding every
+    write (until `offline.kafka.release()`)."""
     offline.now_ms = STARTED_MS + 2 * DAY_MS
     await subscribe_to_pro(offline)
     offline.kafka.hold()
     async with offline.agent("billing").test_context() as agent:
+        yield agent
+
+
+async def test_a_run_is_not_acknowledged_before_kafka_holds_the_bills_it_published(
+    offline: OfflineWorker,
+) -> None:
+    async with billing_with_kafka_held(offline) as agent:
         run = {"type": "run", "account": CUSTOMER}
         event = await agent.put(orjson.dumps(run), key=CUSTOMER.encode())
         assert await held_by_the_changelog(offline.kafka, event)
         assert offline.kafka.on(offline.topics.bills)  # published first, then stored
         offline.kafka.release()
         await acked(event)
+
+
+async def subscribe(offline: OfflineWorker, customers: list[str]) -> None:
+    async with offline.agent("accounts").test_context() as agent:
+        events = [
+            await agent.put(orjson.dumps(subscription_created(c, id=f"sub_{c}")), key=c.encode())
+            for c in customers
+        ]
+        await acked(*events)
+
+
+async def test_the_next_partitions_tick_runs_while_kafka_takes_the_bills_of_the_one_before(
+    offline: OfflineWorker,
+) -> None:
+    offline.now_ms = STARTED_MS + 2 * DAY_MS
+    first = [c for c in (f"cus_{n}" for n in range(80)) if home(c) == 0][:3]
+    second = [c for c in (f"cus_{n}" for n in range(80)) if home(c) == 1][:3]
+    await subscribe(offline, first + second)
+    offline.kafka.hold()
+    async with offline.agent("billing").test_context() as agent:
+        try:  # the second tick publishes its bills while Kafka holds the first tick's
+            ticks = [
+                await asyncio.wait_for(
+                    agent.put(
+                        orjson.dumps({"type": "tick", "partition": p, "at": offline.now_ms}),
+                        key=b"tick",
+                        partition=p,
+                    ),
+                    5,
+                )
+                for p in (0, 1)
+            ]
+            await settled(lambda: len(offline.kafka.on(offline.topics.bills)) == 6)
+            published = {record.key for record in offline.kafka.on(offline.topics.bills)}
+            assert published == {c.encode() for c in first + second}
+            assert not any(tick.message.acked for tick in ticks)  # nothing stored yet
+        finally:
+            offline.kafka.release()
+        await acked(*ticks)
+    assert not offline.kafka.unacknowledged()
+
+
+async def test_a_command_waits_for_the_bills_in_flight_of_its_accounts_partition(
+    offline: OfflineWorker,
+) -> None:
+    async with billing_with_kafka_held(offline) as agent:
+        run = await agent.put(orjson.dumps({"type": "run", "account": CUSTOMER}), key=b"c")
+        await settled(lambda: offline.kafka.on(offline.topics.bills))
+        [bill] = [record.json() for record in offline.kafka.on(offline.topics.bills)]
+        approve = {"type": "status", "account": CUSTOMER, "billId": bill["id"]}
+        try:  # the bill is not stored yet: the approval waits for it, not finding no bill
+            approval = await asyncio.wait_for(
+                agent.put(orjson.dumps(approve | {"status": "APPROVED"}), key=b"c"), 5
+            )
+            await asyncio.sleep(0.05)
+            assert len(offline.kafka.on(offline.topics.bills)) == 1
+            assert not offline.kafka.on(offline.topics.bill_commands_rejected)
+        finally:
+            offline.kafka.release()
+        await acked(run, approval)
+    versions = [record.json() for record in offline.kafka.on(offline.topics.bills)]
+    assert [(v["id"], v["version"], v["status"]) for v in versions] == [
+        (bill["id"], 1, "PENDING"),
+        (bill["id"], 2, "APPROVED"),
+    ]
+    assert not offline.kafka.on(offline.topics.bill_commands_rejected)
 
 
 @pytest.mark.parametrize(
@@ -134,12 +212,7 @@ async def test_a_tick_of_many_accounts_logs_one_line_for_its_bills_and_each_bill
 ) -> None:
     offline.now_ms = STARTED_MS + 2 * DAY_MS
     customers = [c for c in (f"cus_{n}" for n in range(60)) if home(c) == 0][:12]
-    async with offline.agent("accounts").test_context() as agent:
-        events = [
-            await agent.put(orjson.dumps(subscription_created(c, id=f"sub_{c}")), key=c.encode())
-            for c in customers
-        ]
-        await acked(*events)
+    await subscribe(offline, customers)
     caplog.set_level(logging.INFO, logger="streams.agents.billing")
 
     async with offline.agent("billing").test_context() as agent:
