@@ -201,13 +201,18 @@ class Billing:
         return [encoded(bill) for bill in self.change_status(command, now)]
 
     def store(self, bills: Sequence[EncodedBill]) -> None:
+        """Write new bill versions to both tables: an account's bills and its index at
+        once (of several versions of one bill, the last)."""
         by_account: dict[str, list[EncodedBill]] = {}
         for bill in bills:
-            self.bills[table_key(bill.account, bill.id).encode()] = bill.json
             by_account.setdefault(bill.account, []).append(bill)
-        for account, changed in by_account.items():
-            key = account_key(account)
-            self.index[key] = updated_index(self.index.get(key), changed)
+        with cycle_collection_paused():  # a tick's store allocates as much as its run
+            for account, changed in by_account.items():
+                self.bills.write(
+                    account, {table_key(account, bill.id).encode(): bill.json for bill in changed}
+                )
+                key = account_key(account)
+                self.index.write(account, {key: updated_index(self.index.get(key), changed)})
 
     async def confirm(self) -> None:
         """Wait until Kafka holds every write to both tables (`AccountTable.confirm`)."""

@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError
 
 from streams.app import create_app
 from streams.bulk_producer import BulkProducer
+from streams.partitioning import partition_for
 from streams.settings import Settings
 from streams.tables import AccountTable, account_table
 
@@ -212,6 +213,37 @@ async def test_a_table_key_set_or_deleted_goes_through_the_producer(
     kafka[0].answer(0)
     kafka[0].answer(1)
     await asyncio.wait_for(table.confirm(), 1)
+
+
+async def test_an_accounts_keys_written_at_once_reach_its_partition_the_table_and_watchers(
+    table: AccountTable, kafka: list[FakeKafka]
+) -> None:
+    changed: list[str] = []
+    table.watch(changed.append)
+    table.write("ac|me", {b"ac%7Cme": b"index", b"ac%7Cme|bill_1": b"v1"})
+    partition = partition_for("ac|me", 6)
+    name = table.changelog_topic.get_topic_name()
+    assert kafka[0].records() == [
+        (name, b"ac%7Cme", b"index", partition),
+        (name, b"ac%7Cme|bill_1", b"v1", partition),
+    ]
+    assert (table[b"ac%7Cme"], table[b"ac%7Cme|bill_1"]) == (b"index", b"v1")
+    assert changed == ["ac|me"]
+    confirming = asyncio.ensure_future(table.confirm())
+    await asyncio.sleep(0.01)
+    assert not confirming.done()  # confirmed only once Kafka acknowledged both
+    kafka[0].answer(0)
+    kafka[0].answer(1)
+    await asyncio.wait_for(confirming, 1)
+
+
+def test_a_key_of_another_account_is_refused_and_nothing_is_written(
+    table: AccountTable, kafka: list[FakeKafka]
+) -> None:
+    with pytest.raises(ValueError, match=r"b'acme2\|1'.* not keys of account 'acme'"):
+        table.write("acme", {b"acme|1": b"v1", b"acme2|1": b"v2"})
+    assert not kafka or not kafka[0].produced
+    assert b"acme|1" not in table
 
 
 async def test_the_workers_billing_tables_write_through_one_producer_that_stopping_flushes(
