@@ -135,9 +135,9 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
 
     def write(self, account: str, items: Mapping[bytes, bytes]) -> None:
         """Set keys of one account at once, as `table[key] = value` does for each of them
-        (changelog, sensors, watchers), with the account's partition found once: a bill
-        run writes thousands of keys and faust's per-key path costs ~8 us a key. Every key
-        must be `account`'s; this table never expires keys (it has no window)."""
+        (changelog, sensors, watchers), with the account's partition found and the
+        watchers told once for the account instead of once per key. Every key must be
+        `account`'s; this table never expires keys (it has no window)."""
         own = account_key(account)
         stray = [key for key in items if key != own and not key.startswith(own + b"|")]
         if stray:
@@ -149,14 +149,10 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
         for changed in self._watchers:
             changed(account)
         partition = partition_for(account, self.partitions)
-        topic = self.changelog_topic.get_topic_name()
-        if self._batch is None:
-            self._batch = self._bulk.batch(topic)
-        batch, store = self._batch, self.data
         for key, value in items.items():
-            self._bulk.produce(batch, topic, key, value, partition)
+            self._send_bulk(self._bulk, partition, key, value)
             self._sensor_on_set(self, key, value)
-            store[key] = value
+            self.data[key] = value
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         events = list(batch)
