@@ -126,6 +126,8 @@ def counter_lines(
 
 def _fraction(duration: timedelta, period: Period) -> Fraction:
     """`duration` as an exact fraction of the period (to the microsecond)."""
+    if duration == period.duration:
+        return _WHOLE
     return Fraction(duration // _MICROSECOND, period.duration // _MICROSECOND)
 
 

@@ -19,6 +19,7 @@ from streams.schemas.catalog import BillFrequency, Plan
 _MONTHS = {BillFrequency.MONTHLY: 1, BillFrequency.ANNUALLY: 12}
 _FIXED = {BillFrequency.DAILY: timedelta(days=1), BillFrequency.WEEKLY: timedelta(weeks=1)}
 _MICROSECOND = timedelta(microseconds=1)
+_WHOLE = Fraction(1)
 
 
 class Period(NamedTuple):
@@ -35,6 +36,8 @@ class Period(NamedTuple):
 
 def utc(value: datetime, name: str = "datetime") -> datetime:
     """`value` in UTC; raise ValueError naming `name` if it has no timezone."""
+    if value.tzinfo is UTC:  # already (most of a bill run's datetimes)
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name}: must be timezone-aware (got naive {value.isoformat()})")
     return value.astimezone(UTC)
@@ -99,4 +102,6 @@ def proration(period: Period, start: datetime, end: datetime | None) -> Fraction
     part = covered(period, start, end)
     if part is None:
         return Fraction(0)
+    if part == period:
+        return _WHOLE
     return Fraction(part.duration // _MICROSECOND, period.duration // _MICROSECOND)

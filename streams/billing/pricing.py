@@ -8,7 +8,6 @@ in the first band and the 101st unit is the first one in the second.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
@@ -73,36 +72,35 @@ def price(pricing: Pricing | CounterPricing, units: Decimal) -> PricedUsage:
     pricing, and None for multi-band tiers.
     """
     bands = pricing.pricingBands
+    last = len(bands) - 1
     # Bands are sorted by lowerLimit (the catalog checks it): the reached ones come first.
-    reached_count = 0
-    for band in bands:
-        if not units > band.lowerLimit:
-            break
-        reached_count += 1
+    reached: list[BandUsage] = []
+    total = _ZERO
     if pricing.cumulative:
-        reached = tuple(
-            _band_usage(band, upper, (units if upper is None else min(units, upper)) - lower)
-            for band, upper, lower in _edges(bands, reached_count)
-        )
-        unit_price = bands[0].unitPrice if len(bands) == 1 else None
+        for index, band in enumerate(bands):
+            lower = band.lowerLimit
+            if not units > lower:
+                break
+            upper = bands[index + 1].lowerLimit if index < last else None
+            # what min(units, upper) gives (the first of two equal values)
+            top = units if upper is None or not upper < units else upper
+            used = _band_usage(band, upper, top - lower)
+            reached.append(used)
+            total += used.subtotal
+        unit_price = bands[0].unitPrice if last == 0 else None
     else:
-        index = reached_count - 1
-        upper = bands[index + 1].lowerLimit if 0 <= index < len(bands) - 1 else None
-        reached = () if index < 0 else (_band_usage(bands[index], upper, units),)
+        index = -1
+        for band in bands:
+            if not units > band.lowerLimit:
+                break
+            index += 1
+        if index >= 0:
+            upper = bands[index + 1].lowerLimit if index < last else None
+            used = _band_usage(bands[index], upper, units)
+            reached.append(used)
+            total += used.subtotal
         unit_price = bands[max(index, 0)].unitPrice
-    total = sum((band.subtotal for band in reached), _ZERO)
-    return PricedUsage(units=units, unit_price=unit_price, bands=reached, total=total)
-
-
-def _edges(
-    bands: Sequence[PricingBand], count: int
-) -> Iterator[tuple[PricingBand, Decimal | None, Decimal]]:
-    """The first `count` bands with their upper edge (the next band's lowerLimit, None for
-    the last band) and their lower one."""
-    for i in range(count):
-        band = bands[i]
-        upper = bands[i + 1].lowerLimit if i + 1 < len(bands) else None
-        yield band, upper, band.lowerLimit
+    return PricedUsage(units=units, unit_price=unit_price, bands=tuple(reached), total=total)
 
 
 def _band_usage(band: PricingBand, upper: Decimal | None, units: Decimal) -> BandUsage:
