@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -76,6 +76,7 @@ class _Serialized:
             with lock:
                 return method(*args, **kwargs)
 
+        setattr(self, name, serialized)  # found as an attribute from now on
         return serialized
 
 
@@ -447,8 +448,11 @@ class NativeEngine:
         start: int,
         end: int,
     ) -> dict[str, Decimal | None]:
-        states = self.query(account, aggregations, start, end)
-        return {code: value(states.get((code, 0)), fn) for code, fn in aggregations.items()}
+        # A bill run asks this for every account: each value straight from its row, without
+        # the UsageState (and Decimals) `query` would make of it.
+        rows = self._core_of(account).query(account, list(aggregations), start, end, None, False)
+        found = {row[0]: row for row in rows if row[2] == 0}  # the keys `query` reads
+        return {code: _value(found.get(code), fn) for code, fn in aggregations.items()}
 
     def accounts(self, partitions: Iterable[int], start: int, end: int) -> list[str]:
         chosen = list(partitions)
@@ -575,6 +579,29 @@ def _judged(
     if isinstance(verdict, Rejection):
         return ("reject", verdict.field, verdict.reason, 0)
     return ("ts", "", "", verdict.ts)
+
+
+def _number(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+_ROW_READERS: dict[AggregationFunction, Callable[[Any], Decimal | None]] = {
+    AggregationFunction.SUM: lambda row: _number(row[4]),
+    AggregationFunction.MIN: lambda row: _number(row[5]),
+    AggregationFunction.MAX: lambda row: _number(row[6]),
+    AggregationFunction.COUNT: lambda row: Decimal(row[3]),
+    AggregationFunction.MEAN: lambda row: value(_state(*row[3:]), AggregationFunction.MEAN),
+    AggregationFunction.LATEST: lambda row: None if row[7] is None else _number(row[8]),
+    AggregationFunction.UNIQUE: lambda row: Decimal(len(frozenset(row[9]))),
+}
+
+
+def _value(row: Any, function: AggregationFunction) -> Decimal | None:
+    """`value(_state(*row[3:]), function)` of a query row (None: no row), reading only the
+    part of the row the function needs."""
+    if row is None or not row[3]:
+        return None
+    return _ROW_READERS[function](row)
 
 
 def _state(
