@@ -114,6 +114,21 @@ def consumed_by_others(
     return total
 
 
+# The commitments of each (account, plan), for the catalog they came from: a catalog may
+# hold a commitment per account, and a bill run asks this once per account.
+_BY_ACCOUNT_PLAN: list[tuple[Catalog, dict[tuple[str, str], list[Commitment]]]] = []
+
+
+def commitments_of(catalog: Catalog, account: str, plan: str) -> list[Commitment]:
+    """The commitments of `account` on `plan`, by startDate then code."""
+    if not _BY_ACCOUNT_PLAN or _BY_ACCOUNT_PLAN[0][0] is not catalog:
+        index: dict[tuple[str, str], list[Commitment]] = {}
+        for c in sorted(catalog.commitments.values(), key=lambda c: (c.startDate, c.code)):
+            index.setdefault((c.account, c.plan), []).append(c)
+        _BY_ACCOUNT_PLAN[:] = [(catalog, index)]
+    return _BY_ACCOUNT_PLAN[0][1].get((account, plan), [])
+
+
 def credits_for(
     *,
     catalog: Catalog,
@@ -126,11 +141,7 @@ def credits_for(
     grants: Sequence[BalanceGrant],
 ) -> Credits:
     """The credits of the bill `bill_id` of `period`, given the account's other bills."""
-    mine = [
-        c
-        for c in sorted(catalog.commitments.values(), key=lambda c: (c.startDate, c.code))
-        if c.account == account and c.plan == plan.code
-    ]
+    mine = commitments_of(catalog, account, plan.code)
     fees = tuple(
         (c, fee.amount, fee.date) for c in mine for fee in c.fees if period.contains(fee.date)
     )

@@ -17,7 +17,7 @@ import orjson
 from streams.billing.bills import BillLocked, Extras, bill_id, build_bill, transition
 from streams.billing.compound import needed_aggregations
 from streams.billing.counters import CountChange
-from streams.billing.credits import credits_for
+from streams.billing.credits import commitments_of, credits_for
 from streams.billing.periods import Period, billing_period, covered
 from streams.clock import epoch_ms, from_ms
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
@@ -219,10 +219,7 @@ def _priced_by(catalog: Catalog, plan: Plan) -> _Priced:
 
 
 def _committed(catalog: Catalog, account_plan: AccountPlan) -> bool:
-    return any(
-        c.account == account_plan.accountCode and c.plan == account_plan.planCode
-        for c in catalog.commitments.values()
-    )
+    return bool(commitments_of(catalog, account_plan.accountCode, account_plan.planCode or ""))
 
 
 def _later_stored(bills: Iterable[Bill], account_plan_id: str, after: datetime) -> list[Period]:

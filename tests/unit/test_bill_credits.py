@@ -573,3 +573,61 @@ def test_every_usage_line_after_the_commitment_ran_out_is_overage() -> None:
         ("COMMITMENT_CONSUMED", None, D("-40.00")),
     ]
     assert str(january.lines[0].units) == "400"  # written out, never as 4E+2
+
+
+def test_only_the_accounts_own_commitments_pay_and_a_new_catalog_is_used_at_once() -> None:
+    """A catalog with a commitment per account (thousands of them): each bill draws on
+    its own account's, and the next catalog's commitments replace the last one's."""
+    document: dict[str, Any] = {
+        "meters": [{"code": "api", "dataFields": [{"category": "MEASURE", "code": "n"}]}],
+        "aggregations": [
+            {"code": "calls", "meter": "api", "targetField": "n", "aggregation": "SUM"}
+        ],
+        "plans": [
+            {
+                "code": "pro",
+                "currency": "USD",
+                "pricings": [
+                    {
+                        "aggregation": "calls",
+                        "pricingBands": [{"lowerLimit": 0, "unitPrice": "0.10"}],
+                    }
+                ],
+            }
+        ],
+        "commitments": [
+            {
+                "code": f"c{n}",
+                "account": f"cus_{n}",
+                "plan": "pro",
+                "amount": f"{n}.00",
+                "startDate": "2024-01-01T00:00:00Z",
+                "endDate": "2024-07-01T00:00:00Z",
+            }
+            for n in range(2, 2_000)
+        ],
+    }
+    first = Catalog.from_documents(document)
+    bill = Account(first, {1: 100}).months(1)[0]
+    assert bill.total == D("10.00")  # cus_1 has no commitment: none of the others pays
+    assert CONSUMED not in [line.lineItemType for line in bill.lines]
+
+    document["commitments"].append(
+        {
+            "code": "c1",
+            "account": "cus_1",
+            "plan": "pro",
+            "amount": "4.00",
+            "startDate": "2024-01-01T00:00:00Z",
+            "endDate": "2024-07-01T00:00:00Z",
+        }
+    )
+    second = Catalog.from_documents(document)
+    bill = Account(second, {1: 100}).months(1)[0]
+    # c1's 4.00 pays 40 calls; the other 60 are overage
+    assert [(line.lineItemType, line.commitmentCode, line.subtotal) for line in bill.lines] == [
+        (USAGE, None, D("4.00")),
+        (OVERAGE, None, D("6.00")),
+        (FEE, "c1", D("4.00")),
+        (CONSUMED, "c1", D("-4.00")),
+    ]
