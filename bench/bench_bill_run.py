@@ -140,6 +140,9 @@ def run(
         sampler = Profile(RESULTS / "profile-bill-run.json") if profile else None
         try:
             result = _run(deployment, accounts, per_account, setup_timeout, timeout, sampler)
+        except Exception as exc:
+            kept = deployment.keep_logs(repr(exc))
+            raise RuntimeError(f"{exc} (the processes' logs: {kept})") from exc
         finally:
             deployment.close()
     if sampler is not None:

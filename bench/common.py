@@ -170,6 +170,16 @@ class Deployment:
         publish(bootstrap, self.topics.catalog, catalog or example_catalog())
         self._offsets: Consumer | None = None
 
+    def keep_logs(self, why: str) -> Path:
+        """Copy the processes' logs to bench/results/failed/<app id>/ (the work dir is
+        removed with the deployment) and return that directory."""
+        kept = RESULTS / "failed" / self.app_id
+        kept.mkdir(parents=True, exist_ok=True)
+        for log_file in self.workdir.glob("*.log"):
+            shutil.copy(log_file, kept / log_file.name)
+        (kept / "why.txt").write_text(why + "\n")
+        return kept
+
     # processes
     def worker(self, wrap: list[str] | None = None) -> Service:
         return Service("worker", self.env, self.workdir / "worker.log", wrap)
