@@ -6,7 +6,7 @@ Pure functions; the billing agent reads the tables, calls these and writes the r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -107,7 +107,7 @@ def run_account_plan(
     now: datetime,
     counts: CountReader = no_counts,
     grants: GrantReader = no_grants,
-    ledger: dict[str, Bill] | None = None,
+    ledger: MutableMapping[str, Bill] | None = None,
     segments: SegmentReader = no_segments,
 ) -> RunResult:
     """New bill versions for every period of the account plan that needs one.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -31,11 +31,11 @@ from streams.billing.runs import (
     run_account_plan,
     updated_index,
 )
-from streams.clock import from_ms
+from streams.clock import epoch_ms, from_ms
 from streams.context import WorkerContext
 from streams.partitioning import partition_for
 from streams.schemas.balances import BalanceGrant
-from streams.schemas.bill import Bill
+from streams.schemas.bill import Bill, BillStatus
 from streams.schemas.commands import ChangeStatus, RunBills, Tick
 from streams.tables import AccountTable, account_key, table_key
 
@@ -59,6 +59,89 @@ def cycle_collection_paused() -> Iterator[None]:
         gc.enable()
 
 
+class StoredBills(MutableMapping[str, Bill]):
+    """An account's stored bills by id, in its bill index's order, each decoded from the
+    bills table the first time it is read. A bill run reads the bills of the periods it
+    bills (and, with credits, the others), not every bill of the account's history: a
+    bill takes ~100 µs to decode, and an account adds one a period. Bills set here (a
+    run's new versions) are kept as they are set."""
+
+    def __init__(
+        self,
+        account: str,
+        table: Mapping[bytes, bytes],
+        entries: dict[str, dict[str, Any]],
+        bills: dict[str, Bill] | None = None,
+    ) -> None:
+        self.account = account
+        self._table = table
+        self._entries = entries  # id -> bill index entry, of bills the table holds
+        self._bills: dict[str, Bill] = {} if bills is None else bills
+        self._added = [bill_id for bill_id in self._bills if bill_id not in entries]
+
+    @classmethod
+    def read(cls, account: str, table: Mapping[bytes, bytes], index: bytes | None) -> StoredBills:
+        entries = {
+            entry["id"]: entry
+            for entry in (orjson.loads(index) if index else [])
+            if table_key(account, entry["id"]).encode() in table
+        }
+        return cls(account, table, entries)
+
+    def __getitem__(self, bill_id: str) -> Bill:
+        bill = self._bills.get(bill_id)
+        if bill is not None:
+            return bill
+        if bill_id not in self._entries:
+            raise KeyError(bill_id)
+        raw = self._table[table_key(self.account, bill_id).encode()]
+        bill = self._bills[bill_id] = Bill.model_validate_json(raw)
+        return bill
+
+    def __setitem__(self, bill_id: str, bill: Bill) -> None:
+        if bill_id not in self._entries and bill_id not in self._bills:
+            self._added.append(bill_id)
+        self._bills[bill_id] = bill
+
+    def __delitem__(self, bill_id: str) -> None:
+        if bill_id not in self:
+            raise KeyError(bill_id)
+        self._entries.pop(bill_id, None)
+        self._bills.pop(bill_id, None)
+        if bill_id in self._added:
+            self._added.remove(bill_id)
+
+    def __contains__(self, bill_id: object) -> bool:
+        return bill_id in self._entries or bill_id in self._bills
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._entries
+        yield from self._added
+
+    def __len__(self) -> int:
+        return len(self._entries) + len(self._added)
+
+    def copy(self) -> StoredBills:
+        """Another view of the same stored bills, whose sets stay its own."""
+        return StoredBills(self.account, self._table, dict(self._entries), dict(self._bills))
+
+    def may_finalize(
+        self, bill_id: str, now: datetime, grace: timedelta, approve: bool, lock: bool
+    ) -> bool:
+        """Whether `finalize` might change the stored bill, from its index entry alone:
+        its period ended more than `grace` ago, and it is PENDING with auto-approval on,
+        or APPROVED with auto-lock on."""
+        if bill_id in self._bills:
+            return True
+        entry = self._entries[bill_id]
+        if entry["end"] + grace // timedelta(milliseconds=1) > epoch_ms(now):
+            return False
+        status = entry["status"]
+        return (status == BillStatus.PENDING and approve) or (
+            status == BillStatus.APPROVED and lock
+        )
+
+
 class Billing:
     """Bill state of the accounts this worker owns, and what each command does to it."""
 
@@ -70,14 +153,9 @@ class Billing:
 
     # reads ------------------------------------------------------------------------
 
-    def bills_of(self, account: str) -> dict[str, Bill]:
-        stored = self.index.get(account_key(account))
-        out: dict[str, Bill] = {}
-        for entry in orjson.loads(stored) if stored else []:
-            raw = self.bills.get(table_key(account, entry["id"]).encode())
-            if raw is not None:
-                out[entry["id"]] = Bill.model_validate_json(raw)
-        return out
+    def bills_of(self, account: str) -> StoredBills:
+        """The account's stored bills, each decoded when it is first read."""
+        return StoredBills.read(account, self.bills, self.index.get(account_key(account)))
 
     def locked(self, account: str, ts_ms: int) -> str | None:
         """Why a measurement of `account` at `ts_ms` may not be folded (its bill is locked)."""
@@ -132,7 +210,7 @@ class Billing:
         # Credits are consumed across the account's bills in order: with several account
         # plans, a bill of one may change what is left for an earlier-run bill of another,
         # so the plans run again (on the fresh versions) until nothing changes.
-        ledger = dict(previous)
+        ledger = previous.copy() if isinstance(previous, StoredBills) else dict(previous)
         out: dict[str, Bill] = {}
         for _ in range(MAX_CREDIT_PASSES if len(plans) > 1 else 1):
             changed = False
@@ -179,7 +257,12 @@ class Billing:
             previous = self.bills_of(account)
             fresh = {bill.id: bill for bill in self._run(account, previous, now)}
             out.extend(map(encoded, fresh.values()))
-            for bill in {**previous, **fresh}.values():
+            for bill_id in {**dict.fromkeys(previous), **fresh}:
+                bill = fresh.get(bill_id)
+                if bill is None:
+                    if not previous.may_finalize(bill_id, now, grace, approve, lock):
+                        continue  # not decoded: nothing to approve or lock
+                    bill = previous[bill_id]
                 out.extend(map(encoded, finalize(bill, now, grace, approve, lock)))
         return out
 

@@ -17,6 +17,7 @@ import pytest
 
 from streams.billing.state import cycle_collection_paused
 from streams.clock import DAY_MS, HOUR_MS
+from streams.schemas.bill import Bill, BillStatus
 from tests.fixtures.worker import (
     T0_MS,
     USAGE_BATCH_MESSAGES,
@@ -234,3 +235,51 @@ def test_the_cycle_collector_is_on_again_after_a_bill_run_even_when_the_run_fail
         assert not gc.isenabled()
         raise RuntimeError("a run that failed")
     assert gc.isenabled()
+
+
+async def test_a_tick_decodes_the_stored_bills_it_may_change_not_the_accounts_history(
+    offline: OfflineWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bill run of an account in its second year costs what it did in its first month:
+    it reads the stored bill of the period it recalculates and those it may approve or
+    lock, not every bill the account ever had (a bill takes ~100 µs to decode)."""
+    settings = offline.context.settings
+    offline.context.settings = settings.model_copy(
+        update={"bill_auto_approve": True, "bill_auto_lock": True}
+    )
+    await subscribe_to_pro(offline)
+    partition = home(CUSTOMER)
+
+    async def tick(month: int) -> list[dict[str, Any]]:
+        before = len(offline.kafka.on(offline.topics.bills))
+        offline.now_ms = STARTED_MS + month * 30 * DAY_MS + 15 * DAY_MS
+        document = {"type": "tick", "partition": partition, "at": offline.now_ms}
+        async with offline.agent("billing").test_context() as agent:
+            await acked(await agent.put(orjson.dumps(document), key=b"tick", partition=partition))
+        return [record.json() for record in offline.kafka.on(offline.topics.bills)[before:]]
+
+    for month in range(12):  # a bill a month, each locked in the next month's run
+        await tick(month)
+    stored = offline.context.bills(CUSTOMER) if offline.context.bills else {}
+    statuses = sorted(bill.status for bill in stored.values())
+    assert statuses == [BillStatus.LOCKED] * 11 + [BillStatus.PENDING]
+
+    decoded: list[str] = []
+    decode = Bill.model_validate_json
+
+    def counted(data: Any, *args: Any, **kwargs: Any) -> Bill:
+        bill = decode(data, *args, **kwargs)
+        decoded.append(bill.id)
+        return bill
+
+    monkeypatch.setattr(Bill, "model_validate_json", counted)
+    published = await tick(12)
+
+    last_month = max(stored.values(), key=lambda bill: bill.startDate)
+    assert decoded == [last_month.id]  # not the eleven locked bills before it
+    assert [(b["id"], b["version"], b["status"]) for b in published] == [
+        (published[0]["id"], 1, "PENDING"),  # the new month's bill
+        (last_month.id, last_month.version + 1, "APPROVED"),
+        (last_month.id, last_month.version + 2, "LOCKED"),
+    ]
+    assert published[0]["id"] not in stored
