@@ -62,9 +62,9 @@ def cycle_collection_paused() -> Iterator[None]:
 class StoredBills(MutableMapping[str, Bill]):
     """An account's stored bills by id, in its bill index's order, each decoded from the
     bills table the first time it is read. A bill run reads the bills of the periods it
-    bills (and, with credits, the others), not every bill of the account's history: a
-    bill takes ~100 µs to decode, and an account adds one a period. Bills set here (a
-    run's new versions) are kept as they are set."""
+    bills (and, with credits, the others), not every bill of the account's history:
+    decoding a bill costs a third of pricing the account's period, and an account adds
+    a bill every period. Bills set here (a run's new versions) are kept as they are."""
 
     def __init__(
         self,

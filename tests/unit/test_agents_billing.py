@@ -242,7 +242,7 @@ async def test_a_tick_decodes_the_stored_bills_it_may_change_not_the_accounts_hi
 ) -> None:
     """A bill run of an account in its second year costs what it did in its first month:
     it reads the stored bill of the period it recalculates and those it may approve or
-    lock, not every bill the account ever had (a bill takes ~100 µs to decode)."""
+    lock, not every bill the account ever had."""
     settings = offline.context.settings
     offline.context.settings = settings.model_copy(
         update={"bill_auto_approve": True, "bill_auto_lock": True}
