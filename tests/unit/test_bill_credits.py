@@ -24,7 +24,7 @@ from streams.clock import from_ms
 from streams.schemas.accounts import AccountPlan
 from streams.schemas.balances import BalanceGrant
 from streams.schemas.bill import Bill, BillStatus, LineItemType
-from streams.schemas.catalog import AlertRule, Catalog, CatalogError, PricingBand
+from streams.schemas.catalog import AlertRule, Catalog, CatalogError, Commitment, PricingBand
 
 D = Decimal
 USAGE = LineItemType.USAGE
@@ -575,54 +575,31 @@ def test_every_usage_line_after_the_commitment_ran_out_is_overage() -> None:
     assert str(january.lines[0].units) == "400"  # written out, never as 4E+2
 
 
-def test_only_the_accounts_own_commitments_pay_and_a_new_catalog_is_used_at_once() -> None:
-    """A catalog with a commitment per account (thousands of them): each bill draws on
-    its own account's, and the next catalog's commitments replace the last one's."""
-    document: dict[str, Any] = {
-        "meters": [{"code": "api", "dataFields": [{"category": "MEASURE", "code": "n"}]}],
-        "aggregations": [
-            {"code": "calls", "meter": "api", "targetField": "n", "aggregation": "SUM"}
-        ],
-        "plans": [
-            {
-                "code": "pro",
-                "currency": "USD",
-                "pricings": [
-                    {
-                        "aggregation": "calls",
-                        "pricingBands": [{"lowerLimit": 0, "unitPrice": "0.10"}],
-                    }
-                ],
-            }
-        ],
-        "commitments": [
-            {
-                "code": f"c{n}",
-                "account": f"cus_{n}",
-                "plan": "pro",
-                "amount": f"{n}.00",
-                "startDate": "2024-01-01T00:00:00Z",
-                "endDate": "2024-07-01T00:00:00Z",
-            }
-            for n in range(2, 2_000)
-        ],
-    }
-    first = Catalog.from_documents(document)
-    bill = Account(first, {1: 100}).months(1)[0]
-    assert bill.total == D("10.00")  # cus_1 has no commitment: none of the others pays
-    assert CONSUMED not in [line.lineItemType for line in bill.lines]
-
-    document["commitments"].append(
+def commitment_of(account: str, code: str, amount: str) -> Commitment:
+    """A commitment on `pro` over the first half of 2024."""
+    return Commitment.model_validate(
         {
-            "code": "c1",
-            "account": "cus_1",
+            "code": code,
+            "account": account,
             "plan": "pro",
-            "amount": "4.00",
+            "amount": amount,
             "startDate": "2024-01-01T00:00:00Z",
             "endDate": "2024-07-01T00:00:00Z",
         }
     )
-    second = Catalog.from_documents(document)
+
+
+def test_only_the_accounts_own_commitments_pay_and_a_new_catalog_is_used_at_once() -> None:
+    """A catalog with a commitment per account (thousands of them): each bill draws on
+    its own account's, and the next catalog's commitments replace the last one's."""
+    others = {f"c{n}": commitment_of(f"cus_{n}", f"c{n}", f"{n}.00") for n in range(2, 2_000)}
+    first = catalog().model_copy(update={"commitments": others})
+    bill = Account(first, {1: 100}).months(1)[0]
+    assert bill.total == D("10.00")  # cus_1 has no commitment: none of the others pays
+    assert CONSUMED not in [line.lineItemType for line in bill.lines]
+
+    own = commitment_of("cus_1", "c1", "4.00")
+    second = catalog().model_copy(update={"commitments": {**others, "c1": own}})
     bill = Account(second, {1: 100}).months(1)[0]
     # c1's 4.00 pays 40 calls; the other 60 are overage
     assert [(line.lineItemType, line.commitmentCode, line.subtotal) for line in bill.lines] == [
