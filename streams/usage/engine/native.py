@@ -613,14 +613,11 @@ def _state(
     latest: str | None,
     unique: list[str],
 ) -> UsageState:
-    def number(text: str | None) -> Decimal | None:
-        return None if text is None else Decimal(text)
-
     return UsageState(
         count,
-        number(sum_),
-        number(min_),
-        number(max_),
+        _number(sum_),
+        _number(min_),
+        _number(max_),
         None if latest_ts is None or latest is None else (latest_ts, Decimal(latest)),
         frozenset(unique),
     )
