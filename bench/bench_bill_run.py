@@ -179,12 +179,16 @@ def _run(
         http.start()
         deployment.wait_worker_ready(worker)
         deployment.wait_http_ready(http)
-        eventually(
-            lambda: all(deployment.caught_up(topic, end) for topic, end in ends.items()),
-            setup_timeout,
-            0.5,
-            "the worker to catch up",
-        )
+        try:
+            eventually(
+                lambda: all(deployment.caught_up(topic, end) for topic, end in ends.items()),
+                setup_timeout,
+                0.5,
+                "the worker to catch up",
+            )
+        except TimeoutError:
+            deployment.record_state(worker, ends)
+            raise
         setup_s = time.monotonic() - setup_started
         stats_before = (deployment.worker_health() or {}).get("stats", {})
         cpu = cpu_seconds(worker.pid)

@@ -171,14 +171,42 @@ class Deployment:
         self._offsets: Consumer | None = None
 
     def keep_logs(self, why: str) -> Path:
-        """Copy the processes' logs to bench/results/failed/<app id>/ (the work dir is
-        removed with the deployment) and return that directory."""
+        """Copy the processes' logs (and the state `record_state` wrote) to
+        bench/results/failed/<app id>/ (the work dir is removed with the deployment) and
+        return that directory."""
         kept = RESULTS / "failed" / self.app_id
         kept.mkdir(parents=True, exist_ok=True)
-        for log_file in self.workdir.glob("*.log"):
+        for log_file in (*self.workdir.glob("*.log"), *self.workdir.glob("state.*")):
             shutil.copy(log_file, kept / log_file.name)
         (kept / "why.txt").write_text(why + "\n")
         return kept
+
+    def record_state(self, worker: Service, topics: Iterable[str]) -> None:
+        """What a worker that does not get on looks like, while it still runs: its
+        /healthz, the group's committed offsets against the end offsets of `topics`, and
+        every thread's stack (py-spy dump, when py-spy is there), in state.json and
+        state.stacks.txt of the work dir (`keep_logs` keeps them)."""
+        state: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "alive": worker.alive()}
+        state["health"] = self.worker_health()
+        for topic in topics:
+            try:
+                state[topic] = {
+                    "end": self.end_offsets(topic),
+                    "committed": self.committed_offsets(topic),
+                }
+            except Exception as exc:  # a broker that does not answer is part of the state
+                state[topic] = {"error": repr(exc)}
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=1, default=str))
+        binary = py_spy()
+        if binary is not None and worker.alive():
+            dump = subprocess.run(
+                [binary, "dump", "--pid", str(worker.pid)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            (self.workdir / "state.stacks.txt").write_text(dump.stdout + dump.stderr)
 
     # processes
     def worker(self, wrap: list[str] | None = None) -> Service:
