@@ -60,6 +60,15 @@ PROFILE_MARKS = (
     "aiokafka/producer",
     "EpollSelector.select",
 )
+STAT = "bill_tick_"
+# where the worker's time went (its stats, in ms): the steps of a tick, then the tables
+WORKER_STEPS = {
+    "pricing": f"{STAT}pricing_ms",
+    "json": f"{STAT}json_ms",
+    "reading": f"{STAT}reading_ms",
+    "finalizing": f"{STAT}finalizing_ms",
+    "storing": "bill_store_ms",
+}
 PLAN_AGGREGATIONS = 3  # starter: api_calls, active_users, data_transfer
 
 
@@ -213,7 +222,7 @@ def _run(
             time.sleep(0.05)
         elapsed = time.monotonic() - started
         worker_cpu = cpu_seconds(worker.pid) - cpu
-        stats = (deployment.worker_health() or {}).get("stats", {})
+        stats = stored(deployment, stats_before, accounts)
     finally:
         if sampler is not None:
             sampler.stop()
@@ -234,10 +243,38 @@ def _run(
         "accounts_applied": stats.get("accounts_applied", 0),
         "accounts_unmapped": stats.get("accounts_unmapped", 0),
         "bill_versions": stats.get("bill_versions", 0) - stats_before.get("bill_versions", 0),
+        # the worker's own account of its time (`TickTimes`), in seconds
+        "accounts_priced": stats.get(f"{STAT}accounts", 0) - stats_before.get(f"{STAT}accounts", 0),
+        "worker_steps_s": {
+            step: (stats.get(key, 0) - stats_before.get(key, 0)) / 1000
+            for step, key in WORKER_STEPS.items()
+        },
     }
     if on_topic < accounts:
         result["warning"] = f"only {on_topic:,} of {accounts:,} bills within {timeout:.0f} s"
     return result
+
+
+def stored(deployment: Deployment, before: dict[str, Any], bills: int) -> dict[str, Any]:
+    """The worker's stats once it stored the run's bills (it counts them then, after
+    they are on `bills`), or after 10 s; outside the timed part."""
+    stats: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stats = (deployment.worker_health() or {}).get("stats", {})
+        if stats.get("bill_versions", 0) - before.get("bill_versions", 0) >= bills:
+            break
+        time.sleep(0.05)
+    return stats
+
+
+def steps(r: dict[str, Any]) -> str:
+    """Where the worker says a run's time went, per account and in all."""
+    accounts = max(r["accounts_priced"], 1)
+    return ", ".join(
+        f"{step} {seconds:.2f} s ({seconds / accounts * 1e6:.0f} µs/account)"
+        for step, seconds in r["worker_steps_s"].items()
+    )
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -247,6 +284,8 @@ def describe(r: dict[str, Any]) -> str:
         f"  {r['bills']:,} bills on `bills` {r['seconds']:.2f} s after POST /billjobs "
         f"({r['bills_per_s']:,.0f} bills/s; worker CPU {r['worker_cpu_share']:.0%} of a core)",
     ]
+    if r.get("accounts_priced"):
+        lines.append(f"  worker time: {steps(r)}")
     if "warning" in r:
         lines.append(f"  WARNING: {r['warning']}")
     if "profile" in r:

@@ -529,6 +529,9 @@ def bills_rows(broker: Broker, args: argparse.Namespace, raw: dict[str, Any]) ->
             f"worker CPU {rng([100 * r['worker_cpu_share'] for r in good])} % of a core "
             "(one tick per partition runs every account of it in one agent call)"
         )
+        timed = [r for r in good if r.get("accounts_priced")]
+        if timed:  # the worker's own clock: sampling it from outside skews allocating calls
+            row.bound += f"; worker's steps (last run): {bench_bill_run.steps(timed[-1])}"
         profiled = [r for r in good if "inclusive" in r.get("profile", {})]
         if profiled:
             shares = profiled[-1]["profile"]["inclusive"]

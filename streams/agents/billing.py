@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 from typing import Any
 
@@ -32,7 +33,7 @@ from streams.agents.routing import on_owner
 from streams.billing.bills import LifecycleError
 from streams.billing.preview import NoPreview, preview
 from streams.billing.runs import EncodedBill
-from streams.billing.state import Billing
+from streams.billing.state import Billing, TickTimes
 from streams.bulk_producer import FLUSH_TIMEOUT_S, Batch, BulkProducer
 from streams.clock import from_ms, now_ms
 from streams.context import MeterlineApp, WorkerContext
@@ -123,19 +124,28 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             log.error("bills were not stored: %r", task.exception())
 
     async def publish(
-        bills: list[EncodedBill], sent: Batch, source: str, stream: Any, event: EventT[Any]
+        bills: list[EncodedBill],
+        sent: Batch,
+        source: str,
+        stream: Any,
+        event: EventT[Any],
+        times: TickTimes | None,
     ) -> None:
         # 1. Kafka holds the bills  2. then the tables, and wait for Kafka again (see the
         # module docstring)  3. then the command is acked
         await producer.settle(sent)
+        started = time.perf_counter()
         billing.store(bills)
+        stored = time.perf_counter() - started
         await billing.confirm()
         await stream.ack(event)
-        # A tick of a partition makes thousands of versions: one line for them, each bill
-        # at DEBUG; a command of a few bills logs each at INFO.
+        # A tick of a partition makes thousands of versions: one line for them, with where
+        # the tick's time went, each bill at DEBUG; a command of a few bills logs each at
+        # INFO.
         each = logging.INFO if len(bills) <= LOGGED_BILLS else logging.DEBUG
         if each == logging.DEBUG:
-            log.info("%d bill versions published and stored (%s)", len(bills), source)
+            spent = f": {times.describe()}, tables written in {stored:.2f} s" if times else ""
+            log.info("%d bill versions published and stored (%s)%s", len(bills), source, spent)
         if log.isEnabledFor(each):
             for bill in bills:
                 log.log(
@@ -190,7 +200,8 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
             records = [(bill.account.encode(), bill.json, None) for bill in bills]
             sent = producer.send(bills_topic.get_topic_name(), records)
             source = str(source_of(event.message))
-            task = asyncio.create_task(publish(bills, sent, source, events, event))
+            times = billing.last_tick if isinstance(command, Tick) else None
+            task = asyncio.create_task(publish(bills, sent, source, events, event, times))
             task.add_done_callback(failed)
             publications[partition] = task
             await asyncio.sleep(0)  # the publications in flight move on

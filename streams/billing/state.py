@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -57,6 +60,34 @@ def cycle_collection_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@dataclass
+class TickTimes:
+    """Where a tick's time went, in seconds of the worker's event loop, per step: reading
+    each account's stored bills, pricing (usage, plans, credits, `build_bill`), writing
+    the new versions' JSON, and approving or locking ended bills."""
+
+    accounts: int = 0
+    reading: float = 0.0
+    pricing: float = 0.0
+    json: float = 0.0
+    finalizing: float = 0.0
+
+    def describe(self) -> str:
+        return (
+            f"{self.accounts:,} accounts priced in {self.pricing:.2f} s, their JSON "
+            f"{self.json:.2f} s, stored bills read in {self.reading:.2f} s and finalized in "
+            f"{self.finalizing:.2f} s"
+        )
+
+    def count(self, stats: Counter[str]) -> None:
+        """Add these to the worker's stats (`/healthz`), the times in milliseconds."""
+        stats["bill_tick_accounts"] += self.accounts
+        stats["bill_tick_reading_ms"] += round(self.reading * 1000)
+        stats["bill_tick_pricing_ms"] += round(self.pricing * 1000)
+        stats["bill_tick_json_ms"] += round(self.json * 1000)
+        stats["bill_tick_finalizing_ms"] += round(self.finalizing * 1000)
 
 
 class StoredBills(MutableMapping[str, Bill]):
@@ -150,6 +181,7 @@ class Billing:
         self.bills = bills
         self.index = index
         self._locks: dict[str, tuple[bytes, list[LockedRange]]] = {}
+        self.last_tick = TickTimes()  # where the last tick's time went
 
     # reads ------------------------------------------------------------------------
 
@@ -251,12 +283,18 @@ class Billing:
         out: list[EncodedBill] = []
         grace = timedelta(seconds=settings.bill_grace_period_s)
         approve, lock = settings.bill_auto_approve, settings.bill_auto_lock
+        times = self.last_tick = TickTimes()
+        clock = time.perf_counter
         for account in accounts.account_codes():
             if partition_for(account, settings.partitions) != partition:
                 continue
+            started = clock()
             previous = self.bills_of(account)
+            read = clock()
             fresh = {bill.id: bill for bill in self._run(account, previous, now)}
+            priced = clock()
             out.extend(map(encoded, fresh.values()))
+            written = clock()
             for bill_id in {**dict.fromkeys(previous), **fresh}:
                 bill = fresh.get(bill_id)
                 if bill is None:
@@ -264,6 +302,12 @@ class Billing:
                         continue  # not decoded: nothing to approve or lock
                     bill = previous[bill_id]
                 out.extend(map(encoded, finalize(bill, now, grace, approve, lock)))
+            times.accounts += 1
+            times.reading += read - started
+            times.pricing += priced - read
+            times.json += written - priced
+            times.finalizing += clock() - written
+        times.count(self.context.stats)
         return out
 
     def change_status(self, command: ChangeStatus, now: datetime) -> list[Bill]:
@@ -286,6 +330,7 @@ class Billing:
     def store(self, bills: Sequence[EncodedBill]) -> None:
         """Write new bill versions to both tables: an account's bills and its index at
         once (of several versions of one bill, the last)."""
+        started = time.perf_counter()
         by_account: dict[str, list[EncodedBill]] = {}
         for bill in bills:
             by_account.setdefault(bill.account, []).append(bill)
@@ -296,6 +341,7 @@ class Billing:
                 )
                 key = account_key(account)
                 self.index.write(account, {key: updated_index(self.index.get(key), changed)})
+        self.context.stats["bill_store_ms"] += round((time.perf_counter() - started) * 1000)
 
     async def confirm(self) -> None:
         """Wait until Kafka holds every write to both tables (`AccountTable.confirm`)."""

@@ -227,6 +227,15 @@ async def test_a_tick_of_many_accounts_logs_one_line_for_its_bills_and_each_bill
     [line] = [r.getMessage() for r in caplog.records if r.name == "streams.agents.billing"]
     assert line.startswith(f"{len(customers)} bill versions published and stored (")
     assert f"{offline.topics.bill_commands}[0]@0" in line
+    # where the tick's time went, in the line and in the worker's stats (/healthz)
+    assert f"): {len(customers)} accounts priced in " in line
+    assert ", their JSON " in line and ", tables written in " in line
+    stats = offline.context.stats
+    assert stats["bill_tick_accounts"] == len(customers)
+    assert stats["bill_versions"] == len(customers)
+    timed = ("reading", "pricing", "json", "finalizing")
+    assert all(f"bill_tick_{step}_ms" in stats for step in timed)
+    assert "bill_store_ms" in stats
 
 
 def test_the_cycle_collector_is_on_again_after_a_bill_run_even_when_the_run_failed() -> None:
