@@ -39,6 +39,7 @@ from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import deliver
 from streams.partitioning import partition_for
 from streams.readiness import when_ready
+from streams.schemas.bill import bill_json
 from streams.schemas.commands import COMMANDS, ChangeStatus, RunBills, Tick
 from streams.schemas.errors import error_text
 from streams.sources import Source, source_of
@@ -224,7 +225,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
 
         async def answer(self, account: str) -> Response:
             bills = sorted(billing.bills_of(account).values(), key=lambda b: b.startDate)
-            body = b"[" + b",".join(bill.model_dump_json().encode() for bill in bills) + b"]"
+            body = b"[" + b",".join(map(bill_json, bills)) + b"]"
             return self.bytes(body, content_type="application/json")
 
     @app.page(pages.BILL_PREVIEW)
@@ -249,7 +250,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 bills = preview(billing, ask.account, from_ms(ask.at))
             except NoPreview as missing:
                 return self.json(missing.document(), status=404)
-            body = b",".join(bill.model_dump_json().encode() for bill in bills)
+            body = b",".join(map(bill_json, bills))
             return self.bytes(b'{"data":[' + body + b"]}", content_type="application/json")
 
     del connect, handle, ticks, AccountBills, BillPreview

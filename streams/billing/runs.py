@@ -22,7 +22,7 @@ from streams.billing.periods import Period, billing_period, covered
 from streams.clock import epoch_ms, from_ms
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
 from streams.schemas.balances import BalanceGrant
-from streams.schemas.bill import Bill, BillStatus
+from streams.schemas.bill import Bill, BillStatus, bill_json
 from streams.schemas.catalog import Aggregation, AggregationFunction, Catalog, Counter, Plan
 
 # The instant before a moment: the last of a period that ends (exclusively) there.
@@ -294,7 +294,7 @@ def encoded(bill: Bill) -> EncodedBill:
         bill.total,
         bill.currency,
         index_entry(bill),
-        bill.model_dump_json().encode(),
+        bill_json(bill),
     )
 
 
