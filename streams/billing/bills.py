@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from streams.billing.compound import compound_values
@@ -87,6 +88,7 @@ class BillLocked(LifecycleError):
         self.version = bill.version
 
 
+@lru_cache(maxsize=1024)  # a run asks for each bill's id twice (its plan, then build_bill)
 def bill_id(account_plan_id: str, period_start: datetime) -> str:
     """Deterministic id of the bill of an account plan for the period starting then."""
     key = f"{account_plan_id}|{utc(period_start, 'period start').isoformat()}"
@@ -174,7 +176,7 @@ def build_bill(
     }
     now = utc(now, "now")
     if previous is None:
-        return Bill(
+        return Bill.strict(
             id=this_id,
             version=1,
             status=BillStatus.PENDING,
@@ -187,7 +189,7 @@ def build_bill(
     if all(getattr(previous, name) == content[name] for name in _CALCULATED):
         return None
     reopened = previous.status is not BillStatus.PENDING
-    return Bill(
+    return Bill.strict(
         id=this_id,
         version=previous.version + 1,
         status=BillStatus.PENDING,
@@ -254,7 +256,7 @@ def _lines(
         if plan.standingChargeBilledInAdvance:
             description += " (in advance)"
         lines.append(
-            BillLine(
+            BillLine.strict(
                 id=STANDING_CHARGE_LINE,
                 lineItemType=LineItemType.STANDING_CHARGE,
                 description=description,
@@ -279,7 +281,7 @@ def _lines(
         shortfall = round_money(prorate(plan.minimumSpend, fraction), currency) - usage_total
         if shortfall > 0:
             lines.append(
-                BillLine(
+                BillLine.strict(
                     id=MINIMUM_SPEND_LINE,
                     lineItemType=LineItemType.MINIMUM_SPEND,
                     description=plan.minimumSpendDescription or "Minimum spend",
@@ -325,7 +327,7 @@ def _usage_lines(
         priced = price(pricing, quantity(raw, priced_thing))
         default = priced_thing.defaultValue if isinstance(priced_thing, Aggregation) else None
         lines.append(
-            BillLine(
+            BillLine.strict(
                 id=usage_line_id(code),
                 lineItemType=LineItemType.USAGE,
                 description=pricing.description or priced_thing.name or code,
@@ -371,7 +373,7 @@ def segment_lines(
         priced = price(pricing, quantity(raw, aggregation))
         described = ", ".join(f"{field}: {value}" for field, value in segment.items())
         lines.append(
-            BillLine(
+            BillLine.strict(
                 id=usage_line_id(code, key),
                 lineItemType=LineItemType.USAGE,
                 description=f"{pricing.description or aggregation.name or code} "

@@ -79,7 +79,7 @@ def counter_lines(
     priced = price(pricing, Decimal(start_count))
     covered = _fraction(service.duration, period) if pricing.proRateRunningTotal else _WHOLE
     lines = [
-        BillLine(
+        BillLine.strict(
             id=running_total_line_id(counter.code),
             lineItemType=LineItemType.COUNTER_RUNNING_TOTAL_CHARGE,
             description=name,
@@ -103,7 +103,7 @@ def counter_lines(
         prorated = pricing.proRateAdjustmentDebit if debit else pricing.proRateAdjustmentCredit
         fraction = _fraction(service.end - change.at, period) if prorated else _WHOLE
         lines.append(
-            BillLine(
+            BillLine.strict(
                 id=adjustment_line_id(counter.code, change.at),
                 lineItemType=(
                     LineItemType.COUNTER_ADJUSTMENT_DEBIT

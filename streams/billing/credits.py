@@ -210,7 +210,7 @@ def apply_credits(
     ledger = _Ledger(list(lines))
     for commitment, amount, at in credits.fees:
         ledger.add(
-            BillLine(
+            BillLine.strict(
                 id=fee_line_id(commitment.code, at),
                 lineItemType=LineItemType.COMMITMENT_FEE,
                 description=commitment.description or f"Commitment {commitment.code}",
@@ -249,7 +249,7 @@ def _draw_commitment(ledger: _Ledger, plan: Plan, credits: Credits, service: Per
             ledger.unpaid[index] -= take
         left -= take
         paid += take
-    return BillLine(
+    return BillLine.strict(
         id=commitment_line_id(commitment.code),
         lineItemType=LineItemType.COMMITMENT_CONSUMED,
         description=commitment.description or f"Commitment {commitment.code} consumed",
@@ -290,7 +290,7 @@ def _split_overage(
     ledger.unpaid[index] = _ZERO
     ledger.lines.insert(
         index + 1,
-        BillLine(
+        BillLine.strict(
             id=overage_line_id(line.id),
             lineItemType=LineItemType.OVERAGE_USAGE,
             description=f"{line.description} (overage)",
@@ -317,7 +317,7 @@ def _draw_grant(ledger: _Ledger, state: GrantLeft, service: Period) -> BillLine 
         paid += take
     if paid <= 0:
         return None
-    return BillLine(
+    return BillLine.strict(
         id=balance_line_id(grant.uid),
         lineItemType=LineItemType.BALANCE_CONSUMED,
         description=grant.description or f"Credit: {grant.reason}",

@@ -104,7 +104,7 @@ def price(pricing: Pricing | CounterPricing, units: Decimal) -> PricedUsage:
 
 
 def _band_usage(band: PricingBand, upper: Decimal | None, units: Decimal) -> BandUsage:
-    return BandUsage(
+    return BandUsage.strict(
         lowerLimit=band.lowerLimit,
         upperLimit=upper,
         units=units,
