@@ -11,6 +11,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from streams.schemas.bill import (
     BandUsage,
@@ -106,3 +107,15 @@ def test_a_bill_holding_what_no_bill_holds_is_refused_naming_its_type() -> None:
     bill = Bill.model_construct(id="b", lines=(line,))
     with pytest.raises(orjson.JSONEncodeError, match="not JSON serializable: object"):
         bill_json(bill)
+
+
+def test_a_line_the_builder_makes_with_an_int_for_money_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="subtotal\n  Input should be an instance of Decimal"):
+        BillLine.strict(
+            id="STANDING_CHARGE",
+            lineItemType=LineItemType.STANDING_CHARGE,
+            description="Standing charge",
+            subtotal=10,
+            servicePeriodStartDate=datetime(2024, 4, 1, tzinfo=UTC),
+            servicePeriodEndDate=datetime(2024, 5, 1, tzinfo=UTC),
+        )
