@@ -78,8 +78,9 @@ PROFILE_MARKS = (
     "Engine::process",  # the native engine: decode, validate, de-duplicate, fold, deltas
     "NativeEngine._fold (streams/usage/engine/native.py",  # ... with its Python wrapper
     "ReferenceEngine.process (streams/usage/engine/reference.py",  # the Python engine
-    "aiokafka/producer",  # producing (deltas, rejections)
-    "compress",  # lz4 of produced batches
+    "aiokafka/producer",  # producing through faust (rejections, forwards)
+    "BulkProducer",  # producing the usage log's deltas through librdkafka
+    "compress",  # lz4 of batches aiokafka produces
     "aiokafka/consumer",  # fetching
     "faust/web",  # health and usage reads
     "EpollSelector.select",  # idle: waiting for I/O

@@ -1,9 +1,11 @@
 """The worker's bulk producer: many records at once on confluent-kafka (librdkafka).
 
 faust sends through aiokafka at ~80 us a record on the event loop (its buffer, the
-accumulator, one future and task each). A bill run writes three records per bill (the
-bill, two table changelogs), so a run of 10,000 accounts spent most of its time there.
-Here `produce()` costs a few us and compression and sending run on librdkafka's threads.
+accumulator, one future and task each), and builds, checksums and compresses its batches
+there too, holding the GIL. A bill run writes three records per bill (the bill, two table
+changelogs), so a run of 10,000 accounts spent most of its time there; the usage agent's
+deltas are megabytes a batch. Here `produce()` costs a few us and compression and sending
+run on librdkafka's threads.
 
 Delivery is awaited, never trusted (DESIGN.md, "Do not trust faust's commit"): records
 produced together form a `Batch` whose `wait()` returns once Kafka answered each of
@@ -127,7 +129,8 @@ class Batch:
 
 
 class BulkProducer:
-    """One librdkafka producer for the worker's bulk writes (bills, billing tables)."""
+    """One librdkafka producer for the worker's bulk writes (bills and the billing tables;
+    the usage log has one of its own)."""
 
     def __init__(
         self,

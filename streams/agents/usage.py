@@ -30,13 +30,14 @@ from yarl import URL
 
 from streams import pages
 from streams.agents.routing import on_owner
+from streams.bulk_producer import BulkProducer
 from streams.clock import DAY_MS, now_ms
 from streams.commits import InOrderConsumer
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import Record, deliver
 from streams.readiness import when_ready
 from streams.sources import Source, source_of
-from streams.tables import account_table
+from streams.tables import MAX_MESSAGE_BYTES, account_table
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage.book import UsageBook
 from streams.usage.engine import Delta, Limits, ReferenceEngine, UsageEngine
@@ -222,15 +223,19 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     context.usage = book  # bill runs read period values through it
     source = faust_topic(app, context.topics, MEASUREMENTS)
     rejected = faust_topic(app, context.topics, MEASUREMENTS_REJECTED)
-    usage_log = app.topic(
-        table.changelog_topic_name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
+    # The usage log is written through librdkafka (`streams.bulk_producer`): its deltas
+    # are the worker's largest writes (a batch of 100,000 measurements writes megabytes),
+    # and aiokafka would build, checksum and compress them on the event loop, holding
+    # the GIL the fold and the consumer need. Flushed when the worker stops.
+    producer = BulkProducer(
+        settings.kafka, app.watchdog, extra={"message.max.bytes": MAX_MESSAGE_BYTES + 1024 * 1024}
     )
+    log_topic = table.changelog_topic_name
+
+    async def flush(*_: Any, **__: Any) -> None:
+        await producer.close()
+
+    app.on_before_shutdown.connect(flush)
     # One writer of the usage log at a time: a snapshot round's segments must follow
     # every delta they hold and precede every delta they do not.
     writing = asyncio.Lock()
@@ -264,7 +269,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         processed = await book.process_off_loop(messages, now_ms())
         tell_usage_seen(context, messages)
         writes = asyncio.gather(
-            deliver(usage_log, _records(processed.deltas)),
+            producer.deliver(log_topic, _records(processed.deltas)),
             deliver(
                 rejected,
                 [((r.account or "").encode(), r.to_bytes(), None) for r in processed.rejected],
@@ -371,17 +376,23 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
                 round_ = engine.snapshot(partition)
                 if not round_.records and not round_.obsolete:
                     continue
-                await deliver(usage_log, [(r.key, r.value, partition) for r in round_.records])
-                await deliver(usage_log, [(round_.marker.key, round_.marker.value, partition)])
+                await producer.deliver(
+                    log_topic, [(r.key, r.value, partition) for r in round_.records]
+                )
+                await producer.deliver(
+                    log_topic, [(round_.marker.key, round_.marker.value, partition)]
+                )
                 engine.confirm_snapshot(round_)
             try:
-                await deliver(usage_log, [(key, None, partition) for key in round_.obsolete])
+                await producer.deliver(
+                    log_topic, [(key, None, partition) for key in round_.obsolete]
+                )
             except Exception as exc:  # the engine forgot them: only a successor re-tombstones
                 stop_worker(exc)
             context.stats["usage_snapshot_segments"] += len(round_.records)
             log.info(
                 "usage snapshot of %s[%d] at seq %d: %d segments written, %d deltas tombstoned",
-                usage_log.get_topic_name(),
+                log_topic,
                 partition,
                 round_.seq,
                 len(round_.records),
@@ -394,11 +405,9 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
         async with writing:
             await in_flight.drain()
             deltas = engine.expire(owned())
-            await deliver(usage_log, _records(deltas))
+            await producer.deliver(log_topic, _records(deltas))
         for delta in deltas:
-            log.info(
-                "usage retention applied to %s[%d]", usage_log.get_topic_name(), delta.partition
-            )
+            log.info("usage retention applied to %s[%d]", log_topic, delta.partition)
 
     @app.page(pages.USAGE)
     class AccountUsage(View):
