@@ -1,12 +1,13 @@
-"""The lz4 level of the worker's own Kafka writes (faust's producer, aiokafka).
+"""The lz4 level of the worker's own Kafka writes through faust's producer (aiokafka).
 
 aiokafka compresses lz4 at level 9, lz4's high-compression mode, and it does so on the
-event loop when it closes a batch. On the usage log's deltas that is ~170 MB/s against
-~1 GB/s at level 1, for batches ~10 % smaller: a batch of 50,000 measurements writes
-~4.4 MB of deltas, so level 9 cost the loop ~20 ms per batch while the usage engine
-waited for it. librdkafka (the sinks, the HTTP edge, the billing agent) compresses at
-lz4's fast level by default; the worker now does the same. Every reader decodes any
-level: the level is not on the wire.
+event loop when it closes a batch: ~170 MB/s against ~1 GB/s at level 1, for batches
+~10 % smaller. The usage log's deltas, megabytes a batch, cost the loop ~20 ms per batch
+at level 9 while the usage engine waited for it (they now go through librdkafka, see
+`streams.agents.usage`); what the worker still writes through faust (dead letters,
+forwards, faust's own table changelogs) is compressed at lz4's fast level, as
+librdkafka (the sinks, the HTTP edge, the billing agent, the usage log) does by
+default. Every reader decodes any level: the level is not on the wire.
 
 aiokafka offers no setting for the level, so `use_fast_lz4` replaces its encoder in the
 two places aiokafka's batch builders look it up (the Cython builder reads its module
