@@ -69,6 +69,12 @@ WORKER_STEPS = {
     "finalizing": f"{STAT}finalizing_ms",
     "storing": "bill_store_ms",
 }
+# what the worker's event-loop thread spent in ticks and stores (`ThreadUsage`)
+THREAD_STATS = {
+    "user_s": ("bill_tick_user_ms", "bill_store_user_ms"),
+    "kernel_s": ("bill_tick_system_ms", "bill_store_system_ms"),
+    "page_faults": ("bill_tick_page_faults", "bill_store_page_faults"),
+}
 PLAN_AGGREGATIONS = 3  # starter: api_calls, active_users, data_transfer
 
 
@@ -249,6 +255,11 @@ def _run(
             step: (stats.get(key, 0) - stats_before.get(key, 0)) / 1000
             for step, key in WORKER_STEPS.items()
         },
+        "worker_thread": {
+            name: sum(stats.get(key, 0) - stats_before.get(key, 0) for key in keys)
+            / (1 if name == "page_faults" else 1000)
+            for name, keys in THREAD_STATS.items()
+        },
     }
     if on_topic < accounts:
         result["warning"] = f"only {on_topic:,} of {accounts:,} bills within {timeout:.0f} s"
@@ -271,9 +282,17 @@ def stored(deployment: Deployment, before: dict[str, Any], bills: int) -> dict[s
 def steps(r: dict[str, Any]) -> str:
     """Where the worker says a run's time went, per account and in all."""
     accounts = max(r["accounts_priced"], 1)
-    return ", ".join(
+    split = ", ".join(
         f"{step} {seconds:.2f} s ({seconds / accounts * 1e6:.0f} µs/account)"
         for step, seconds in r["worker_steps_s"].items()
+    )
+    thread = r.get("worker_thread")
+    if not thread:
+        return split
+    return (
+        f"{split}; the event loop's thread in them: {thread['user_s']:.2f} s user, "
+        f"{thread['kernel_s']:.2f} s kernel, {thread['page_faults']:,.0f} page faults "
+        f"({thread['page_faults'] / accounts:.1f}/account)"
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.billing.state import cycle_collection_paused
+from streams.billing.state import ThreadUsage, cycle_collection_paused
 from streams.clock import DAY_MS, HOUR_MS
 from streams.schemas.bill import Bill, BillStatus
 from tests.fixtures.worker import (
@@ -230,12 +230,24 @@ async def test_a_tick_of_many_accounts_logs_one_line_for_its_bills_and_each_bill
     # where the tick's time went, in the line and in the worker's stats (/healthz)
     assert f"): {len(customers)} accounts priced in " in line
     assert ", their JSON " in line and ", tables written in " in line
+    assert "(the loop's thread: " in line and " page faults)" in line
     stats = offline.context.stats
     assert stats["bill_tick_accounts"] == len(customers)
     assert stats["bill_versions"] == len(customers)
-    timed = ("reading", "pricing", "json", "finalizing")
+    timed = ("reading", "pricing", "json", "finalizing", "user", "system")
     assert all(f"bill_tick_{step}_ms" in stats for step in timed)
-    assert "bill_store_ms" in stats
+    assert all(f"bill_store_{what}" in stats for what in ("ms", "user_ms", "system_ms"))
+    assert "bill_tick_page_faults" in stats and "bill_store_page_faults" in stats
+
+
+def test_a_steps_thread_usage_counts_the_pages_it_touched_for_the_first_time() -> None:
+    pages = 4096  # 16 MiB of memory this process never touched before
+    before = ThreadUsage.now()
+    fresh = bytearray(pages * 4096)
+    fresh[::4096] = b"\x01" * pages
+    used = ThreadUsage.now().since(before)
+    assert used.faults >= pages * 9 // 10
+    assert used.user >= 0 and used.system >= 0
 
 
 def test_the_cycle_collector_is_on_again_after_a_bill_run_even_when_the_run_failed() -> None:
