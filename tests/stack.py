@@ -63,6 +63,7 @@ class Stack:
             stripe_webhook_secrets="whsec_test",
         )
         self.env.update(env)  # variables a test sets as they are
+        self.tmp = tmp
         self.worker = Process(["worker"], self.env, tmp / "worker.log")
         self.http = Process(["http"], self.env, tmp / "http.log")
         if provision:  # what `meterline topics create` and `catalog apply` do
@@ -108,6 +109,16 @@ class Stack:
             )
         except TimeoutError:
             raise AssertionError(self.worker.log_tail()) from None
+
+    def hook_worker_start(self, source: str) -> None:
+        """Run `source` at the start of the worker process (a `sitecustomize` on its
+        PYTHONPATH): a test's way to put the worker in a state a real run reaches by luck."""
+        hook = self.tmp / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(source)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(hook), *filter(None, [self.env.get("PYTHONPATH")])]
+        )
 
     def start_http(self) -> None:
         self.http.start()

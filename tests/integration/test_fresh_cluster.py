@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
 from connectors.kafka.admin import create_topics
@@ -29,6 +31,32 @@ PARTITIONS = 6
 ACCOUNTS = [f"cus_fresh{n}" for n in range(7)]
 DAY = 86_400
 JOB_EVERY_S = 5.0
+DROPPED = 3  # Stripe events a fetch returned while the worker's flow was stopped
+
+# What a fetch that returned while faust's flow was stopped leaves behind (faust drops
+# its records, counting on the seek to the committed offsets to read them again): the
+# fetch position of `stripe.events[0]` past them, and nothing committed.
+DROPPED_FETCH_HOOK = f"""
+import os
+
+from faust.types import TP
+
+from streams.commits import InOrderConsumer
+
+original = InOrderConsumer.perform_seek
+topic = os.environ["METERLINE_TOPIC_PREFIX"] + "stripe.events"
+dropped = []
+
+
+async def perform_seek(self):
+    if not dropped:
+        dropped.append(True)
+        self._thread.seek(TP(topic, 0), {DROPPED})
+    await original(self)
+
+
+InOrderConsumer.perform_seek = perform_seek
+"""
 
 
 @pytest.fixture
@@ -137,3 +165,38 @@ def test_a_worker_on_a_cluster_without_its_changelogs_names_and_creates_them_bef
     assert "Ignoring missing topic" not in log
     assert "not found in cluster metadata" not in log
     assert log.index("topics were missing") < log.index("[^Worker]: Starting")
+
+
+def test_records_dropped_before_a_partition_s_first_commit_are_read_again(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A partition never committed has no committed offset to seek back to: reading it
+    starts again at its beginning, not where the dropped fetch left its position."""
+    stack = Stack(kafka_bootstrap, tmp_path, partitions=1)
+    topic = stack.topics.stripe_events
+    stack.hook_worker_start(DROPPED_FETCH_HOOK)
+    customers = [f"cus_early{n}" for n in range(DROPPED)] + ["cus_late"]
+
+    def publish(codes: list[str]) -> None:
+        for code in codes:
+            event = sp.event("customer.created", sp.customer(code), created=sp.T0, id=f"evt_{code}")
+            stack.produce(topic, code, [orjson.dumps(event)])
+
+    publish(customers[:DROPPED])  # before the worker joins
+    stack.start_worker()
+    try:
+        publish(customers[DROPPED:])
+
+        def accounts() -> int:
+            answer = httpx.get(f"{stack.worker_url}/healthz", timeout=5).json()
+            return int(answer["tables"]["accounts"])
+
+        try:
+            eventually(lambda: accounts() == len(customers), timeout=60)
+        except TimeoutError:
+            raise AssertionError(
+                f"{accounts()} of {len(customers)} accounts; worker log:\n"
+                f"{stack.worker.log_tail(60)}"
+            ) from None
+    finally:
+        stack.stop()

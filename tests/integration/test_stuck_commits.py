@@ -12,7 +12,6 @@ The worker runs with a startup hook (a `sitecustomize` on its PYTHONPATH):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +69,6 @@ consumer.Consumer.perform_seek = perform_seek
 """
 
 
-def with_hook(stack: Stack, tmp_path: Path, source: str) -> None:
-    """Run `source` at the start of the stack's worker process (a `sitecustomize`)."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(source)
-    stack.env["PYTHONPATH"] = os.pathsep.join(
-        [str(hook), *filter(None, [stack.env.get("PYTHONPATH")])]
-    )
-
-
 def customers(count: int) -> list[bytes]:
     return [
         orjson.dumps(
@@ -103,7 +92,7 @@ def test_commits_stopped_below_events_the_accounts_agent_applied_turn_healthz_to
 ) -> None:
     stack = Stack(kafka_bootstrap, tmp_path, partitions=1, METERLINE_WORKER_STALL_TIMEOUT_S="3")
     topic = stack.topics.stripe_events
-    with_hook(stack, tmp_path, SWALLOW_HOOK)
+    stack.hook_worker_start(SWALLOW_HOOK)
     stack.env["METERLINE_TEST_SWALLOW"] = f"{topic}:0:{DROPPED_OFFSET}"
     stack.start_worker()
     try:
@@ -122,7 +111,7 @@ def test_a_backlog_of_stripe_events_read_by_a_slow_starting_worker_is_committed_
 ) -> None:
     stack = Stack(kafka_bootstrap, tmp_path, partitions=1)
     topic = stack.topics.stripe_events
-    with_hook(stack, tmp_path, SLOW_SEEK_HOOK)
+    stack.hook_worker_start(SLOW_SEEK_HOOK)
     stack.produce(topic, "cus", customers(400))
     group = Consumer(
         {

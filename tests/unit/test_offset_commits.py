@@ -232,3 +232,25 @@ async def test_records_fetched_while_a_rebalance_seeks_reach_no_stream_until_the
     consumer.app.flow_control.resume()  # clears the streams' queues: nothing was in them
     consumer.resume_flow()
     assert [message.offset async for _, message in consumer.getmany(1.0)] == [3, 4]
+
+
+async def test_a_seek_to_the_committed_offsets_rewinds_a_stream_partition_never_committed(
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust drops records fetched while its flow was stopped and counts on this seek to
+    read them again; aiokafka does not move a partition without a committed offset."""
+    changelog = TP(sorted(consumer.app.tables.changelog_topics)[0], 0)
+    never, zero, committed = TP(TOPIC, 0), TP(TOPIC, 1), TP(TOPIC, 2)
+    rewound: list[TP] = []
+
+    class Thread:
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            return {never: None, zero: 0, committed: 7, changelog: None}
+
+        async def seek_to_beginning(self, *partitions: TP) -> None:
+            rewound.extend(partitions)
+
+    monkeypatch.setattr(consumer, "_thread", Thread())
+    await consumer.perform_seek()
+    assert sorted(rewound) == [never, zero]  # the changelog is recovery's to seek
+    assert consumer._committed_offset[committed] == 7
