@@ -18,7 +18,7 @@ from streams.compression import use_fast_lz4
 from streams.context import MeterlineApp, WorkerContext
 from streams.readiness import readiness
 from streams.settings import Settings
-from streams.tables import MAX_MESSAGE_BYTES
+from streams.tables import MAX_REQUEST_BYTES
 from streams.topics import Topics
 from streams.watchdog import install_watchdog
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, fast_rebalance: bool = False) -> Meterline
         "producer_acks": -1,
         "producer_compression_type": "lz4",
         # A table value may be up to MAX_MESSAGE_BYTES (a busy account-hour of usage).
-        "producer_max_request_size": MAX_MESSAGE_BYTES + 1024 * 1024,
+        "producer_max_request_size": MAX_REQUEST_BYTES,
         # Agents wait for their changelog writes before a batch is acknowledged, and
         # aiokafka keeps one batch in flight per partition: large batches carry a whole
         # agent batch's writes in a few round trips instead of one per 16 kB.

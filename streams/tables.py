@@ -38,8 +38,9 @@ from urllib.parse import unquote
 import faust
 from faust.types import TP, EventT, FutureMessage
 
-from streams.bulk_producer import Batch, BulkProducer
+from streams.bulk_producer import Batch, BulkProducer, Watch
 from streams.delivery import backoff
+from streams.kafka_access import Kafka
 from streams.partitioning import partition_for
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,14 @@ class AccountTable(faust.Table):  # type: ignore[type-arg]
 
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the largest table value (a busy account-hour of usage)
+# What a producer of table changelogs lets a request be: one value and its framing.
+MAX_REQUEST_BYTES = MAX_MESSAGE_BYTES + 1024 * 1024
+
+
+def table_producer(kafka: Kafka, watch: Watch | None) -> BulkProducer:
+    """A BulkProducer for table changelogs (and what goes with them): its requests
+    take the largest table value. Its owner closes it when the worker stops."""
+    return BulkProducer(kafka, watch, extra={"message.max.bytes": MAX_REQUEST_BYTES})
 
 
 def account_table(

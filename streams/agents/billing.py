@@ -33,7 +33,7 @@ from streams.billing.bills import LifecycleError
 from streams.billing.preview import NoPreview, preview
 from streams.billing.runs import EncodedBill
 from streams.billing.state import Billing, TickTimes
-from streams.bulk_producer import FLUSH_TIMEOUT_S, Batch, BulkProducer
+from streams.bulk_producer import FLUSH_TIMEOUT_S, Batch
 from streams.clock import from_ms, now_ms
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import deliver
@@ -43,7 +43,7 @@ from streams.schemas.bill import bill_json
 from streams.schemas.commands import COMMANDS, ChangeStatus, RunBills, Tick
 from streams.schemas.errors import error_text
 from streams.sources import Source, source_of
-from streams.tables import MAX_MESSAGE_BYTES, account_table
+from streams.tables import account_table, table_producer
 from streams.topics import BILL_COMMANDS, BILL_COMMANDS_REJECTED, BILLS, faust_topic
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     )
     # Bills and both tables are written through librdkafka (`streams.bulk_producer`),
     # flushed when the worker stops.
-    producer = BulkProducer(
-        settings.kafka, app.watchdog, extra={"message.max.bytes": MAX_MESSAGE_BYTES + 1024 * 1024}
-    )
+    producer = table_producer(settings.kafka, app.watchdog)
     billing.bills.use_producer(producer)
     billing.index.use_producer(producer)
 

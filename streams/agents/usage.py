@@ -30,14 +30,13 @@ from yarl import URL
 
 from streams import pages
 from streams.agents.routing import on_owner
-from streams.bulk_producer import BulkProducer
 from streams.clock import DAY_MS, now_ms
 from streams.commits import InOrderConsumer
 from streams.context import MeterlineApp, WorkerContext
 from streams.delivery import Record, deliver
 from streams.readiness import when_ready
 from streams.sources import Source, source_of
-from streams.tables import MAX_MESSAGE_BYTES, account_table
+from streams.tables import account_table, table_producer
 from streams.topics import MEASUREMENTS, MEASUREMENTS_REJECTED, faust_topic
 from streams.usage.book import UsageBook
 from streams.usage.engine import Delta, Limits, ReferenceEngine, UsageEngine
@@ -227,9 +226,7 @@ def register(app: MeterlineApp, context: WorkerContext) -> None:
     # are the worker's largest writes (a batch of 100,000 measurements writes megabytes),
     # and aiokafka would build, checksum and compress them on the event loop, holding
     # the GIL the fold and the consumer need. Flushed when the worker stops.
-    producer = BulkProducer(
-        settings.kafka, app.watchdog, extra={"message.max.bytes": MAX_MESSAGE_BYTES + 1024 * 1024}
-    )
+    producer = table_producer(settings.kafka, app.watchdog)
     log_topic = table.changelog_topic_name
 
     async def flush(*_: Any, **__: Any) -> None:

@@ -87,6 +87,13 @@ class ThreadUsage:
             self.user - before.user, self.system - before.system, self.faults - before.faults
         )
 
+    def count(self, stats: Counter[str], prefix: str) -> None:
+        """Add these to the worker's stats (`/healthz`) as `<prefix>_user_ms`,
+        `<prefix>_system_ms` and `<prefix>_page_faults`."""
+        stats[f"{prefix}_user_ms"] += round(self.user * 1000)
+        stats[f"{prefix}_system_ms"] += round(self.system * 1000)
+        stats[f"{prefix}_page_faults"] += self.faults
+
 
 @dataclass
 class TickTimes:
@@ -117,9 +124,7 @@ class TickTimes:
         stats["bill_tick_pricing_ms"] += round(self.pricing * 1000)
         stats["bill_tick_json_ms"] += round(self.json * 1000)
         stats["bill_tick_finalizing_ms"] += round(self.finalizing * 1000)
-        stats["bill_tick_user_ms"] += round(self.thread.user * 1000)
-        stats["bill_tick_system_ms"] += round(self.thread.system * 1000)
-        stats["bill_tick_page_faults"] += self.thread.faults
+        self.thread.count(stats, "bill_tick")
 
 
 class StoredBills(MutableMapping[str, Bill]):
@@ -380,9 +385,7 @@ class Billing:
         spent, thread = time.perf_counter() - started, ThreadUsage.now().since(usage)
         stats = self.context.stats
         stats["bill_store_ms"] += round(spent * 1000)
-        stats["bill_store_user_ms"] += round(thread.user * 1000)
-        stats["bill_store_system_ms"] += round(thread.system * 1000)
-        stats["bill_store_page_faults"] += thread.faults
+        thread.count(stats, "bill_store")
         return spent
 
     async def confirm(self) -> None:
