@@ -46,7 +46,15 @@ from streams.billing.pricing import price
 from streams.money import round_money
 from streams.schemas.balances import BalanceGrant
 from streams.schemas.bill import Bill, BillLine, BillStatus, LineItemType
-from streams.schemas.catalog import Bands, Catalog, ChargeType, Commitment, Plan, Pricing
+from streams.schemas.catalog import (
+    Bands,
+    Catalog,
+    ChargeType,
+    Commitment,
+    PerCatalog,
+    Plan,
+    Pricing,
+)
 
 _ZERO = Decimal(0)
 _UNIT_PLACES = Decimal("1e-12")
@@ -114,19 +122,21 @@ def consumed_by_others(
     return total
 
 
+def _by_account_plan(catalog: Catalog) -> dict[tuple[str, str], list[Commitment]]:
+    index: dict[tuple[str, str], list[Commitment]] = {}
+    for c in sorted(catalog.commitments.values(), key=lambda c: (c.startDate, c.code)):
+        index.setdefault((c.account, c.plan), []).append(c)
+    return index
+
+
 # The commitments of each (account, plan), for the catalog they came from: a catalog may
 # hold a commitment per account, and a bill run asks this once per account.
-_BY_ACCOUNT_PLAN: list[tuple[Catalog, dict[tuple[str, str], list[Commitment]]]] = []
+_BY_ACCOUNT_PLAN = PerCatalog(_by_account_plan)
 
 
 def commitments_of(catalog: Catalog, account: str, plan: str) -> list[Commitment]:
     """The commitments of `account` on `plan`, by startDate then code."""
-    if not _BY_ACCOUNT_PLAN or _BY_ACCOUNT_PLAN[0][0] is not catalog:
-        index: dict[tuple[str, str], list[Commitment]] = {}
-        for c in sorted(catalog.commitments.values(), key=lambda c: (c.startDate, c.code)):
-            index.setdefault((c.account, c.plan), []).append(c)
-        _BY_ACCOUNT_PLAN[:] = [(catalog, index)]
-    return _BY_ACCOUNT_PLAN[0][1].get((account, plan), [])
+    return _BY_ACCOUNT_PLAN(catalog).get((account, plan), [])
 
 
 def credits_for(

@@ -23,7 +23,14 @@ from streams.clock import epoch_ms, from_ms
 from streams.schemas.accounts import Account, AccountPlan, AccountPlanStatus
 from streams.schemas.balances import BalanceGrant
 from streams.schemas.bill import Bill, BillStatus, bill_json
-from streams.schemas.catalog import Aggregation, AggregationFunction, Catalog, Counter, Plan
+from streams.schemas.catalog import (
+    Aggregation,
+    AggregationFunction,
+    Catalog,
+    Counter,
+    PerCatalog,
+    Plan,
+)
 
 # The instant before a moment: the last of a period that ends (exclusively) there.
 MICROSECOND = timedelta(microseconds=1)
@@ -192,19 +199,19 @@ class _Priced(NamedTuple):
     counters: dict[str, Counter]  # the counters the plan prices
 
 
-_PRICED: dict[str, tuple[Catalog, _Priced]] = {}  # by plan code, for the catalog it came from
+# a plan's priced aggregations, by plan code, for the catalog they came from
+_PRICED: PerCatalog[dict[str, _Priced]] = PerCatalog(lambda catalog: {})
 
 
 def _priced_by(catalog: Catalog, plan: Plan) -> _Priced:
-    cached = _PRICED.get(plan.code)
-    if cached is not None and cached[0] is catalog:
-        return cached[1]
+    by_plan = _PRICED(catalog)
+    cached = by_plan.get(plan.code)
     if cached is not None:
-        _PRICED.clear()  # a new catalog: forget the old one's plans
+        return cached
     needed = needed_aggregations((p.priced for p in plan.pricings), catalog)
     aggregations = {code: catalog.aggregations[code] for code in sorted(needed)}
     functions = {code: aggregation.aggregation for code, aggregation in aggregations.items()}
-    priced = _Priced(
+    priced = by_plan[plan.code] = _Priced(
         aggregations,
         functions,
         {code: functions[code] for code in functions if aggregations[code].segmented},
@@ -214,7 +221,6 @@ def _priced_by(catalog: Catalog, plan: Plan) -> _Priced:
             if p.counter in catalog.counters
         },
     )
-    _PRICED[plan.code] = (catalog, priced)
     return priced
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal, NamedTuple, Self, cast
+from typing import Annotated, Any, Generic, Literal, NamedTuple, Self, TypeVar, cast
 
 from pydantic import (
     AwareDatetime,
@@ -814,6 +814,27 @@ class Catalog(Frozen):
 
     def aggregations_of_meter(self, meter: str) -> list[Aggregation]:
         return [agg for agg in self.aggregations.values() if agg.meter == meter]
+
+
+V = TypeVar("V")
+
+
+class PerCatalog(Generic[V]):
+    """A value derived from the catalog in use, derived again when another catalog takes
+    its place (a catalog is immutable; `catalog apply` makes a new one). For what a bill
+    run asks once per account and the catalog fixes: a plan's aggregations, commitments
+    by account."""
+
+    def __init__(self, derive: Callable[[Catalog], V]) -> None:
+        self._derive = derive
+        self._from: Catalog | None = None
+        self._value: V | None = None
+
+    def __call__(self, catalog: Catalog) -> V:
+        if self._from is not catalog or self._value is None:
+            self._value = self._derive(catalog)
+            self._from = catalog
+        return self._value
 
 
 def _string_field_errors(meter: Meter, aggregation: Aggregation, where: str) -> list[str]:
