@@ -61,6 +61,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.sensors import Sensor
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
@@ -210,7 +211,10 @@ class InOrderConsumer(Consumer):
             tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)
         ]
         if never:
-            await self._thread.seek_to_beginning(*never)
+            try:
+                await self._thread.seek_to_beginning(*never)
+            except IllegalStateError as exc:  # a rebalance took some: its recovery seeks again
+                log.info("not sought to their beginning (%s): %s", exc, sorted(never))
         return committed
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:

@@ -254,3 +254,23 @@ async def test_a_seek_to_the_committed_offsets_rewinds_a_stream_partition_never_
     await consumer.perform_seek()
     assert sorted(rewound) == [never, zero]  # the changelog is recovery's to seek
     assert consumer._committed_offset[committed] == 7
+
+
+async def test_partitions_a_rebalance_took_before_the_seek_to_their_beginning_are_left_to_it(
+    consumer: InOrderConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next rebalance's recovery seeks again; this one still records what it found."""
+    from aiokafka.errors import IllegalStateError
+
+    class Thread:
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            return {TP(TOPIC, 0): None, TP(TOPIC, 1): 4}
+
+        async def seek_to_beginning(self, *partitions: TP) -> None:
+            raise IllegalStateError(f"Partitions {set(partitions)} are not assigned")
+
+    monkeypatch.setattr(consumer, "_thread", Thread())
+    consumer.resume_flow()
+    await consumer.perform_seek()
+    assert consumer._committed_offset[TP(TOPIC, 1)] == 4
+    assert not consumer.flow_active  # recovery resumes it once the streams' queues are clear
