@@ -69,11 +69,16 @@ WORKER_STEPS = {
     "finalizing": f"{STAT}finalizing_ms",
     "storing": "bill_store_ms",
 }
-# what the worker's event-loop thread spent in ticks and stores (`ThreadUsage`)
+# what the worker's event-loop thread spent in ticks and stores: the stats
+# `ThreadUsage.count` writes under these prefixes
+THREAD_PREFIXES = ("bill_tick", "bill_store")
 THREAD_STATS = {
-    "user_s": ("bill_tick_user_ms", "bill_store_user_ms"),
-    "kernel_s": ("bill_tick_system_ms", "bill_store_system_ms"),
-    "page_faults": ("bill_tick_page_faults", "bill_store_page_faults"),
+    name: tuple(f"{prefix}_{suffix}" for prefix in THREAD_PREFIXES)
+    for name, suffix in (
+        ("user_s", "user_ms"),
+        ("kernel_s", "system_ms"),
+        ("page_faults", "page_faults"),
+    )
 }
 PLAN_AGGREGATIONS = 3  # starter: api_calls, active_users, data_transfer
 
